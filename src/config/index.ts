@@ -1,0 +1,148 @@
+import { existsSync } from 'node:fs';
+import { ConfigError } from '../shared/errors.js';
+import { redactUrl } from '../shared/redact.js';
+import type { StoreOptions, ServerType } from '../store/types.js';
+import { envSchema, type Env } from './schema.js';
+import { resolveServerIdentity, type ServerIdentity } from './identity.js';
+
+export { serverIdProblems, resolveServerIdentity, generateServerId } from './identity.js';
+export type { ServerIdentity, ServerIdSource } from './identity.js';
+
+export interface Config {
+  nodeEnv: Env['NODE_ENV'];
+  logLevel: Env['LOG_LEVEL'];
+  server: {
+    identity: ServerIdentity;
+    name: string;
+    url: string;
+    type: ServerType;
+    region: string;
+    description: string | null;
+    maxCapacity: number;
+    priority: number;
+    port: number;
+  };
+  monitoring: { port: number; adminUsername: string; adminPassword: string | undefined };
+  internalApiKey: string | undefined;
+  redis: { url: string; keyPrefix: string };
+  store: StoreOptions;
+  lease: { ttlMs: number; renewIntervalMs: number; selfFenceMs: number; sweepIntervalMs: number };
+  shutdownTimeoutMs: number;
+}
+
+type RawEnv = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Parses and validates the whole environment at once, so an operator sees every problem in one
+ * message instead of fixing them one restart at a time. Throws ConfigError.
+ */
+export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(rawEnv)) {
+    if (value !== undefined && value.trim() !== '') env[key] = value;
+  }
+
+  const problems: string[] = [];
+  const { identity, problems: identityProblems } = resolveServerIdentity(env, generateId);
+  problems.push(...identityProblems);
+
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = issue.path.join('.') || '(environment)';
+      problems.push(`${name}: ${issue.message}`);
+    }
+  }
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+
+  const e = parsed.data;
+  const ttlMs = e.LEASE_TTL_MS;
+  return {
+    nodeEnv: e.NODE_ENV,
+    logLevel: e.LOG_LEVEL,
+    server: {
+      identity,
+      name: e.SERVER_NAME ?? identity.id,
+      url: e.SERVER_URL ?? `http://127.0.0.1:${e.PORT}`,
+      type: e.SERVER_TYPE,
+      region: e.REGION,
+      description: e.SERVER_DESCRIPTION ?? null,
+      maxCapacity: e.SERVER_MAX_CAPACITY,
+      priority: e.SERVER_PRIORITY,
+      port: e.PORT,
+    },
+    monitoring: {
+      port: e.MONITORING_PORT,
+      adminUsername: e.ADMIN_USERNAME,
+      adminPassword: e.ADMIN_PASSWORD,
+    },
+    internalApiKey: e.INTERNAL_API_KEY,
+    redis: {
+      url: e.REDIS_URL ?? e.UPSTASH_REDIS_URL ?? 'redis://127.0.0.1:6379',
+      keyPrefix: e.WAFLEET_KEY_PREFIX,
+    },
+    store: storeOptions(e),
+    lease: {
+      ttlMs,
+      renewIntervalMs: e.LEASE_RENEW_INTERVAL_MS ?? Math.floor(ttlMs / 3),
+      selfFenceMs: e.LEASE_SELF_FENCE_MS ?? Math.floor((ttlMs * 2) / 3),
+      sweepIntervalMs: e.SWEEP_INTERVAL_MS,
+    },
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+  };
+}
+
+function storeOptions(e: Env): StoreOptions {
+  switch (e.STORE) {
+    case 'postgres':
+      // The schema guarantees DATABASE_URL for STORE=postgres.
+      return { kind: 'postgres', databaseUrl: e.DATABASE_URL!, poolMax: e.STORE_POOL_MAX };
+    case 'supabase':
+      return {
+        kind: 'supabase',
+        url: e.SUPABASE_URL!,
+        serviceRoleKey: e.SUPABASE_SERVICE_ROLE_KEY!,
+        databaseUrl: e.DATABASE_URL,
+      };
+    case 'pglite':
+      return {
+        kind: 'pglite',
+        dataDir: e.PGLITE_DIR,
+        host: e.PGLITE_HOST,
+        port: e.PGLITE_PORT,
+        poolMax: e.STORE_POOL_MAX,
+        hostMode: e.PGLITE_HOST_MODE,
+      };
+  }
+}
+
+/** A view of the config that is safe to log: no secret values, URLs with passwords hidden. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  const store =
+    config.store.kind === 'postgres'
+      ? { kind: 'postgres', databaseUrl: redactUrl(config.store.databaseUrl) }
+      : config.store.kind === 'supabase'
+        ? { kind: 'supabase', url: config.store.url, migrationsVia: config.store.databaseUrl ? 'DATABASE_URL' : 'none' }
+        : { kind: 'pglite', dataDir: config.store.dataDir, host: config.store.host, port: config.store.port };
+  return {
+    nodeEnv: config.nodeEnv,
+    serverId: config.server.identity.id,
+    port: config.server.port,
+    monitoringPort: config.monitoring.port,
+    redis: redactUrl(config.redis.url),
+    keyPrefix: config.redis.keyPrefix,
+    store,
+    lease: config.lease,
+    internalApiKey: config.internalApiKey ? 'set' : 'unset',
+    adminPassword: config.monitoring.adminPassword ? 'set' : 'unset',
+  };
+}
+
+/**
+ * The one place in wafleet that reads process.env. A `.env` file in the working directory fills
+ * in what the environment leaves unset; the environment always wins.
+ */
+export function loadConfigFromProcess(envFile = '.env'): Config {
+  if (existsSync(envFile)) process.loadEnvFile(envFile);
+  return loadConfig(process.env);
+}

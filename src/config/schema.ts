@@ -1,0 +1,136 @@
+import { z } from 'zod';
+import { SERVER_TYPES } from '../store/types.js';
+
+// Every environment variable wafleet reads, in one schema. Values arrive as strings; empty
+// strings count as unset so a blank line in .env falls back to the default instead of failing.
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const port = z.coerce
+  .number({ error: 'must be a number' })
+  .int('must be a whole number')
+  .min(1, 'must be a TCP port (1-65535)')
+  .max(65535, 'must be a TCP port (1-65535)');
+
+const positiveMs = (min: number) =>
+  z.coerce
+    .number({ error: 'must be a number of milliseconds' })
+    .int('must be a whole number of milliseconds')
+    .min(min, `must be at least ${min} ms`);
+
+const urlWith = (protocols: string[], message: string) =>
+  z.string().refine((value) => {
+    try {
+      return protocols.includes(new URL(value).protocol);
+    } catch {
+      return false;
+    }
+  }, message);
+
+const redisUrl = urlWith(['redis:', 'rediss:'], 'must be a redis:// or rediss:// URL');
+const postgresUrl = urlWith(['postgres:', 'postgresql:'], 'must be a postgres:// or postgresql:// URL');
+const httpUrl = urlWith(['http:', 'https:'], 'must be an http:// or https:// URL');
+
+export const envSchema = z
+  .object({
+    NODE_ENV: z
+      .enum(['development', 'production', 'test'], { error: 'must be development, production or test' })
+      .default('development'),
+    LOG_LEVEL: z
+      .enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` })
+      .default('info'),
+
+    // Identity and the server's own record in backend_servers. SERVER_ID and its fallbacks are
+    // validated by identity.ts, which owns those rules.
+    SERVER_NAME: z.string().min(1).max(200).optional(),
+    SERVER_URL: httpUrl.optional(),
+    SERVER_TYPE: z
+      .enum(SERVER_TYPES, { error: `must be one of ${SERVER_TYPES.join(', ')}` })
+      .default('vps'),
+    SERVER_MAX_CAPACITY: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(1, 'must be at least 1')
+      .max(100_000, 'must be at most 100000')
+      .default(500),
+    SERVER_PRIORITY: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(0, 'must be 0-1000')
+      .max(1000, 'must be 0-1000')
+      .default(100),
+    REGION: z.string().min(1).max(64).default('local'),
+    SERVER_DESCRIPTION: z.string().max(500).optional(),
+
+    PORT: port.default(3000),
+    MONITORING_PORT: port.default(3001),
+    ADMIN_USERNAME: z.string().min(1).max(64).default('admin'),
+    ADMIN_PASSWORD: z.string().min(1).optional(),
+    INTERNAL_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+
+    REDIS_URL: redisUrl.optional(),
+    UPSTASH_REDIS_URL: redisUrl.optional(),
+    WAFLEET_KEY_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,32}$/, 'must be 1-32 characters of a-z A-Z 0-9 _ - . (it becomes the {hash tag})')
+      .default('wa'),
+
+    STORE: z
+      .enum(['pglite', 'postgres', 'supabase'], { error: 'must be pglite, postgres or supabase' })
+      .default('pglite'),
+    DATABASE_URL: postgresUrl.optional(),
+    SUPABASE_URL: httpUrl.optional(),
+    SUPABASE_SERVICE_ROLE_KEY: z.string().min(1).optional(),
+    PGLITE_DIR: z.string().min(1).default('./data/pglite'),
+    PGLITE_HOST: z.string().min(1).default('127.0.0.1'),
+    PGLITE_PORT: port.default(5433),
+    PGLITE_HOST_MODE: z
+      .enum(['auto', 'client'], { error: 'must be auto (host when nobody does) or client (only connect)' })
+      .default('auto'),
+    STORE_POOL_MAX: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(1, 'must be 1-100')
+      .max(100, 'must be 1-100')
+      .default(4),
+
+    LEASE_TTL_MS: positiveMs(1000).default(10_000),
+    LEASE_RENEW_INTERVAL_MS: positiveMs(100).optional(),
+    LEASE_SELF_FENCE_MS: positiveMs(100).optional(),
+    SWEEP_INTERVAL_MS: positiveMs(50).max(1000, 'must be at most 1000 ms (the sweep runs at least once a second)').default(1000),
+    SHUTDOWN_TIMEOUT_MS: positiveMs(1000).default(15_000),
+  })
+  .superRefine((env, ctx) => {
+    const ttl = env.LEASE_TTL_MS;
+    const renew = env.LEASE_RENEW_INTERVAL_MS ?? Math.floor(ttl / 3);
+    const fence = env.LEASE_SELF_FENCE_MS ?? Math.floor((ttl * 2) / 3);
+    if (!(renew < fence && fence < ttl)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['LEASE_RENEW_INTERVAL_MS'],
+        message: `lease timings must satisfy renew (${renew} ms) < self-fence (${fence} ms) < TTL (${ttl} ms)`,
+      });
+    }
+    if (env.STORE === 'postgres' && !env.DATABASE_URL) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required when STORE=postgres' });
+    }
+    if (env.STORE === 'supabase') {
+      for (const name of ['SUPABASE_URL', 'SUPABASE_SERVICE_ROLE_KEY'] as const) {
+        if (!env[name]) ctx.addIssue({ code: 'custom', path: [name], message: 'is required when STORE=supabase' });
+      }
+    }
+    if (env.NODE_ENV === 'production') {
+      if (!env.INTERNAL_API_KEY || env.INTERNAL_API_KEY.length < 32) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['INTERNAL_API_KEY'],
+          message: 'must be set and at least 32 characters long in production',
+        });
+      }
+    }
+    if (env.PORT === env.MONITORING_PORT) {
+      ctx.addIssue({ code: 'custom', path: ['MONITORING_PORT'], message: `must differ from PORT (${env.PORT})` });
+    }
+  });
+
+export type Env = z.infer<typeof envSchema>;

@@ -1,0 +1,148 @@
+import type { Logger } from 'pino';
+import { OPERATIONS, type CallOperation } from './operations.js';
+import { asRows, mapDevice, mapServer } from './rows.js';
+import type { MigrationReport, Store } from './types.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface CatalogueStoreParts {
+  kind: Store['kind'];
+  call: CallOperation;
+  migrate(): Promise<MigrationReport>;
+  /** Ordered cleanups; each runs even if an earlier one failed. */
+  cleanups: Array<() => Promise<void>>;
+  log: Logger;
+}
+
+/**
+ * Every Store method, written once over `call`. Adapters differ only in how they run a catalogue
+ * operation (SQL over a connection, or a PostgREST RPC) and how they migrate.
+ */
+export function createCatalogueStore({ kind, call, migrate, cleanups, log }: CatalogueStoreParts): Store {
+  let closing: Promise<void> | undefined;
+
+  return {
+    kind,
+    migrate,
+
+    async registerServer(server) {
+      const rows = asRows(
+        await call('registerServer', {
+          p_id: server.id,
+          p_server_name: server.serverName,
+          p_server_url: server.serverUrl,
+          p_server_type: server.serverType,
+          p_region: server.region,
+          p_max_capacity: server.maxCapacity,
+          p_priority: server.priority,
+          p_description: server.description ?? null,
+          p_metadata: server.metadata ?? {},
+        }),
+      );
+      return mapServer(one(rows, OPERATIONS.registerServer.fn));
+    },
+
+    async recordServerHealth(serverId, currentLoad, responseTimeMs) {
+      await call('recordServerHealth', {
+        p_server_id: serverId,
+        p_current_load: currentLoad,
+        p_response_time: responseTimeMs == null ? null : Math.round(responseTimeMs),
+      });
+    },
+
+    async markServerInactive(serverId) {
+      await call('markServerInactive', { p_server_id: serverId });
+    },
+
+    async getServer(serverId) {
+      const rows = asRows(await call('getServer', { p_server_id: serverId }));
+      return rows[0] ? mapServer(rows[0]) : null;
+    },
+
+    async listServers() {
+      return asRows(await call('listServers', {})).map(mapServer);
+    },
+
+    async getBestAvailableServer() {
+      const id = await call('getBestAvailableServer', {});
+      return typeof id === 'string' ? id : null;
+    },
+
+    async createDevice(device) {
+      const rows = asRows(
+        await call('createDevice', {
+          p_user_id: device.userId,
+          p_device_name: device.deviceName,
+          p_connection_method: device.connectionMethod,
+          p_phone_for_pairing: device.phoneForPairing ?? null,
+          p_webhook_url: device.webhookUrl ?? null,
+        }),
+      );
+      return mapDevice(one(rows, OPERATIONS.createDevice.fn));
+    },
+
+    async getDevice(deviceId) {
+      // Ids come from URLs; an id that cannot exist is "not found", not a database error.
+      if (!UUID.test(deviceId)) return null;
+      const rows = asRows(await call('getDevice', { p_device_id: deviceId }));
+      return rows[0] ? mapDevice(rows[0]) : null;
+    },
+
+    async recordAssignment(deviceId, serverId, epoch) {
+      const accepted = await call('recordAssignment', { p_device_id: deviceId, p_server_id: serverId, p_epoch: epoch });
+      return accepted === true;
+    },
+
+    async appendServerLog(entry) {
+      await call('appendServerLog', {
+        p_server_id: entry.serverId,
+        p_level: entry.level,
+        p_event: entry.event,
+        p_message: entry.message,
+        p_details: entry.details ?? {},
+      });
+    },
+
+    async appendLeaseEvent(entry) {
+      await call('appendLeaseEvent', {
+        p_device_id: entry.deviceId,
+        p_server_id: entry.serverId,
+        p_event_type: entry.eventType,
+        p_epoch: entry.epoch,
+        p_details: entry.details ?? {},
+      });
+    },
+
+    async appendConnectionLog(entry) {
+      await call('appendConnectionLog', {
+        p_device_id: entry.deviceId,
+        p_server_id: entry.serverId,
+        p_event_type: entry.eventType,
+        p_details: entry.details ?? {},
+      });
+    },
+
+    async ping() {
+      await call('schemaVersion', {});
+    },
+
+    close() {
+      closing ??= (async () => {
+        for (const cleanup of cleanups) {
+          try {
+            await cleanup();
+          } catch (err) {
+            log.warn({ err }, 'store cleanup failed');
+          }
+        }
+      })();
+      return closing;
+    },
+  };
+}
+
+function one(rows: Record<string, unknown>[], fn: string) {
+  const row = rows[0];
+  if (!row) throw new TypeError(`${fn} returned no row`);
+  return row;
+}

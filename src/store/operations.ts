@@ -1,0 +1,104 @@
+// The one catalogue of store operations: which SQL function each Store method calls and with
+// which named parameters. The SQL adapters build their statements from it and the supabase
+// adapter its RPC calls, so the two cannot drift apart; migrations/ defines the functions.
+
+/** PostgreSQL types of the parameters; the SQL adapters cast to them so overloads never guess. */
+export type ParamType = 'text' | 'integer' | 'bigint' | 'uuid' | 'jsonb';
+
+export interface OperationSpec {
+  readonly fn: string;
+  readonly params: Readonly<Record<string, ParamType>>;
+  /** `rows`: a set of table rows; `scalar`: one value; `void`: nothing. */
+  readonly returns: 'rows' | 'scalar' | 'void';
+}
+
+export const OPERATIONS = {
+  registerServer: {
+    fn: 'wafleet_register_server',
+    returns: 'rows',
+    params: {
+      p_id: 'text',
+      p_server_name: 'text',
+      p_server_url: 'text',
+      p_server_type: 'text',
+      p_region: 'text',
+      p_max_capacity: 'integer',
+      p_priority: 'integer',
+      p_description: 'text',
+      p_metadata: 'jsonb',
+    },
+  },
+  recordServerHealth: {
+    fn: 'wafleet_record_server_health',
+    returns: 'void',
+    params: { p_server_id: 'text', p_current_load: 'integer', p_response_time: 'integer' },
+  },
+  markServerInactive: { fn: 'wafleet_mark_server_inactive', returns: 'void', params: { p_server_id: 'text' } },
+  getServer: { fn: 'wafleet_get_server', returns: 'rows', params: { p_server_id: 'text' } },
+  listServers: { fn: 'wafleet_list_servers', returns: 'rows', params: {} },
+  // The freshness window keeps the SQL default (60 s); the seed called it without arguments.
+  getBestAvailableServer: { fn: 'get_best_available_server', returns: 'scalar', params: {} },
+  createDevice: {
+    fn: 'wafleet_create_device',
+    returns: 'rows',
+    params: {
+      p_user_id: 'uuid',
+      p_device_name: 'text',
+      p_connection_method: 'text',
+      p_phone_for_pairing: 'text',
+      p_webhook_url: 'text',
+    },
+  },
+  getDevice: { fn: 'wafleet_get_device', returns: 'rows', params: { p_device_id: 'uuid' } },
+  recordAssignment: {
+    fn: 'wafleet_record_assignment',
+    returns: 'scalar',
+    params: { p_device_id: 'uuid', p_server_id: 'text', p_epoch: 'bigint' },
+  },
+  appendServerLog: {
+    fn: 'wafleet_append_server_log',
+    returns: 'void',
+    params: { p_server_id: 'text', p_level: 'text', p_event: 'text', p_message: 'text', p_details: 'jsonb' },
+  },
+  appendLeaseEvent: {
+    fn: 'wafleet_append_lease_event',
+    returns: 'void',
+    params: { p_device_id: 'uuid', p_server_id: 'text', p_event_type: 'text', p_epoch: 'bigint', p_details: 'jsonb' },
+  },
+  appendConnectionLog: {
+    fn: 'wafleet_append_connection_log',
+    returns: 'void',
+    params: { p_device_id: 'uuid', p_server_id: 'text', p_event_type: 'text', p_details: 'jsonb' },
+  },
+  schemaVersion: { fn: 'wafleet_schema_version', returns: 'scalar', params: {} },
+} as const satisfies Record<string, OperationSpec>;
+
+export type OperationName = keyof typeof OPERATIONS;
+
+/** Every named parameter of the operation, each present (null for "not given"). */
+export type OperationArgs<N extends OperationName> = {
+  readonly [K in keyof (typeof OPERATIONS)[N]['params']]: unknown;
+};
+
+/** `rows` operations resolve to the rows, `scalar` ones to the value, `void` ones to undefined. */
+export type CallOperation = <N extends OperationName>(name: N, args: OperationArgs<N>) => Promise<unknown>;
+
+/**
+ * `select * from fn(p_a => $1::text, ...)`: named notation, like PostgREST, so parameter order
+ * in the catalogue never matters.
+ */
+export function operationSql(spec: OperationSpec): string {
+  const args = Object.entries(spec.params)
+    .map(([name, type], i) => `${name} => $${i + 1}::${type}`)
+    .join(', ');
+  const call = `${spec.fn}(${args})`;
+  return spec.returns === 'rows' ? `select * from ${call}` : `select ${call} as value`;
+}
+
+/** Positional values for operationSql; jsonb goes as text because pg would turn arrays into PG arrays. */
+export function operationValues(spec: OperationSpec, args: Readonly<Record<string, unknown>>): unknown[] {
+  return Object.entries(spec.params).map(([name, type]) => {
+    const value = args[name] ?? null;
+    return type === 'jsonb' && value !== null ? JSON.stringify(value) : value;
+  });
+}

@@ -1,0 +1,156 @@
+// The durable store's contract. Every adapter (pglite, postgres, supabase) implements it by
+// calling the same SQL functions from migrations/, so atomic logic is written once, in SQL.
+
+export const SERVER_TYPES = ['railway', 'vps', 'cloud', 'dedicated'] as const;
+export type ServerType = (typeof SERVER_TYPES)[number];
+
+export const DEVICE_STATUSES = [
+  'disconnected',
+  'connecting',
+  'qr',
+  'pairing',
+  'connected',
+  'conflict',
+  'logged_out',
+  'error',
+] as const;
+export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
+
+export const LEASE_EVENT_TYPES = ['claim', 'release', 'expire', 'drain', 'rebalance', 'lost'] as const;
+export type LeaseEventType = (typeof LEASE_EVENT_TYPES)[number];
+
+export interface ServerRegistration {
+  id: string;
+  serverName: string;
+  serverUrl: string;
+  serverType: ServerType;
+  region: string;
+  maxCapacity: number;
+  priority: number;
+  description?: string | null;
+  metadata?: Record<string, unknown>;
+}
+
+export interface BackendServer {
+  id: string;
+  serverName: string;
+  serverUrl: string;
+  serverType: ServerType;
+  region: string;
+  maxCapacity: number;
+  currentLoad: number;
+  isActive: boolean;
+  isHealthy: boolean;
+  priority: number;
+  lastHealthCheck: Date | null;
+  healthCheckFailures: number;
+  responseTime: number | null;
+  metadata: Record<string, unknown>;
+  draining: boolean;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface NewDevice {
+  userId: string;
+  deviceName: string;
+  connectionMethod: 'qr' | 'pairing';
+  phoneForPairing?: string | null;
+  webhookUrl?: string | null;
+}
+
+export interface Device {
+  id: string;
+  userId: string;
+  deviceName: string;
+  phoneNumber: string | null;
+  status: DeviceStatus;
+  desiredState: 'running' | 'stopped';
+  connectionMethod: 'qr' | 'pairing';
+  phoneForPairing: string | null;
+  assignedServerId: string | null;
+  leaseEpoch: number;
+  webhookUrl: string | null;
+  errorMessage: string | null;
+  lastConnectedAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface ServerLogEntry {
+  serverId: string;
+  level: 'debug' | 'info' | 'warn' | 'error';
+  event: string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export interface LeaseEventEntry {
+  deviceId: string;
+  serverId: string | null;
+  eventType: LeaseEventType;
+  epoch: number;
+  details?: Record<string, unknown>;
+}
+
+export interface ConnectionLogEntry {
+  deviceId: string;
+  serverId: string | null;
+  eventType: string;
+  details?: Record<string, unknown>;
+}
+
+export interface MigrationReport {
+  applied: string[];
+  alreadyApplied: string[];
+}
+
+export interface Store {
+  readonly kind: 'pglite' | 'postgres' | 'supabase';
+  /** Applies pending migrations under a PostgreSQL advisory lock, so concurrent starts never race. */
+  migrate(): Promise<MigrationReport>;
+  registerServer(server: ServerRegistration): Promise<BackendServer>;
+  /** Heartbeat into the record; the lease core calls it at most every few seconds. */
+  recordServerHealth(serverId: string, currentLoad: number, responseTimeMs?: number | null): Promise<void>;
+  markServerInactive(serverId: string): Promise<void>;
+  getServer(serverId: string): Promise<BackendServer | null>;
+  listServers(): Promise<BackendServer[]>;
+  /** The seed's order: priority, then load/capacity, then response time; active, healthy, fresh only. */
+  getBestAvailableServer(): Promise<string | null>;
+  createDevice(device: NewDevice): Promise<Device>;
+  getDevice(deviceId: string): Promise<Device | null>;
+  /** Fenced: false when the stored lease_epoch is already higher than `epoch`. */
+  recordAssignment(deviceId: string, serverId: string | null, epoch: number): Promise<boolean>;
+  appendServerLog(entry: ServerLogEntry): Promise<void>;
+  appendLeaseEvent(entry: LeaseEventEntry): Promise<void>;
+  appendConnectionLog(entry: ConnectionLogEntry): Promise<void>;
+  /** Cheap round trip for health checks. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** How to reach the store; built by the config module from STORE and friends. */
+export type StoreOptions =
+  | {
+      kind: 'pglite';
+      /** PGlite data directory, or `memory://` for an in-memory database. */
+      dataDir: string;
+      /** The embedded store host serves PGlite here over the PostgreSQL wire protocol. */
+      host: string;
+      port: number;
+      poolMax: number;
+      /**
+       * `auto`: host the store in this process when nobody answers (a lone `npm run server`), and
+       * take over when the host dies. `client`: only connect, waiting for the host (pm2 runs a
+       * dedicated host, wafleet-store, which must not lose the race to a server).
+       */
+      hostMode: 'auto' | 'client';
+    }
+  | { kind: 'postgres'; databaseUrl: string; poolMax: number }
+  | {
+      kind: 'supabase';
+      url: string;
+      serviceRoleKey: string;
+      /** Supabase's direct connection; only migrations need it. */
+      databaseUrl?: string | undefined;
+    };

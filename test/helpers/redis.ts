@@ -1,0 +1,38 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { inject } from 'vitest';
+
+export interface TestRedis {
+  url: string;
+  /** Key prefix unique to this test file; every wafleet key lives under `{prefix}:`. */
+  prefix: string;
+  redis: Redis;
+  /** Removes exactly this prefix's keys (SCAN + UNLINK, never FLUSHDB) and disconnects. */
+  cleanup(): Promise<void>;
+}
+
+export async function useTestRedis(): Promise<TestRedis> {
+  const url = inject('redisUrl');
+  const prefix = `t${randomBytes(5).toString('hex')}`;
+  const redis = new Redis(url, { maxRetriesPerRequest: 3 });
+  return {
+    url,
+    prefix,
+    redis,
+    async cleanup() {
+      await removeKeys(redis, `*{${prefix}}*`);
+      redis.disconnect();
+    },
+  };
+}
+
+export async function removeKeys(redis: Redis, pattern: string): Promise<number> {
+  let removed = 0;
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) removed += await redis.unlink(...keys);
+  } while (cursor !== '0');
+  return removed;
+}

@@ -1,0 +1,486 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CONNECTION_LOG_EVENT_TYPES,
+  createInProcessPgliteStore,
+  createStore,
+  loadMigrations,
+  startStoreHost,
+  StoreQueryError,
+  type MigrationReport,
+  type ServerRegistration,
+  type Store,
+} from '../../src/store/index.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+
+const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+/** Device ids the cases wrote events for, so a shared (Supabase) database can be cleaned. */
+const deviceIds: string[] = [];
+
+function newDeviceId(): string {
+  const id = randomUUID();
+  deviceIds.push(id);
+  return id;
+}
+
+type Probe = (sql: string, params?: unknown[]) => Promise<Record<string, unknown>[]>;
+
+interface Opened {
+  store: Store;
+  /** Raw SQL on the same database, for fixtures the Store API does not offer and for checks. */
+  probe: Probe;
+  /** No migration has run yet: the first migrate() must apply everything. */
+  fresh: boolean;
+  cleanup(): Promise<void>;
+}
+
+interface Pair {
+  stores: [Store, Store];
+  probe: Probe;
+  fresh: boolean;
+  cleanup(): Promise<void>;
+}
+
+interface Target {
+  name: string;
+  /** Only this suite writes to the database, so cases may deactivate every server. */
+  isolated: boolean;
+  open(): Promise<Opened>;
+  /** Two stores on one database, for concurrent migrations. */
+  openPair(): Promise<Pair>;
+}
+
+function pgProbe(url: string): { probe: Probe; end(): Promise<void> } {
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  return { probe: async (sql, params) => (await pool.query(sql, params)).rows, end: () => pool.end() };
+}
+
+const inProcessPglite: Target = {
+  name: 'PGlite in process (memory)',
+  isolated: true,
+  async open() {
+    const db = await PGlite.create('memory://');
+    const store = await createInProcessPgliteStore(log, { db });
+    return {
+      store,
+      probe: async (sql, params) => (await db.query<Record<string, unknown>>(sql, params)).rows,
+      fresh: true,
+      cleanup: async () => {
+        await store.close();
+        await db.close();
+      },
+    };
+  },
+  async openPair() {
+    const db = await PGlite.create('memory://');
+    const stores: [Store, Store] = [await createInProcessPgliteStore(log, { db }), await createInProcessPgliteStore(log, { db })];
+    return {
+      stores,
+      probe: async (sql, params) => (await db.query<Record<string, unknown>>(sql, params)).rows,
+      fresh: true,
+      cleanup: async () => {
+        await Promise.all(stores.map((s) => s.close()));
+        await db.close();
+      },
+    };
+  },
+};
+
+async function openOverHost(count: number) {
+  const host = await startStoreHost({ dataDir: 'memory://', host: '127.0.0.1', port: 0, log });
+  const stores: Store[] = [];
+  for (let i = 0; i < count; i++) {
+    stores.push(await createStore({ kind: 'pglite', dataDir: 'memory://', host: '127.0.0.1', port: host.port, poolMax: 4, hostMode: 'auto' }, { log }));
+  }
+  const probe = pgProbe(host.url);
+  return {
+    stores,
+    probe: probe.probe,
+    // The host migrates before it listens.
+    fresh: false,
+    cleanup: async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      await probe.end();
+      await host.stop();
+    },
+  };
+}
+
+const pgliteOverHost: Target = {
+  name: 'PGlite through the embedded store host',
+  isolated: true,
+  async open() {
+    const { stores, ...rest } = await openOverHost(1);
+    return { store: stores[0]!, ...rest };
+  },
+  async openPair() {
+    const { stores, ...rest } = await openOverHost(2);
+    return { stores: [stores[0]!, stores[1]!], ...rest };
+  },
+};
+
+async function openTestDatabase(count: number) {
+  const database = await createTestDatabase();
+  const stores: Store[] = [];
+  for (let i = 0; i < count; i++) {
+    stores.push(await createStore({ kind: 'postgres', databaseUrl: database.url, poolMax: 4 }, { log }));
+  }
+  const probe = pgProbe(database.url);
+  return {
+    stores,
+    probe: probe.probe,
+    fresh: database.kind === 'postgres',
+    cleanup: async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      await probe.end();
+      await database.drop();
+    },
+  };
+}
+
+const testDatabase: Target = {
+  // PostgreSQL when one answers (see test/helpers/postgres.ts), else PGlite over the wire.
+  name: 'postgres adapter on createTestDatabase()',
+  isolated: true,
+  async open() {
+    const { stores, ...rest } = await openTestDatabase(1);
+    return { store: stores[0]!, ...rest };
+  },
+  async openPair() {
+    const { stores, ...rest } = await openTestDatabase(2);
+    return { stores: [stores[0]!, stores[1]!], ...rest };
+  },
+};
+
+function supabaseTarget(): Target {
+  const url = process.env.SUPABASE_URL!;
+  const serviceRoleKey = process.env.SUPABASE_SERVICE_ROLE_KEY;
+  const databaseUrl = process.env.SUPABASE_DB_URL;
+  if (!serviceRoleKey || !databaseUrl) {
+    throw new Error('SUPABASE_URL is set: also set SUPABASE_SERVICE_ROLE_KEY and SUPABASE_DB_URL (direct connection)');
+  }
+  const open = async () => {
+    const store = await createStore({ kind: 'supabase', url, serviceRoleKey, databaseUrl }, { log });
+    const probe = pgProbe(databaseUrl);
+    return { store, probe: probe.probe, end: () => probe.end() };
+  };
+  return {
+    name: 'Supabase',
+    // A real project: other rows exist, so cases clean up after themselves by id instead.
+    isolated: false,
+    async open() {
+      const { store, probe, end } = await open();
+      return {
+        store,
+        probe,
+        fresh: false,
+        cleanup: async () => {
+          await probe(`delete from backend_servers where id like 'ct-%'`);
+          await probe(`delete from server_logs where server_id like 'ct-%'`);
+          await probe('delete from device_lease_events where device_id = any($1::uuid[])', [deviceIds]);
+          await probe('delete from device_connection_logs where device_id = any($1::uuid[])', [deviceIds]);
+          await probe(`delete from devices where device_name like 'ct-%'`);
+          await store.close();
+          await end();
+        },
+      };
+    },
+    async openPair() {
+      const a = await open();
+      const b = await open();
+      return {
+        stores: [a.store, b.store],
+        probe: a.probe,
+        fresh: false,
+        cleanup: async () => {
+          await Promise.all([a.store.close(), b.store.close()]);
+          await Promise.all([a.end(), b.end()]);
+        },
+      };
+    },
+  };
+}
+
+/** Server ids unique to one case, all under `ct-` so the Supabase cleanup can find them. */
+function ids(): (name: string) => string {
+  const run = randomBytes(4).toString('hex');
+  return (name) => `ct-${run}-${name}`;
+}
+
+function registration(id: string, overrides: Partial<ServerRegistration> = {}): ServerRegistration {
+  return {
+    id,
+    serverName: `name ${id}`,
+    serverUrl: `http://${id}.internal:3000`,
+    serverType: 'vps',
+    region: 'eu-west',
+    maxCapacity: 10,
+    priority: 0,
+    ...overrides,
+  };
+}
+
+function expectQueryError(promise: Promise<unknown>, sqlState: string) {
+  return expect(promise).rejects.toSatisfy(
+    (err) => err instanceof StoreQueryError && err.sqlState === sqlState,
+    `StoreQueryError with SQLSTATE ${sqlState}`,
+  );
+}
+
+function storeContract(target: Target) {
+  describe(target.name, () => {
+    let opened: Opened;
+    let store: Store;
+    let probe: Probe;
+    let first: MigrationReport;
+    let allMigrations: string[];
+
+    beforeAll(async () => {
+      allMigrations = (await loadMigrations()).map((m) => m.name);
+      opened = await target.open();
+      ({ store, probe } = opened);
+      first = await store.migrate();
+    });
+
+    afterAll(async () => {
+      await opened?.cleanup();
+    });
+
+    it('applies migrations, and a second run applies nothing', async () => {
+      if (opened.fresh) expect(first).toEqual({ applied: allMigrations, alreadyApplied: [] });
+      else expect([...first.applied, ...first.alreadyApplied].sort()).toEqual(allMigrations);
+
+      const second = await store.migrate();
+      expect(second).toEqual({ applied: [], alreadyApplied: allMigrations });
+      await store.ping();
+    });
+
+    it('two concurrent migrate() calls both succeed and record each migration once', async () => {
+      const pair = await target.openPair();
+      try {
+        const reports = await Promise.all(pair.stores.map((s) => s.migrate()));
+        for (const name of allMigrations) {
+          const appliedBy = reports.filter((r) => r.applied.includes(name)).length;
+          expect(appliedBy).toBe(pair.fresh ? 1 : 0);
+        }
+        const rows = await pair.probe('select version, count(*)::int as n from wafleet_migrations group by version');
+        expect(rows).toHaveLength(allMigrations.length);
+        expect(rows.every((r) => r.n === 1)).toBe(true);
+      } finally {
+        await pair.cleanup();
+      }
+    });
+
+    it('registers a server, upserts it on re-registration, and reads it back', async () => {
+      const id = ids()('reg');
+      const created = await store.registerServer(registration(id, { metadata: { zone: 'a', tags: ['x'] }, description: 'first' }));
+      expect(created).toMatchObject({
+        id,
+        serverName: `name ${id}`,
+        serverType: 'vps',
+        region: 'eu-west',
+        maxCapacity: 10,
+        currentLoad: 0,
+        isActive: true,
+        isHealthy: true,
+        draining: false,
+        priority: 0,
+        healthCheckFailures: 0,
+        responseTime: null,
+        metadata: { zone: 'a', tags: ['x'] },
+      });
+      expect(created.createdAt).toBeInstanceOf(Date);
+      expect(created.lastHealthCheck).toBeInstanceOf(Date);
+
+      await store.recordServerHealth(id, 7, 42.4);
+      await store.markServerInactive(id);
+      expect(await store.getServer(id)).toMatchObject({ isActive: false, currentLoad: 0, responseTime: 42 });
+
+      const again = await store.registerServer(registration(id, { serverType: 'cloud', maxCapacity: 50, priority: 3 }));
+      expect(again).toMatchObject({ serverType: 'cloud', maxCapacity: 50, priority: 3, isActive: true, metadata: {} });
+      expect(again.createdAt.getTime()).toBe(created.createdAt.getTime());
+      expect(again.updatedAt.getTime()).toBeGreaterThanOrEqual(created.updatedAt.getTime());
+
+      expect(await store.getServer(id)).toEqual(again);
+      expect((await store.listServers()).filter((s) => s.id === id)).toEqual([again]);
+      expect(await store.getServer(`${id}-missing`)).toBeNull();
+    });
+
+    it('records health: load, response time (kept when not measured) and freshness', async () => {
+      const id = ids()('health');
+      const registered = await store.registerServer(registration(id));
+      await store.recordServerHealth(id, 4, 120);
+      await store.recordServerHealth(id, 5, null);
+      const server = await store.getServer(id);
+      expect(server).toMatchObject({ currentLoad: 5, responseTime: 120, isActive: true, isHealthy: true });
+      expect(server!.lastHealthCheck!.getTime()).toBeGreaterThanOrEqual(registered.lastHealthCheck!.getTime());
+    });
+
+    it('refuses server ids that break the identity rules (CHECK)', async () => {
+      for (const bad of ['admin', 'ADMIN', 'null', '../etc', 'a..b', 'ab', 'x'.repeat(129), 'has space']) {
+        await expectQueryError(store.registerServer(registration(bad)), '23514');
+      }
+      const fine = ids()('ok.name_1');
+      await expect(store.registerServer(registration(fine))).resolves.toMatchObject({ id: fine });
+    });
+
+    if (target.isolated) {
+      it('picks the best server: priority, then load ratio, then response time; skips unusable ones', async () => {
+        const id = ids();
+        // Only this case's servers take part.
+        await probe('update backend_servers set is_active = false');
+        const register = async (name: string, priority: number, maxCapacity: number, load: number, responseTimeMs: number | null) => {
+          await store.registerServer(registration(id(name), { priority, maxCapacity }));
+          await store.recordServerHealth(id(name), load, responseTimeMs);
+        };
+        // Better on every count, but unusable:
+        await register('full', 9, 2, 2, 1);
+        await register('inactive', 9, 10, 0, 1);
+        await store.markServerInactive(id('inactive'));
+        await register('unhealthy', 9, 10, 0, 1);
+        await probe('update backend_servers set is_healthy = false where id = $1', [id('unhealthy')]);
+        await register('draining', 9, 10, 0, 1);
+        await probe('update backend_servers set draining = true where id = $1', [id('draining')]);
+        await register('stale', 9, 10, 0, 1);
+        await probe(`update backend_servers set last_health_check = now() - interval '5 minutes' where id = $1`, [id('stale')]);
+        // Usable:
+        await register('half', 5, 10, 5, 1);
+        await register('fifth-slow', 5, 10, 2, 100);
+        await register('fifth-fast', 5, 5, 1, 50);
+        await register('fifth-unmeasured', 5, 10, 2, null);
+        await register('low-priority', 1, 10, 0, 1);
+
+        expect(await store.getBestAvailableServer()).toBe(id('fifth-fast'));
+        await store.recordServerHealth(id('fifth-fast'), 3, 50);
+        // Equal ratio: the measured response time wins over none.
+        expect(await store.getBestAvailableServer()).toBe(id('fifth-slow'));
+        await store.markServerInactive(id('fifth-slow'));
+        expect(await store.getBestAvailableServer()).toBe(id('fifth-unmeasured'));
+        await store.markServerInactive(id('fifth-unmeasured'));
+        // 5/10 beats 3/5.
+        expect(await store.getBestAvailableServer()).toBe(id('half'));
+        await store.markServerInactive(id('half'));
+        expect(await store.getBestAvailableServer()).toBe(id('fifth-fast'));
+        await store.markServerInactive(id('fifth-fast'));
+        expect(await store.getBestAvailableServer()).toBe(id('low-priority'));
+        await store.markServerInactive(id('low-priority'));
+        expect(await store.getBestAvailableServer()).toBeNull();
+      });
+    }
+
+    it('creates a device and reads it back', async () => {
+      const userId = randomUUID();
+      const device = await store.createDevice({
+        userId,
+        deviceName: 'ct-phone',
+        connectionMethod: 'pairing',
+        phoneForPairing: '+15550100',
+        webhookUrl: 'https://example.test/hook',
+      });
+      expect(device).toMatchObject({
+        userId,
+        deviceName: 'ct-phone',
+        status: 'disconnected',
+        desiredState: 'stopped',
+        connectionMethod: 'pairing',
+        phoneForPairing: '+15550100',
+        webhookUrl: 'https://example.test/hook',
+        assignedServerId: null,
+        leaseEpoch: 0,
+        phoneNumber: null,
+        errorMessage: null,
+        lastConnectedAt: null,
+      });
+      expect(device.id).toMatch(/^[0-9a-f-]{36}$/);
+      expect(await store.getDevice(device.id)).toEqual(device);
+      expect(await store.getDevice(randomUUID())).toBeNull();
+      expect(await store.getDevice('not-a-uuid')).toBeNull();
+      // A pairing code needs a phone number.
+      await expectQueryError(store.createDevice({ userId, deviceName: 'ct-nophone', connectionMethod: 'pairing' }), '23514');
+    });
+
+    it('fences record_assignment on lease_epoch', async () => {
+      const id = ids();
+      await store.registerServer(registration(id('one')));
+      await store.registerServer(registration(id('two')));
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-fenced', connectionMethod: 'qr' });
+
+      expect(await store.recordAssignment(device.id, id('one'), 5)).toBe(true);
+      expect(await store.recordAssignment(device.id, id('two'), 4)).toBe(false);
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: id('one'), leaseEpoch: 5 });
+      // Equal is accepted, so a retried write is idempotent.
+      expect(await store.recordAssignment(device.id, id('two'), 5)).toBe(true);
+      expect(await store.recordAssignment(device.id, null, 7)).toBe(true);
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: null, leaseEpoch: 7 });
+      expect(await store.recordAssignment(randomUUID(), id('one'), 99)).toBe(false);
+
+      // Racing writers: whatever the arrival order, the highest token is what remains.
+      const epochs = Array.from({ length: 24 }, (_, i) => 8 + i).sort(() => Math.random() - 0.5);
+      await Promise.all(epochs.map((epoch) => store.recordAssignment(device.id, id(epoch % 2 ? 'one' : 'two'), epoch)));
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: id('one'), leaseEpoch: 31 });
+    });
+
+    it('appends server logs, lease events and connection logs', async () => {
+      const id = ids();
+      const deviceId = newDeviceId();
+      await store.appendServerLog({ serverId: id('log'), level: 'warn', event: 'lease_lost', message: 'lost 3 leases', details: { n: 3 } });
+      await store.appendLeaseEvent({ deviceId, serverId: id('log'), eventType: 'claim', epoch: 12, details: { reason: 'failover' } });
+      await store.appendLeaseEvent({ deviceId, serverId: null, eventType: 'expire', epoch: 12 });
+      await store.appendConnectionLog({ deviceId, serverId: id('log'), eventType: 'connected', details: { attempt: 1 } });
+
+      expect(await probe('select level, event, message, details from server_logs where server_id = $1', [id('log')])).toEqual([
+        { level: 'warn', event: 'lease_lost', message: 'lost 3 leases', details: { n: 3 } },
+      ]);
+      const events = await probe('select server_id, event_type, epoch::int as epoch, details from device_lease_events where device_id = $1 order by id', [deviceId]);
+      expect(events).toEqual([
+        { server_id: id('log'), event_type: 'claim', epoch: 12, details: { reason: 'failover' } },
+        { server_id: null, event_type: 'expire', epoch: 12, details: {} },
+      ]);
+      expect(await probe('select event_type, details from device_connection_logs where device_id = $1', [deviceId])).toEqual([
+        { event_type: 'connected', details: { attempt: 1 } },
+      ]);
+      await expectQueryError(
+        store.appendLeaseEvent({ deviceId, serverId: null, eventType: 'stolen' as never, epoch: 1 }),
+        '23514',
+      );
+      await expectQueryError(store.appendServerLog({ serverId: id('log'), level: 'fatal' as never, event: 'x', message: '' }), '23514');
+    });
+
+    it('keeps server_logs when the server row is deleted, and unassigns its devices', async () => {
+      const id = ids()('gone');
+      await store.registerServer(registration(id));
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-orphan', connectionMethod: 'qr' });
+      await store.recordAssignment(device.id, id, 1);
+      await store.appendServerLog({ serverId: id, level: 'info', event: 'started', message: 'up' });
+
+      await probe('delete from backend_servers where id = $1', [id]);
+
+      expect(await store.getServer(id)).toBeNull();
+      expect(await probe('select event from server_logs where server_id = $1', [id])).toEqual([{ event: 'started' }]);
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: null, leaseEpoch: 1 });
+    });
+
+    it('admits every connection event the runtime writes, and nothing else', async () => {
+      const deviceId = newDeviceId();
+      const serverId = ids()('conn');
+      for (const eventType of CONNECTION_LOG_EVENT_TYPES) {
+        await store.appendConnectionLog({ deviceId, serverId, eventType });
+      }
+      const rows = await probe('select event_type from device_connection_logs where device_id = $1 order by id', [deviceId]);
+      expect(rows.map((r) => r.event_type)).toEqual([...CONNECTION_LOG_EVENT_TYPES]);
+      await expectQueryError(store.appendConnectionLog({ deviceId, serverId, eventType: 'teleported' }), '23514');
+    });
+  });
+}
+
+describe('store contract', () => {
+  storeContract(inProcessPglite);
+  storeContract(pgliteOverHost);
+  storeContract(testDatabase);
+  // Registered only when a project is configured; there is no stand-in for it.
+  if (process.env.SUPABASE_URL) storeContract(supabaseTarget());
+});

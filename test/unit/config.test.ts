@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { describeConfig, loadConfig } from '../../src/config/index.js';
+import { ConfigError } from '../../src/shared/errors.js';
+
+const base = { SERVER_ID: 'srv-1' };
+
+function problemsOf(env: Record<string, string | undefined>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected loadConfig to throw');
+}
+
+describe('loadConfig', () => {
+  it('runs a fresh checkout with defaults only', () => {
+    const config = loadConfig({}, () => 'server-1-abcd');
+    expect(config.server.identity).toEqual({ id: 'server-1-abcd', source: 'generated' });
+    expect(config.server.port).toBe(3000);
+    expect(config.monitoring.port).toBe(3001);
+    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'wa' });
+    expect(config.store).toEqual({ kind: 'pglite', dataDir: './data/pglite', host: '127.0.0.1', port: 5433, poolMax: 4, hostMode: 'auto' });
+    expect(config.lease).toEqual({ ttlMs: 10_000, renewIntervalMs: 3333, selfFenceMs: 6666, sweepIntervalMs: 1000 });
+    expect(config.nodeEnv).toBe('development');
+  });
+
+  it('lists every invalid variable in one error', () => {
+    const problems = problemsOf({
+      SERVER_ID: 'ab',
+      LOG_LEVEL: 'loud',
+      PORT: 'eighty',
+      STORE: 'mysql',
+      REDIS_URL: 'http://x',
+      SERVER_TYPE: 'mainframe',
+    });
+    const names = problems.map((p) => p.split(':')[0]);
+    expect(names).toEqual(expect.arrayContaining(['SERVER_ID', 'LOG_LEVEL', 'PORT', 'STORE', 'REDIS_URL', 'SERVER_TYPE']));
+    expect(problems.find((p) => p.startsWith('LOG_LEVEL'))).toMatch(/fatal, error, warn, info, debug, trace, silent/);
+    const message = new ConfigError(problems).message;
+    expect(message.split('\n').length).toBe(problems.length + 1);
+  });
+
+  it('prefers REDIS_URL, then UPSTASH_REDIS_URL', () => {
+    expect(loadConfig({ ...base, UPSTASH_REDIS_URL: 'rediss://u:p@up.example:6379' }).redis.url).toBe('rediss://u:p@up.example:6379');
+    expect(loadConfig({ ...base, UPSTASH_REDIS_URL: 'rediss://up:1', REDIS_URL: 'redis://r:2' }).redis.url).toBe('redis://r:2');
+  });
+
+  it('requires DATABASE_URL for STORE=postgres and the Supabase pair for STORE=supabase', () => {
+    expect(problemsOf({ ...base, STORE: 'postgres' })).toEqual(['DATABASE_URL: is required when STORE=postgres']);
+    expect(problemsOf({ ...base, STORE: 'supabase' }).sort()).toEqual([
+      'SUPABASE_SERVICE_ROLE_KEY: is required when STORE=supabase',
+      'SUPABASE_URL: is required when STORE=supabase',
+    ]);
+    const pg = loadConfig({ ...base, STORE: 'postgres', DATABASE_URL: 'postgres://u@h/db', STORE_POOL_MAX: '7' });
+    expect(pg.store).toEqual({ kind: 'postgres', databaseUrl: 'postgres://u@h/db', poolMax: 7 });
+  });
+
+  it('demands an INTERNAL_API_KEY of at least 32 characters in production', () => {
+    expect(problemsOf({ ...base, NODE_ENV: 'production' })).toEqual([
+      'INTERNAL_API_KEY: must be set and at least 32 characters long in production',
+    ]);
+    expect(problemsOf({ ...base, NODE_ENV: 'production', INTERNAL_API_KEY: 'k'.repeat(31) })).toHaveLength(1);
+    expect(loadConfig({ ...base, NODE_ENV: 'production', INTERNAL_API_KEY: 'k'.repeat(32) }).internalApiKey).toHaveLength(32);
+    // Outside production a shorter key is accepted so a laptop can run with a memorable one.
+    expect(loadConfig({ ...base, INTERNAL_API_KEY: 'k'.repeat(16) }).internalApiKey).toHaveLength(16);
+  });
+
+  it('keeps lease timings ordered: renew < self-fence < TTL', () => {
+    expect(loadConfig({ ...base, LEASE_TTL_MS: '3000' }).lease).toMatchObject({ renewIntervalMs: 1000, selfFenceMs: 2000 });
+    expect(problemsOf({ ...base, LEASE_TTL_MS: '3000', LEASE_SELF_FENCE_MS: '3000' })[0]).toMatch(
+      /renew \(1000 ms\) < self-fence \(3000 ms\) < TTL \(3000 ms\)/,
+    );
+    expect(problemsOf({ ...base, LEASE_RENEW_INTERVAL_MS: '9000' })).toHaveLength(1);
+    expect(problemsOf({ ...base, LEASE_TTL_MS: '500' })[0]).toMatch(/^LEASE_TTL_MS: must be at least 1000 ms/);
+  });
+
+  it('treats blank values as unset', () => {
+    expect(loadConfig({ ...base, PORT: '', LOG_LEVEL: '  ' }).server.port).toBe(3000);
+  });
+
+  it('refuses a key prefix that would break the {hash tag}', () => {
+    expect(problemsOf({ ...base, WAFLEET_KEY_PREFIX: 'a}b' })[0]).toMatch(/^WAFLEET_KEY_PREFIX:/);
+  });
+
+  it('refuses PORT equal to MONITORING_PORT', () => {
+    expect(problemsOf({ ...base, PORT: '4000', MONITORING_PORT: '4000' })).toEqual(['MONITORING_PORT: must differ from PORT (4000)']);
+  });
+
+  it('describes itself without any secret', () => {
+    const config = loadConfig({
+      ...base,
+      STORE: 'supabase',
+      SUPABASE_URL: 'https://proj.supabase.co',
+      SUPABASE_SERVICE_ROLE_KEY: 'service-role-secret',
+      DATABASE_URL: 'postgres://postgres:db-secret@db.proj.supabase.co:5432/postgres',
+      REDIS_URL: 'redis://default:redis-secret@cache:6379',
+      INTERNAL_API_KEY: 'internal-key-secret-0123456789',
+      ADMIN_PASSWORD: 'admin-secret',
+    });
+    const text = JSON.stringify(describeConfig(config));
+    for (const secret of ['service-role-secret', 'db-secret', 'redis-secret', 'internal-key-secret', 'admin-secret']) {
+      expect(text).not.toContain(secret);
+    }
+    expect(text).toContain('redis://default:***@cache:6379');
+  });
+});

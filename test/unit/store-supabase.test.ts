@@ -1,0 +1,306 @@
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadMigrations } from '../../src/store/migrate.js';
+import { OPERATIONS } from '../../src/store/operations.js';
+import { StoreQueryError, StoreSchemaError, StoreUnavailableError, createStore, type Store } from '../../src/store/index.js';
+
+// The supabase adapter against a local HTTP server that answers like PostgREST: what goes over
+// the wire (path, named-parameter body, auth headers) and how answers map back.
+
+const KEY = 'test-service-role-key.not-a-secret';
+const log = pino({ level: 'silent' });
+
+interface Recorded {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: unknown;
+}
+
+interface Answer {
+  status: number;
+  body?: unknown;
+}
+
+const serverRow = {
+  id: 'srv-1',
+  server_name: 'one',
+  server_url: 'http://one:3000',
+  server_type: 'vps',
+  region: 'eu',
+  description: null,
+  max_capacity: 100,
+  current_load: 3,
+  is_active: true,
+  is_healthy: true,
+  priority: 2,
+  last_health_check: '2026-01-02T03:04:05.678+00:00',
+  health_check_failures: 0,
+  response_time: 12,
+  metadata: { zone: 'a' },
+  draining: false,
+  created_at: '2026-01-01T00:00:00+00:00',
+  updated_at: '2026-01-02T03:04:05.678+00:00',
+};
+
+const deviceRow = {
+  id: '0b9d3c0e-7a43-4a59-9d53-2f1c4e1f7a10',
+  user_id: '5e0c9a1e-2b7d-4f43-8b1f-3c2d1e0f9a8b',
+  device_name: 'shop',
+  phone_number: null,
+  status: 'disconnected',
+  desired_state: 'stopped',
+  connection_method: 'qr',
+  phone_for_pairing: null,
+  assigned_server_id: 'srv-1',
+  lease_epoch: 9,
+  webhook_url: null,
+  error_message: null,
+  last_connected_at: null,
+  created_at: '2026-01-01T00:00:00+00:00',
+  updated_at: '2026-01-01T00:00:00+00:00',
+};
+
+describe('supabase adapter request shapes', () => {
+  let server: Server;
+  let url: string;
+  let requests: Recorded[];
+  const answers = new Map<string, Answer>();
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (chunk) => (raw += chunk));
+      req.on('end', () => {
+        const path = req.url ?? '';
+        requests.push({ method: req.method ?? '', path, headers: req.headers, body: raw ? JSON.parse(raw) : undefined });
+        const answer = answers.get(path.replace('/rest/v1/rpc/', '')) ?? { status: 404, body: { code: 'PGRST202', message: 'not found' } };
+        if (answer.body === undefined) {
+          res.writeHead(answer.status).end();
+        } else {
+          res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
+        }
+      });
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    await new Promise((done) => server.close(done));
+  });
+
+  beforeEach(() => {
+    requests = [];
+    answers.clear();
+  });
+
+  async function open(databaseUrl?: string): Promise<Store> {
+    return createStore({ kind: 'supabase', url, serviceRoleKey: KEY, databaseUrl }, { log });
+  }
+
+  /** Asserts the one request made: POST /rest/v1/rpc/<fn>, service-role headers, this body. */
+  function expectRpc(fn: string, body: Record<string, unknown>) {
+    expect(requests).toHaveLength(1);
+    const [request] = requests;
+    expect(request).toMatchObject({ method: 'POST', path: `/rest/v1/rpc/${fn}`, body });
+    expect(request!.headers.apikey).toBe(KEY);
+    expect(request!.headers.authorization).toBe(`Bearer ${KEY}`);
+    expect(request!.headers['content-type']).toMatch(/application\/json/);
+  }
+
+  it('registerServer sends every named parameter and maps the row', async () => {
+    const store = await open();
+    answers.set('wafleet_register_server', { status: 200, body: [serverRow] });
+    const server = await store.registerServer({
+      id: 'srv-1',
+      serverName: 'one',
+      serverUrl: 'http://one:3000',
+      serverType: 'vps',
+      region: 'eu',
+      maxCapacity: 100,
+      priority: 2,
+      metadata: { zone: 'a' },
+    });
+    expectRpc('wafleet_register_server', {
+      p_id: 'srv-1',
+      p_server_name: 'one',
+      p_server_url: 'http://one:3000',
+      p_server_type: 'vps',
+      p_region: 'eu',
+      p_max_capacity: 100,
+      p_priority: 2,
+      p_description: null,
+      p_metadata: { zone: 'a' },
+    });
+    expect(server).toEqual({
+      id: 'srv-1',
+      serverName: 'one',
+      serverUrl: 'http://one:3000',
+      serverType: 'vps',
+      region: 'eu',
+      maxCapacity: 100,
+      currentLoad: 3,
+      isActive: true,
+      isHealthy: true,
+      priority: 2,
+      lastHealthCheck: new Date('2026-01-02T03:04:05.678Z'),
+      healthCheckFailures: 0,
+      responseTime: 12,
+      metadata: { zone: 'a' },
+      draining: false,
+      createdAt: new Date('2026-01-01T00:00:00Z'),
+      updatedAt: new Date('2026-01-02T03:04:05.678Z'),
+    });
+  });
+
+  it('void operations send their parameters and accept 204', async () => {
+    const store = await open();
+    const cases: Array<[string, () => Promise<void>, Record<string, unknown>]> = [
+      [
+        'wafleet_record_server_health',
+        () => store.recordServerHealth('srv-1', 4, 17.6),
+        { p_server_id: 'srv-1', p_current_load: 4, p_response_time: 18 },
+      ],
+      ['wafleet_mark_server_inactive', () => store.markServerInactive('srv-1'), { p_server_id: 'srv-1' }],
+      [
+        'wafleet_append_server_log',
+        () => store.appendServerLog({ serverId: 'srv-1', level: 'info', event: 'started', message: 'up' }),
+        { p_server_id: 'srv-1', p_level: 'info', p_event: 'started', p_message: 'up', p_details: {} },
+      ],
+      [
+        'wafleet_append_lease_event',
+        () => store.appendLeaseEvent({ deviceId: deviceRow.id, serverId: null, eventType: 'expire', epoch: 4, details: { by: 'sweep' } }),
+        { p_device_id: deviceRow.id, p_server_id: null, p_event_type: 'expire', p_epoch: 4, p_details: { by: 'sweep' } },
+      ],
+      [
+        'wafleet_append_connection_log',
+        () => store.appendConnectionLog({ deviceId: deviceRow.id, serverId: 'srv-1', eventType: 'qr' }),
+        { p_device_id: deviceRow.id, p_server_id: 'srv-1', p_event_type: 'qr', p_details: {} },
+      ],
+    ];
+    for (const [fn, run, body] of cases) {
+      requests = [];
+      answers.set(fn, { status: 204 });
+      await run();
+      expectRpc(fn, body);
+    }
+  });
+
+  it('reads servers and devices, and maps empty answers to null', async () => {
+    const store = await open();
+    answers.set('wafleet_get_server', { status: 200, body: [] });
+    expect(await store.getServer('srv-x')).toBeNull();
+    expectRpc('wafleet_get_server', { p_server_id: 'srv-x' });
+
+    requests = [];
+    answers.set('wafleet_list_servers', { status: 200, body: [serverRow, { ...serverRow, id: 'srv-2', response_time: null }] });
+    const servers = await store.listServers();
+    expectRpc('wafleet_list_servers', {});
+    expect(servers.map((s) => [s.id, s.responseTime])).toEqual([
+      ['srv-1', 12],
+      ['srv-2', null],
+    ]);
+
+    requests = [];
+    answers.set('wafleet_get_device', { status: 200, body: [deviceRow] });
+    const device = await store.getDevice(deviceRow.id);
+    expectRpc('wafleet_get_device', { p_device_id: deviceRow.id });
+    expect(device).toMatchObject({ id: deviceRow.id, assignedServerId: 'srv-1', leaseEpoch: 9, createdAt: new Date('2026-01-01T00:00:00Z') });
+
+    requests = [];
+    answers.set('wafleet_create_device', { status: 200, body: [deviceRow] });
+    await store.createDevice({ userId: deviceRow.user_id, deviceName: 'shop', connectionMethod: 'qr' });
+    expectRpc('wafleet_create_device', {
+      p_user_id: deviceRow.user_id,
+      p_device_name: 'shop',
+      p_connection_method: 'qr',
+      p_phone_for_pairing: null,
+      p_webhook_url: null,
+    });
+  });
+
+  it('scalar operations: best server, fenced assignment, ping', async () => {
+    const store = await open();
+    answers.set('get_best_available_server', { status: 200, body: 'srv-1' });
+    expect(await store.getBestAvailableServer()).toBe('srv-1');
+    expectRpc('get_best_available_server', {});
+
+    requests = [];
+    answers.set('get_best_available_server', { status: 200, body: null });
+    expect(await store.getBestAvailableServer()).toBeNull();
+
+    requests = [];
+    answers.set('wafleet_record_assignment', { status: 200, body: false });
+    expect(await store.recordAssignment(deviceRow.id, 'srv-1', 41)).toBe(false);
+    expectRpc('wafleet_record_assignment', { p_device_id: deviceRow.id, p_server_id: 'srv-1', p_epoch: 41 });
+
+    requests = [];
+    answers.set('wafleet_schema_version', { status: 200, body: 1 });
+    await store.ping();
+    expectRpc('wafleet_schema_version', {});
+  });
+
+  it('every catalogue operation is exercised above', () => {
+    // A new operation must get a request-shape case here before it ships.
+    expect(Object.values(OPERATIONS).map((op) => op.fn).sort()).toEqual(
+      [
+        'get_best_available_server',
+        'wafleet_append_connection_log',
+        'wafleet_append_lease_event',
+        'wafleet_append_server_log',
+        'wafleet_create_device',
+        'wafleet_get_device',
+        'wafleet_get_server',
+        'wafleet_list_servers',
+        'wafleet_mark_server_inactive',
+        'wafleet_record_assignment',
+        'wafleet_record_server_health',
+        'wafleet_register_server',
+        'wafleet_schema_version',
+      ].sort(),
+    );
+  });
+
+  it('maps database errors to StoreQueryError with the SQLSTATE', async () => {
+    const store = await open();
+    answers.set('wafleet_register_server', {
+      status: 400,
+      body: { code: '23514', message: 'new row violates check constraint "backend_servers_id_format"', details: null, hint: null },
+    });
+    const error = await store
+      .registerServer({ id: 'admin', serverName: 'x', serverUrl: 'http://x', serverType: 'vps', region: 'eu', maxCapacity: 1, priority: 0 })
+      .catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(StoreQueryError);
+    expect(error).toMatchObject({ sqlState: '23514', code: 'store_query_failed' });
+  });
+
+  it('reports an unreachable project as StoreUnavailableError without the key', async () => {
+    const store = await createStore({ kind: 'supabase', url: 'http://127.0.0.1:9', serviceRoleKey: KEY }, { log });
+    const error = await store.ping().catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    expect((error as Error).message).not.toContain(KEY);
+  });
+
+  describe('migrate() without a direct connection', () => {
+    it('passes when the schema is current', async () => {
+      const migrations = await loadMigrations();
+      const store = await open();
+      answers.set('wafleet_schema_version', { status: 200, body: Math.max(...migrations.map((m) => m.version)) });
+      expect(await store.migrate()).toEqual({ applied: [], alreadyApplied: migrations.map((m) => m.name) });
+    });
+
+    it('tells the operator to run npm run migrate when the schema is behind or missing', async () => {
+      const store = await open();
+      answers.set('wafleet_schema_version', { status: 200, body: 0 });
+      await expect(store.migrate()).rejects.toThrow(StoreSchemaError);
+      answers.delete('wafleet_schema_version'); // PostgREST: 404 PGRST202, function not found
+      const error = await store.migrate().catch((err: unknown) => err);
+      expect(error).toBeInstanceOf(StoreSchemaError);
+      expect((error as Error).message).toMatch(/npm run migrate/);
+      expect((error as Error).message).toMatch(/DATABASE_URL/);
+    });
+  });
+});
