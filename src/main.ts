@@ -1,53 +1,67 @@
 // Composition root: the one place that reads configuration and creates objects. Every module
 // below receives what it needs from here.
 import { createServer, type Server } from 'node:http';
+import { createCoordinator, type Coordinator } from './cluster/coordinator.js';
+import { createHeartbeat } from './cluster/heartbeat.js';
+import { createClusterKeys } from './cluster/keys.js';
+import { createLeaseGuard } from './cluster/lease-guard.js';
+import { createLeaseStore } from './cluster/lease-store.js';
+import { createRebalancer } from './cluster/rebalance.js';
+import { createReconciler } from './cluster/reconcile.js';
+import { createStoreRecorder } from './cluster/recorder.js';
+import { ensureMarker, reseedFences, type RedisResetDeps } from './cluster/redis-reset.js';
+import { createSingletonRunner } from './cluster/singleton.js';
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
+import { createDeviceRuntime } from './devices/runtime.js';
+import { createSimulatedConnector } from './devices/simulated/connector.js';
 import { createHttpApp, type HealthReport } from './http/app.js';
+import { monotonicNow } from './shared/clock.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
 import { createLogger, type Logger } from './shared/logger.js';
-import { connectRedis, type Redis } from './shared/redis.js';
+import { connectRedis } from './shared/redis.js';
 import { createStore } from './store/index.js';
-import type { Store } from './store/types.js';
 
 interface RunningServer {
-  config: Config;
-  /** Resolves once shutdown has finished; runs once however often it is called. */
+  /** Drains (hands every device over), then stops. Runs once however often it is called. */
   shutdown(reason: string): Promise<void>;
 }
 
+type Cleanup = { name: string; run: () => Promise<unknown> };
+
 async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const { identity } = config.server;
-  log.info({ config: describeConfig(config) }, `Server identified: ${identity.id} (from ${identity.source})`);
+  const serverId = identity.id;
+  const { lease } = config;
+  log.info({ config: describeConfig(config) }, `Server identified: ${serverId} (from ${identity.source})`);
 
-  const cleanups: Array<{ name: string; run: () => Promise<unknown> }> = [];
-  let draining = false;
-  let registered = false;
-  let redis: Redis | undefined;
-  let started: { store: Store; httpServer: Server };
-
-  const health = (): HealthReport => ({
-    status: draining ? 'draining' : redis?.status === 'ready' ? 'ok' : 'degraded',
-    // Devices and leases arrive with the lease core and the device runtime.
-    activeConnections: 0,
-    timestamp: new Date().toISOString(),
-    serverId: identity.id,
-    leases: 0,
-    draining,
-  });
+  const cleanups: Cleanup[] = [];
+  let state: { draining: boolean; ready: boolean; health: () => Omit<HealthReport, 'status' | 'timestamp' | 'serverId' | 'draining'> & { fenced: boolean } } = {
+    draining: false,
+    ready: false,
+    health: () => ({ activeConnections: 0, leases: 0, fenced: false }),
+  };
 
   try {
-    redis = await connectRedis({ url: config.redis.url, log, connectionName: `wafleet:${identity.id}` });
-    const connectedRedis = redis;
-    cleanups.push({ name: 'redis', run: () => connectedRedis.quit() });
+    // A command that hangs (a partition) must fail rather than hold the heartbeat forever; past
+    // one TTL its answer could not matter any more.
+    const redis = await connectRedis({
+      url: config.redis.url,
+      log,
+      connectionName: `wafleet:${serverId}`,
+      extra: { commandTimeout: lease.ttlMs },
+    });
+    cleanups.push({ name: 'redis', run: () => redis.quit() });
+    // Blocking inbox reads and subscriber mode each need a connection of their own.
+    const inboxReader = redis.duplicate({ connectionName: `wafleet:${serverId}:inbox`, commandTimeout: lease.ttlMs + 5000 });
+    const subscriber = redis.duplicate({ connectionName: `wafleet:${serverId}:events` });
+    cleanups.push({ name: 'redis connections', run: async () => [inboxReader, subscriber].forEach((c) => c.disconnect()) });
 
     const store = await createStore(config.store, { log: log.child({ module: 'store' }) });
     cleanups.push({ name: 'store', run: () => store.close() });
-
     const report = await store.migrate();
     if (report.applied.length > 0) log.info({ applied: report.applied }, 'migrations applied');
-
     await store.registerServer({
-      id: identity.id,
+      id: serverId,
       serverName: config.server.name,
       serverUrl: config.server.url,
       serverType: config.server.type,
@@ -58,66 +72,204 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       metadata: { pid: process.pid, identitySource: identity.source },
     });
     await store.appendServerLog({
-      serverId: identity.id,
+      serverId,
       level: 'info',
       event: 'server_started',
-      message: `Server ${identity.id} started`,
+      message: `Server ${serverId} started`,
       details: { pid: process.pid, port: config.server.port },
     });
-    registered = true;
 
-    const app = createHttpApp({ log: log.child({ module: 'http' }), health, ready: () => registered && !draining });
+    const keys = createClusterKeys(config.redis.keyPrefix);
+    const leases = createLeaseStore({ redis, keys });
+    const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: lease.selfFenceMs });
+    const recorder = createStoreRecorder({ store, log: log.child({ module: 'recorder' }) });
+    const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs };
+    await ensureMarker(resetDeps);
+
+    const connector = await createSimulatedConnector({
+      redis,
+      subscriber,
+      keys,
+      log: log.child({ module: 'simulated-whatsapp' }),
+      connectLatencyMs: config.devices.simConnectLatencyMs,
+      keepAliveTimeoutMs: config.devices.simKeepAliveTimeoutMs,
+    });
+    cleanups.push({ name: 'connector', run: () => connector.close() });
+    const runtime = createDeviceRuntime({
+      connector,
+      guard,
+      serverId,
+      log: log.child({ module: 'devices' }),
+      async recordStatus(deviceId, token, status, detail) {
+        const written = await leases.setStatus(deviceId, serverId, token, status, detail);
+        if (written) recorder.deviceStatus(deviceId, status, token, typeof detail?.reason === 'string' ? detail.reason : null);
+        return written;
+      },
+    });
+
+    // The heartbeat and the coordinator call each other (renewal results stop devices; a drain
+    // beats at once), so the coordinator is bound after both exist.
+    let coordinator: Coordinator | undefined;
+    let resetting: Promise<void> | undefined;
+    const onRedisReset = (reason: string) => {
+      resetting ??= (async () => {
+        log.error({ reason }, 'Redis lost or reset its data: re-seeding fences and re-asserting leases');
+        recorder.serverLog({ serverId, level: 'error', event: 'redis_reset', message: reason });
+        await reseedFences(resetDeps, true);
+        const sentAt = monotonicNow();
+        const lost = await leases.reassert(serverId, lease.ttlMs, guard.held());
+        guard.renewed(sentAt);
+        if (lost.length > 0) coordinator?.onLost(lost);
+      })()
+        .catch((err) => log.error({ err }, 'recovery from the Redis reset failed; the next heartbeat retries'))
+        .finally(() => {
+          resetting = undefined;
+        });
+    };
+    const bootId = `${process.pid}-${Date.now().toString(36)}`;
+    const startedAt = Date.now();
+    const heartbeat = createHeartbeat({
+      redis,
+      keys,
+      leases,
+      guard,
+      clock: monotonicNow,
+      log: log.child({ module: 'heartbeat' }),
+      serverId,
+      ttlMs: lease.ttlMs,
+      intervalMs: lease.renewIntervalMs,
+      advert: () => ({
+        bootId,
+        url: config.server.url,
+        region: config.server.region,
+        capacity: config.server.maxCapacity,
+        priority: config.server.priority,
+        draining: state.draining,
+        startedAt,
+        responseTimeMs: Math.round(heartbeat.lastRoundTripMs),
+      }),
+      onLost: (lost) => coordinator?.onLost(lost),
+      onFenced: () => coordinator?.onFenced(),
+      onUnfenced: () => coordinator?.onUnfenced(),
+      onRedisReset,
+    });
+    coordinator = createCoordinator({
+      redis,
+      inboxReader,
+      subscriber,
+      keys,
+      leases,
+      guard,
+      heartbeat,
+      runtime,
+      recorder,
+      log: log.child({ module: 'coordinator' }),
+      serverId,
+      ttlMs: lease.ttlMs,
+      sweepIntervalMs: lease.sweepIntervalMs,
+      placementTimeoutMs: lease.placementTimeoutMs,
+      minHoldMs: lease.rebalanceMinHoldMs,
+      clock: monotonicNow,
+    });
+    const activeCoordinator = coordinator;
+    await activeCoordinator.start();
+    cleanups.push({ name: 'coordinator', run: () => activeCoordinator.stop() });
+
+    const singleton = createSingletonRunner(redis);
+    const reconciler = createReconciler({
+      store,
+      redis,
+      keys,
+      singleton,
+      place: (deviceId) => activeCoordinator.place(deviceId),
+      intervalMs: lease.reconcileIntervalMs,
+      log: log.child({ module: 'reconcile' }),
+    });
+    reconciler.start();
+    cleanups.push({ name: 'reconcile', run: async () => reconciler.stop() });
+    const rebalancer = createRebalancer({ redis, keys, singleton, intervalMs: lease.rebalanceIntervalMs, log: log.child({ module: 'rebalance' }) });
+    rebalancer.start();
+    cleanups.push({ name: 'rebalance', run: async () => rebalancer.stop() });
+
+    // backend_servers is the durable view of the cluster: fresh every few seconds, never per renewal.
+    const storeHealth = setInterval(() => {
+      store.recordServerHealth(serverId, guard.size).catch((err) => log.warn({ err: { message: (err as Error).message } }, 'store health write failed'));
+    }, config.storeHealthIntervalMs);
+    storeHealth.unref();
+    cleanups.push({ name: 'store health', run: async () => clearInterval(storeHealth) });
+
+    state = {
+      draining: false,
+      ready: true,
+      health: () => ({ activeConnections: runtime.activeConnections, leases: guard.size, fenced: guard.isFenced() }),
+    };
+
+    const app = createHttpApp({
+      log: log.child({ module: 'http' }),
+      health: () => {
+        const { fenced, ...counts } = state.health();
+        return {
+          status: state.draining ? 'draining' : redis.status === 'ready' && !fenced ? 'ok' : 'degraded',
+          ...counts,
+          timestamp: new Date().toISOString(),
+          serverId,
+          draining: state.draining,
+        };
+      },
+      ready: () => state.ready && !state.draining,
+    });
     const httpServer = await new Promise<Server>((resolve, reject) => {
       const server = createServer(app);
       server.once('error', reject);
       server.listen(config.server.port, () => resolve(server));
     });
     log.info({ port: config.server.port }, 'http listening');
-    started = { store, httpServer };
+
+    let shuttingDown: Promise<void> | undefined;
+    const shutdown = (reason: string): Promise<void> => {
+      shuttingDown ??= (async () => {
+        state.draining = true;
+        log.info({ reason }, 'shutting down: draining');
+        reconciler.stop();
+        rebalancer.stop();
+        try {
+          const { released } = await activeCoordinator.drain(reason);
+          recorder.serverLog({ serverId, level: 'info', event: 'server_drained', message: `released ${released} devices`, details: { reason } });
+        } catch (err) {
+          log.error({ err }, 'drain failed; leases will expire and be swept instead');
+        }
+        await new Promise<void>((resolve) => {
+          httpServer.close(() => resolve());
+          httpServer.closeIdleConnections();
+        });
+        try {
+          await recorder.flush();
+          await store.markServerInactive(serverId);
+          await store.appendServerLog({ serverId, level: 'info', event: 'server_stopped', message: `Server ${serverId} stopped (${reason})` });
+        } catch (err) {
+          log.error({ err }, 'could not mark the server inactive in the store');
+        }
+        await runCleanups(cleanups, log);
+        log.info('shutdown complete');
+      })();
+      return shuttingDown;
+    };
+    return { shutdown };
   } catch (err) {
     await runCleanups(cleanups, log);
     throw err;
   }
-
-  const { store: openStore, httpServer: listening } = started;
-  let shuttingDown: Promise<void> | undefined;
-  const shutdown = (reason: string): Promise<void> => {
-    shuttingDown ??= (async () => {
-      draining = true;
-      log.info({ reason }, 'shutting down');
-      await new Promise<void>((resolve) => {
-        listening.close(() => resolve());
-        listening.closeIdleConnections();
-      });
-      try {
-        await openStore.markServerInactive(identity.id);
-        await openStore.appendServerLog({
-          serverId: identity.id,
-          level: 'info',
-          event: 'server_stopped',
-          message: `Server ${identity.id} stopped (${reason})`,
-        });
-      } catch (err) {
-        log.error({ err }, 'could not mark the server inactive in the store');
-      }
-      await runCleanups(cleanups, log);
-      log.info('shutdown complete');
-    })();
-    return shuttingDown;
-  };
-  return { config, shutdown };
 }
 
 /** Cleanups run newest first, each guarded, so one failure never skips the rest. */
-async function runCleanups(cleanups: Array<{ name: string; run: () => Promise<unknown> }>, log: Logger): Promise<void> {
-  for (const cleanup of [...cleanups].reverse()) {
+async function runCleanups(cleanups: Cleanup[], log: Logger): Promise<void> {
+  for (const cleanup of cleanups.splice(0).reverse()) {
     try {
       await cleanup.run();
     } catch (err) {
       log.warn({ err, cleanup: cleanup.name }, 'cleanup failed');
     }
   }
-  cleanups.length = 0;
 }
 
 async function main(): Promise<void> {

@@ -26,7 +26,21 @@ export interface Config {
   internalApiKey: string | undefined;
   redis: { url: string; keyPrefix: string };
   store: StoreOptions;
-  lease: { ttlMs: number; renewIntervalMs: number; selfFenceMs: number; sweepIntervalMs: number };
+  lease: {
+    ttlMs: number;
+    renewIntervalMs: number;
+    selfFenceMs: number;
+    sweepIntervalMs: number;
+    /** How long a placement target has to claim before the device is placed again. */
+    placementTimeoutMs: number;
+    reconcileIntervalMs: number;
+    rebalanceIntervalMs: number;
+    /** A device is not moved by rebalance twice within this long. */
+    rebalanceMinHoldMs: number;
+  };
+  devices: { connector: 'simulated'; simConnectLatencyMs: number; simKeepAliveTimeoutMs: number };
+  /** How often backend_servers.current_load and last_health_check are refreshed. */
+  storeHealthIntervalMs: number;
   shutdownTimeoutMs: number;
 }
 
@@ -57,6 +71,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
 
   const e = parsed.data;
   const ttlMs = e.LEASE_TTL_MS;
+  const selfFenceMs = e.LEASE_SELF_FENCE_MS ?? Math.floor((ttlMs * 2) / 3);
   return {
     nodeEnv: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
@@ -85,9 +100,19 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
     lease: {
       ttlMs,
       renewIntervalMs: e.LEASE_RENEW_INTERVAL_MS ?? Math.floor(ttlMs / 3),
-      selfFenceMs: e.LEASE_SELF_FENCE_MS ?? Math.floor((ttlMs * 2) / 3),
+      selfFenceMs,
       sweepIntervalMs: e.SWEEP_INTERVAL_MS,
+      placementTimeoutMs: e.PLACEMENT_TIMEOUT_MS ?? Math.min(3000, Math.floor(ttlMs / 2)),
+      reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
+      rebalanceIntervalMs: e.REBALANCE_INTERVAL_MS,
+      rebalanceMinHoldMs: e.REBALANCE_MIN_HOLD_MS,
     },
+    devices: {
+      connector: e.DEVICE_CONNECTOR,
+      simConnectLatencyMs: e.SIM_CONNECT_LATENCY_MS,
+      simKeepAliveTimeoutMs: e.SIM_KEEPALIVE_TIMEOUT_MS ?? selfFenceMs,
+    },
+    storeHealthIntervalMs: e.STORE_HEALTH_INTERVAL_MS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
   };
 }

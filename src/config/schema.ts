@@ -98,7 +98,26 @@ export const envSchema = z
     LEASE_RENEW_INTERVAL_MS: positiveMs(100).optional(),
     LEASE_SELF_FENCE_MS: positiveMs(100).optional(),
     SWEEP_INTERVAL_MS: positiveMs(50).max(1000, 'must be at most 1000 ms (the sweep runs at least once a second)').default(1000),
+    PLACEMENT_TIMEOUT_MS: positiveMs(100).optional(),
+    RECONCILE_INTERVAL_MS: positiveMs(500).default(5000),
+    REBALANCE_INTERVAL_MS: positiveMs(500).default(10_000),
+    REBALANCE_MIN_HOLD_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int('must be a whole number of milliseconds')
+      .min(0, 'must be 0 or more')
+      .default(60_000),
+    STORE_HEALTH_INTERVAL_MS: positiveMs(1000).default(5000),
     SHUTDOWN_TIMEOUT_MS: positiveMs(1000).default(15_000),
+
+    // The baileys connector arrives with the device runtime (issue 4); until then, simulated.
+    DEVICE_CONNECTOR: z.enum(['simulated'], { error: 'must be simulated (baileys is not built yet)' }).default('simulated'),
+    SIM_CONNECT_LATENCY_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int('must be a whole number of milliseconds')
+      .min(0, 'must be 0 or more')
+      .max(60_000, 'must be at most 60000')
+      .default(50),
+    SIM_KEEPALIVE_TIMEOUT_MS: positiveMs(60).optional(),
   })
   .superRefine((env, ctx) => {
     const ttl = env.LEASE_TTL_MS;
@@ -110,6 +129,11 @@ export const envSchema = z
         path: ['LEASE_RENEW_INTERVAL_MS'],
         message: `lease timings must satisfy renew (${renew} ms) < self-fence (${fence} ms) < TTL (${ttl} ms)`,
       });
+    }
+    // A dead holder's simulated socket must be gone before its lease can be claimed elsewhere,
+    // as WhatsApp drops a socket that stops answering pings before a new owner connects.
+    if (env.SIM_KEEPALIVE_TIMEOUT_MS !== undefined && env.SIM_KEEPALIVE_TIMEOUT_MS >= ttl) {
+      ctx.addIssue({ code: 'custom', path: ['SIM_KEEPALIVE_TIMEOUT_MS'], message: `must be below LEASE_TTL_MS (${ttl} ms)` });
     }
     if (env.STORE === 'postgres' && !env.DATABASE_URL) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required when STORE=postgres' });

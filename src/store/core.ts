@@ -93,6 +93,32 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
       return accepted === true;
     },
 
+    async updateDeviceStatus(deviceId, status, epoch, errorMessage) {
+      const accepted = await call('updateDeviceStatus', {
+        p_device_id: deviceId,
+        p_status: status,
+        p_epoch: epoch,
+        p_error_message: errorMessage ?? null,
+      });
+      return accepted === true;
+    },
+
+    async setDesiredState(deviceId, desiredState) {
+      if (!UUID.test(deviceId)) return null;
+      const rows = asRows(await call('setDesiredState', { p_device_id: deviceId, p_desired_state: desiredState }));
+      return rows[0] ? mapDevice(rows[0]) : null;
+    },
+
+    async listWantedDevices(after, limit) {
+      const rows = asRows(await call('listWantedDevices', { p_after: after, p_limit: limit }));
+      return rows.map((row) => String(row.device_id));
+    },
+
+    async listLeaseEpochs(after, limit) {
+      const rows = asRows(await call('listLeaseEpochs', { p_after: after, p_limit: limit }));
+      return rows.map((row) => ({ deviceId: String(row.device_id), leaseEpoch: Number(row.lease_epoch) }));
+    },
+
     async appendServerLog(entry) {
       await call('appendServerLog', {
         p_server_id: entry.serverId,

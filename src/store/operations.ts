@@ -70,6 +70,26 @@ export const OPERATIONS = {
     returns: 'void',
     params: { p_device_id: 'uuid', p_server_id: 'text', p_event_type: 'text', p_details: 'jsonb' },
   },
+  listWantedDevices: {
+    fn: 'wafleet_list_wanted_devices',
+    returns: 'rows',
+    params: { p_after: 'uuid', p_limit: 'integer' },
+  },
+  listLeaseEpochs: {
+    fn: 'wafleet_list_lease_epochs',
+    returns: 'rows',
+    params: { p_after: 'uuid', p_limit: 'integer' },
+  },
+  setDesiredState: {
+    fn: 'wafleet_set_desired_state',
+    returns: 'rows',
+    params: { p_device_id: 'uuid', p_desired_state: 'text' },
+  },
+  updateDeviceStatus: {
+    fn: 'wafleet_update_device_status',
+    returns: 'scalar',
+    params: { p_device_id: 'uuid', p_status: 'text', p_epoch: 'bigint', p_error_message: 'text' },
+  },
   schemaVersion: { fn: 'wafleet_schema_version', returns: 'scalar', params: {} },
 } as const satisfies Record<string, OperationSpec>;
 

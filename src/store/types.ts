@@ -121,6 +121,14 @@ export interface Store {
   getDevice(deviceId: string): Promise<Device | null>;
   /** Fenced: false when the stored lease_epoch is already higher than `epoch`. */
   recordAssignment(deviceId: string, serverId: string | null, epoch: number): Promise<boolean>;
+  /** Fenced like recordAssignment: false when the store has a newer epoch for the device. */
+  updateDeviceStatus(deviceId: string, status: DeviceStatus, epoch: number, errorMessage?: string | null): Promise<boolean>;
+  /** The wanted state; reconcile places every `running` device that runs nowhere. Null: no such device. */
+  setDesiredState(deviceId: string, desiredState: 'running' | 'stopped'): Promise<Device | null>;
+  /** Devices whose desired state is `running`, by id, `limit` after `after` (null: from the start). */
+  listWantedDevices(after: string | null, limit: number): Promise<string[]>;
+  /** Devices with a lease epoch above 0, by id, to re-seed Redis's fences after it lost its data. */
+  listLeaseEpochs(after: string | null, limit: number): Promise<Array<{ deviceId: string; leaseEpoch: number }>>;
   appendServerLog(entry: ServerLogEntry): Promise<void>;
   appendLeaseEvent(entry: LeaseEventEntry): Promise<void>;
   appendConnectionLog(entry: ConnectionLogEntry): Promise<void>;

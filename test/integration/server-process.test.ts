@@ -113,7 +113,7 @@ describe('a server process', () => {
     const [after] = await query<{ is_active: boolean }>(db.url, 'select is_active from backend_servers');
     expect(after!.is_active).toBe(false);
     const events = await query<{ event: string }>(db.url, "select event from server_logs where server_id = 'srv-life' order by id");
-    expect(events.map((e) => e.event)).toEqual(['server_started', 'server_stopped']);
+    expect(events.map((e) => e.event)).toEqual(['server_started', 'server_drained', 'server_stopped']);
   });
 
   it('two servers starting at once on a fresh database do not race over migrations', async () => {

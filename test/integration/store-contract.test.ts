@@ -424,6 +424,56 @@ function storeContract(target: Target) {
       expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: id('one'), leaseEpoch: 31 });
     });
 
+    it('fences device status writes on lease_epoch, and stamps the last connection', async () => {
+      const id = ids();
+      await store.registerServer(registration(id('status')));
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-status', connectionMethod: 'qr' });
+      expect(await store.recordAssignment(device.id, id('status'), 5)).toBe(true);
+
+      expect(await store.updateDeviceStatus(device.id, 'connected', 4)).toBe(false);
+      expect(await store.getDevice(device.id)).toMatchObject({ status: 'disconnected', lastConnectedAt: null });
+      expect(await store.updateDeviceStatus(device.id, 'connected', 5)).toBe(true);
+      const connected = await store.getDevice(device.id);
+      expect(connected).toMatchObject({ status: 'connected', errorMessage: null });
+      expect(connected!.lastConnectedAt).toBeInstanceOf(Date);
+      expect(await store.updateDeviceStatus(device.id, 'error', 6, 'stream errored')).toBe(true);
+      expect(await store.getDevice(device.id)).toMatchObject({
+        status: 'error',
+        errorMessage: 'stream errored',
+        lastConnectedAt: connected!.lastConnectedAt,
+      });
+      await expectQueryError(store.updateDeviceStatus(device.id, 'sleeping' as never, 9), '23514');
+    });
+
+    it('keeps the wanted state and pages through wanted devices and lease epochs by id', async () => {
+      const userId = randomUUID();
+      const made = await Promise.all(
+        [0, 1, 2].map((i) => store.createDevice({ userId, deviceName: `ct-wanted-${i}`, connectionMethod: 'qr' })),
+      );
+      const [a, b, c] = made.map((d) => d.id).sort();
+      expect(await store.setDesiredState(a!, 'running')).toMatchObject({ id: a, desiredState: 'running' });
+      await store.setDesiredState(c!, 'running');
+      expect(await store.setDesiredState(randomUUID(), 'running')).toBeNull();
+
+      const wanted = new Set(await store.listWantedDevices(null, 10_000));
+      expect(wanted.has(a!) && wanted.has(c!)).toBe(true);
+      expect(wanted.has(b!)).toBe(false);
+      const firstPage = await store.listWantedDevices(null, 1);
+      expect(firstPage).toHaveLength(1);
+      const next = await store.listWantedDevices(firstPage[0]!, 10_000);
+      expect(next).not.toContain(firstPage[0]);
+      expect([...firstPage, ...next].sort()).toEqual([...wanted].sort());
+
+      await store.setDesiredState(a!, 'stopped');
+      expect(await store.listWantedDevices(null, 10_000)).not.toContain(a);
+
+      expect(await store.recordAssignment(b!, null, 42)).toBe(true);
+      const epochs = await store.listLeaseEpochs(null, 10_000);
+      expect(epochs).toContainEqual({ deviceId: b, leaseEpoch: 42 });
+      expect(epochs.map((e) => e.deviceId)).not.toContain(c);
+      expect(epochs.every((e) => e.leaseEpoch > 0)).toBe(true);
+    });
+
     it('appends server logs, lease events and connection logs', async () => {
       const id = ids();
       const deviceId = newDeviceId();

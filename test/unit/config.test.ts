@@ -22,7 +22,17 @@ describe('loadConfig', () => {
     expect(config.monitoring.port).toBe(3001);
     expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'wa' });
     expect(config.store).toEqual({ kind: 'pglite', dataDir: './data/pglite', host: '127.0.0.1', port: 5433, poolMax: 4, hostMode: 'auto' });
-    expect(config.lease).toEqual({ ttlMs: 10_000, renewIntervalMs: 3333, selfFenceMs: 6666, sweepIntervalMs: 1000 });
+    expect(config.lease).toEqual({
+      ttlMs: 10_000,
+      renewIntervalMs: 3333,
+      selfFenceMs: 6666,
+      sweepIntervalMs: 1000,
+      placementTimeoutMs: 3000,
+      reconcileIntervalMs: 5000,
+      rebalanceIntervalMs: 10_000,
+      rebalanceMinHoldMs: 60_000,
+    });
+    expect(config.devices).toEqual({ connector: 'simulated', simConnectLatencyMs: 50, simKeepAliveTimeoutMs: 6666 });
     expect(config.nodeEnv).toBe('development');
   });
 
@@ -74,6 +84,9 @@ describe('loadConfig', () => {
     );
     expect(problemsOf({ ...base, LEASE_RENEW_INTERVAL_MS: '9000' })).toHaveLength(1);
     expect(problemsOf({ ...base, LEASE_TTL_MS: '500' })[0]).toMatch(/^LEASE_TTL_MS: must be at least 1000 ms/);
+    expect(problemsOf({ ...base, LEASE_TTL_MS: '3000', SIM_KEEPALIVE_TIMEOUT_MS: '3000' })).toEqual([
+      'SIM_KEEPALIVE_TIMEOUT_MS: must be below LEASE_TTL_MS (3000 ms)',
+    ]);
   });
 
   it('treats blank values as unset', () => {

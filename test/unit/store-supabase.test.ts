@@ -243,6 +243,28 @@ describe('supabase adapter request shapes', () => {
     expectRpc('wafleet_schema_version', {});
   });
 
+  it('lease-core operations: fenced status, wanted state, reconcile and re-seed pages', async () => {
+    const store = await open();
+    answers.set('wafleet_update_device_status', { status: 200, body: true });
+    expect(await store.updateDeviceStatus(deviceRow.id, 'connected', 12)).toBe(true);
+    expectRpc('wafleet_update_device_status', { p_device_id: deviceRow.id, p_status: 'connected', p_epoch: 12, p_error_message: null });
+
+    requests = [];
+    answers.set('wafleet_set_desired_state', { status: 200, body: [{ ...deviceRow, desired_state: 'running' }] });
+    expect(await store.setDesiredState(deviceRow.id, 'running')).toMatchObject({ id: deviceRow.id, desiredState: 'running' });
+    expectRpc('wafleet_set_desired_state', { p_device_id: deviceRow.id, p_desired_state: 'running' });
+
+    requests = [];
+    answers.set('wafleet_list_wanted_devices', { status: 200, body: [{ device_id: deviceRow.id }] });
+    expect(await store.listWantedDevices(null, 500)).toEqual([deviceRow.id]);
+    expectRpc('wafleet_list_wanted_devices', { p_after: null, p_limit: 500 });
+
+    requests = [];
+    answers.set('wafleet_list_lease_epochs', { status: 200, body: [{ device_id: deviceRow.id, lease_epoch: 9 }] });
+    expect(await store.listLeaseEpochs(deviceRow.user_id, 2)).toEqual([{ deviceId: deviceRow.id, leaseEpoch: 9 }]);
+    expectRpc('wafleet_list_lease_epochs', { p_after: deviceRow.user_id, p_limit: 2 });
+  });
+
   it('every catalogue operation is exercised above', () => {
     // A new operation must get a request-shape case here before it ships.
     expect(Object.values(OPERATIONS).map((op) => op.fn).sort()).toEqual(
@@ -255,7 +277,11 @@ describe('supabase adapter request shapes', () => {
         'wafleet_get_device',
         'wafleet_get_server',
         'wafleet_list_servers',
+        'wafleet_list_lease_epochs',
+        'wafleet_list_wanted_devices',
         'wafleet_mark_server_inactive',
+        'wafleet_set_desired_state',
+        'wafleet_update_device_status',
         'wafleet_record_assignment',
         'wafleet_record_server_health',
         'wafleet_register_server',

@@ -1,0 +1,314 @@
+import type { Redis } from 'ioredis';
+import type { DeviceRuntime } from '../devices/runtime.js';
+import type { MonotonicClock } from '../shared/clock.js';
+import type { Logger } from '../shared/logger.js';
+import type { Heartbeat } from './heartbeat.js';
+import type { ClusterKeys } from './keys.js';
+import type { LeaseGuard } from './lease-guard.js';
+import { parseLeaseValue, type LeaseStore, type LostLease, type PlaceResult } from './lease-store.js';
+import type { LeaseRecorder } from './recorder.js';
+
+// Ties the lease protocol together for one server: it claims what placement sends to its inbox,
+// sweeps for expired leases and unclaimed placements (every server does; both are idempotent),
+// stops devices whose leases are lost, and drains on shutdown.
+
+export interface CoordinatorOptions {
+  redis: Redis;
+  /** A connection for blocking inbox reads. */
+  inboxReader: Redis;
+  /** A connection for keyspace notifications (subscriber mode), or undefined to rely on polling. */
+  subscriber: Redis | undefined;
+  keys: ClusterKeys;
+  leases: LeaseStore;
+  guard: LeaseGuard;
+  heartbeat: Heartbeat;
+  runtime: DeviceRuntime;
+  recorder: LeaseRecorder;
+  log: Logger;
+  serverId: string;
+  ttlMs: number;
+  sweepIntervalMs: number;
+  /** How long a placement target has to claim before the device is placed again. */
+  placementTimeoutMs: number;
+  /** A device is not moved by rebalance before it has been held this long (monotonic ms). */
+  minHoldMs: number;
+  clock: MonotonicClock;
+  /** Devices released concurrently per drain batch. */
+  drainBatchSize?: number;
+}
+
+export interface Coordinator {
+  start(): Promise<void>;
+  /** Places a device that runs nowhere (new, or wanted again); idempotent. */
+  place(deviceId: string): Promise<PlaceResult>;
+  /** Hands every device to other servers, then leaves the cluster. Runs once. */
+  drain(reason: string): Promise<{ released: number }>;
+  /** Stops loops and devices without handing anything over (after drain, or when fenced). */
+  stop(): Promise<void>;
+  sweep(): Promise<void>;
+  readonly draining: boolean;
+  /** Lease-loss and self-fence hooks for the heartbeat. */
+  onLost(lost: LostLease[]): void;
+  onFenced(): void;
+  onUnfenced(): void;
+}
+
+const INBOX_GROUP = 'owner';
+const SWEEP_BATCH = 500;
+
+export function createCoordinator(options: CoordinatorOptions): Coordinator {
+  const { redis, inboxReader, subscriber, keys, leases, guard, heartbeat, runtime, recorder, log, serverId, ttlMs } = options;
+  const drainBatchSize = options.drainBatchSize ?? 100;
+  let draining = false;
+  let stopped = false;
+  let sweepTimer: NodeJS.Timeout | undefined;
+  let sweeping: Promise<void> | undefined;
+  let sweepAgain = false;
+  let inboxLoop: Promise<void> | undefined;
+  let drained: Promise<{ released: number }> | undefined;
+  /** When this server claimed each device it holds (monotonic), for the rebalance hold time. */
+  const heldSince = new Map<string, number>();
+
+  const candidates = () => redis.smembers(keys.servers);
+
+  const claim = async (deviceId: string, via: string): Promise<void> => {
+    if (draining || stopped || guard.isFenced()) return;
+    const result = await leases.claim(deviceId, serverId, ttlMs);
+    if (result.outcome !== 'claimed') {
+      log.debug({ deviceId, result }, 'claim not taken');
+      return;
+    }
+    guard.hold(deviceId, result.token);
+    heldSince.set(deviceId, options.clock());
+    runtime.start(deviceId, result.token);
+    recorder.assignment(deviceId, serverId, result.token);
+    recorder.leaseEvent({ deviceId, serverId, eventType: 'claim', epoch: result.token, details: { via } });
+    log.info({ deviceId, token: result.token, via }, 'lease claimed');
+  };
+
+  const createInboxGroup = async (): Promise<void> => {
+    try {
+      await redis.xgroup('CREATE', keys.inbox(serverId), INBOX_GROUP, '$', 'MKSTREAM');
+    } catch (err) {
+      if (!(err as Error).message.startsWith('BUSYGROUP')) throw err;
+    }
+  };
+
+  const readInbox = async (): Promise<void> => {
+    const inbox = keys.inbox(serverId);
+    while (!stopped) {
+      let batch: Array<[string, Array<[string, string[]]>]> | null;
+      try {
+        batch = (await inboxReader.xreadgroup(
+          'GROUP', INBOX_GROUP, serverId, 'COUNT', 200, 'BLOCK', 1000, 'STREAMS', inbox, '>',
+        )) as Array<[string, Array<[string, string[]]>]> | null;
+      } catch (err) {
+        if (stopped) return;
+        const message = (err as Error).message;
+        // The stream and its group vanish when Redis loses its data; make them again.
+        if (message.startsWith('NOGROUP') || message.startsWith('UNBLOCKED')) {
+          await createInboxGroup().catch(() => undefined);
+          continue;
+        }
+        log.warn({ err: { message } }, 'inbox read failed');
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      for (const [, messages] of batch ?? []) {
+        await Promise.all(
+          messages.map(async ([id, fields]) => {
+            const message: Record<string, string> = {};
+            for (let i = 0; i < fields.length; i += 2) message[fields[i]!] = fields[i + 1]!;
+            try {
+              if (message.type === 'place' && message.deviceId) await claim(message.deviceId, 'placement');
+              else if (message.type === 'rebalance') await releaseForRebalance(Number(message.count) || 0);
+            } catch (err) {
+              log.warn({ err, message }, 'inbox message failed');
+            }
+            await redis.multi().xack(inbox, INBOX_GROUP, id).xdel(inbox, id).exec();
+          }),
+        );
+      }
+    }
+  };
+
+  /**
+   * Gives a held device to another server: the socket stops first (so the next owner never meets
+   * it: no 440), then the lease is released and the device placed elsewhere, never here.
+   */
+  const handOver = async (deviceId: string, token: number, eventType: 'drain' | 'rebalance', reason: string, servers: string[]) => {
+    await runtime.stop(deviceId, eventType);
+    guard.drop(deviceId, token);
+    heldSince.delete(deviceId);
+    if (!(await leases.release(deviceId, serverId, token))) return false;
+    recorder.leaseEvent({ deviceId, serverId, eventType, epoch: token, details: { reason } });
+    await leases.place(deviceId, servers, options.placementTimeoutMs, serverId);
+    return true;
+  };
+
+  /** Hands over up to `count` devices held at least the minimum hold time. */
+  const releaseForRebalance = async (count: number): Promise<void> => {
+    if (count <= 0 || draining || stopped || guard.isFenced()) return;
+    const now = options.clock();
+    const eligible = guard
+      .held()
+      .filter(({ deviceId }) => now - (heldSince.get(deviceId) ?? now) >= options.minHoldMs)
+      .slice(0, count);
+    if (eligible.length === 0) return;
+    const servers = await candidates();
+    const moved = await Promise.all(eligible.map(({ deviceId, token }) => handOver(deviceId, token, 'rebalance', 'rebalance', servers)));
+    log.info({ asked: count, released: moved.filter(Boolean).length }, 'rebalance: released devices to other servers');
+  };
+
+  const place = async (deviceId: string, exclude = ''): Promise<PlaceResult> => {
+    const result = await leases.place(deviceId, await candidates(), options.placementTimeoutMs, exclude);
+    if (result.outcome === 'none') log.warn({ deviceId }, 'no server can take the device now; will retry');
+    else log.debug({ deviceId, result }, 'placed');
+    return result;
+  };
+
+  const sweepOnce = async (): Promise<void> => {
+    const servers = await candidates();
+    const orphans: string[] = [];
+    for (const { deviceId, holder } of await leases.findExpired(SWEEP_BATCH)) {
+      const outcome = await leases.expire(deviceId, holder);
+      if (outcome !== 'expired') continue;
+      const previous = parseLeaseValue(holder);
+      recorder.leaseEvent({
+        deviceId,
+        serverId: previous?.serverId ?? null,
+        eventType: 'expire',
+        epoch: previous?.token ?? 0,
+        details: { sweptBy: serverId },
+      });
+      orphans.push(deviceId);
+    }
+    for (const { deviceId } of await leases.findDuePlacements(SWEEP_BATCH)) orphans.push(deviceId);
+    await Promise.all(orphans.map((deviceId) => leases.place(deviceId, servers, options.placementTimeoutMs)));
+    if (orphans.length > 0) log.info({ orphans: orphans.length }, 'swept orphans and placed them');
+  };
+
+  // One sweep at a time per server; a request during a sweep runs one more right after.
+  const sweep = (): Promise<void> => {
+    if (sweeping) {
+      sweepAgain = true;
+      return sweeping;
+    }
+    sweeping = sweepOnce()
+      .catch((err) => log.warn({ err: { message: (err as Error).message } }, 'sweep failed'))
+      .finally(() => {
+        sweeping = undefined;
+        if (sweepAgain && !stopped) {
+          sweepAgain = false;
+          void sweep();
+        }
+      });
+    return sweeping;
+  };
+
+  const listenForExpiry = async (): Promise<void> => {
+    if (!subscriber) return;
+    try {
+      const [, flags = ''] = (await redis.config('GET', 'notify-keyspace-events')) as [string, string];
+      const hasExpired = flags.includes('E') && (flags.includes('x') || flags.includes('A'));
+      if (!hasExpired) await redis.config('SET', 'notify-keyspace-events', `${flags}Ex`);
+    } catch (err) {
+      log.info({ reason: (err as Error).message }, 'keyspace notifications not available; the sweep polls');
+      return;
+    }
+    const db = (redis.options.db ?? 0) as number;
+    const channel = `__keyevent@${db}__:expired`;
+    const leasePrefix = keys.lease('');
+    subscriber.on('message', (from: string, key: string) => {
+      if (from === channel && key.startsWith(leasePrefix) && !stopped) void sweep();
+    });
+    await subscriber.subscribe(channel);
+  };
+
+  const coordinator: Coordinator = {
+    async start() {
+      // A fresh group per boot: placements addressed to an earlier boot of this id are stale, and
+      // their reservations expire and are placed again anyway.
+      await redis.del(keys.inbox(serverId));
+      await createInboxGroup();
+      await heartbeat.beat();
+      heartbeat.start();
+      inboxLoop = readInbox();
+      await listenForExpiry();
+      sweepTimer = setInterval(() => void sweep(), options.sweepIntervalMs);
+      sweepTimer.unref();
+      void sweep();
+    },
+
+    place: (deviceId) => place(deviceId),
+
+    drain(reason) {
+      drained ??= (async () => {
+        draining = true;
+        log.info({ reason, leases: guard.size }, 'draining: handing devices to other servers');
+        // Publish `draining` first so no placement picks this server from now on.
+        await heartbeat.beat();
+        const servers = await candidates();
+        const held = guard.held();
+        let released = 0;
+        for (let start = 0; start < held.length; start += drainBatchSize) {
+          await Promise.all(
+            held.slice(start, start + drainBatchSize).map(async ({ deviceId, token }) => {
+              if (await handOver(deviceId, token, 'drain', reason, servers)) released += 1;
+            }),
+          );
+        }
+        await coordinator.stop();
+        await redis
+          .multi()
+          .del(keys.server(serverId), keys.owned(serverId), keys.reserved(serverId), keys.inbox(serverId))
+          .srem(keys.servers, serverId)
+          .exec();
+        log.info({ released }, 'drained');
+        return { released };
+      })();
+      return drained;
+    },
+
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(sweepTimer);
+      heartbeat.stop();
+      inboxReader.disconnect();
+      await inboxLoop?.catch(() => undefined);
+      await sweeping;
+      await runtime.stopAll('server stopping');
+    },
+
+    sweep,
+
+    get draining() {
+      return draining;
+    },
+
+    onLost(lost) {
+      for (const { deviceId, holder } of lost) {
+        const token = guard.tokenOf(deviceId) ?? 0;
+        guard.drop(deviceId);
+        heldSince.delete(deviceId);
+        void runtime.stop(deviceId, 'lease lost');
+        recorder.leaseEvent({ deviceId, serverId, eventType: 'lost', epoch: token, details: { holder } });
+        log.warn({ deviceId, token, holder }, 'lease lost; device stopped');
+      }
+    },
+
+    onFenced() {
+      recorder.serverLog({ serverId, level: 'error', event: 'self_fenced', message: 'no lease renewal in time; every device stopped' });
+      void runtime.stopAll('self-fenced');
+    },
+
+    onUnfenced() {
+      // The renewal that lifted the fence proved the remaining leases are still ours.
+      for (const { deviceId, token } of guard.held()) {
+        if (!runtime.isRunning(deviceId)) runtime.start(deviceId, token);
+      }
+    },
+  };
+  return coordinator;
+}

@@ -1,0 +1,164 @@
+import type { Redis } from 'ioredis';
+import type { MonotonicClock } from '../shared/clock.js';
+import type { Logger } from '../shared/logger.js';
+import type { ClusterKeys } from './keys.js';
+import type { LeaseGuard } from './lease-guard.js';
+import type { LeaseStore, LostLease } from './lease-store.js';
+
+// The heartbeat: every renewIntervalMs, one pipelined round trip that refreshes the server key,
+// renews every lease this server holds (chunked scripts), and checks that Redis still has
+// wafleet's data. A failed round trip is never mistaken for lost leases: the server keeps its
+// leases until the self-fence deadline says it can no longer be sure of them.
+
+export interface ServerAdvert {
+  bootId: string;
+  url: string;
+  region: string;
+  capacity: number;
+  priority: number;
+  draining: boolean;
+  startedAt: number;
+  responseTimeMs: number;
+}
+
+export interface HeartbeatOptions {
+  redis: Redis;
+  keys: ClusterKeys;
+  leases: LeaseStore;
+  guard: LeaseGuard;
+  clock: MonotonicClock;
+  log: Logger;
+  serverId: string;
+  ttlMs: number;
+  intervalMs: number;
+  advert(): ServerAdvert;
+  /** Leases found lost by a renewal. */
+  onLost(lost: LostLease[]): void;
+  /** The self-fence deadline passed without a successful renewal. */
+  onFenced(): void;
+  /** A renewal succeeded after the server had been fenced. */
+  onUnfenced(): void;
+  /** Redis lost wafleet's data or restarted (marker gone or run id changed). */
+  onRedisReset(reason: string): void;
+}
+
+export interface Heartbeat {
+  start(): void;
+  /** Beats now (out of schedule), e.g. to publish `draining` at once. Resolves when done. */
+  beat(): Promise<void>;
+  stop(): void;
+  /** Round-trip time of the last successful beat, ms. */
+  readonly lastRoundTripMs: number;
+}
+
+export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
+  const { redis, keys, leases, guard, clock, log, serverId, ttlMs, intervalMs } = options;
+  let timer: NodeJS.Timeout | undefined;
+  let fenceTimer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<void> | undefined;
+  let fenced = true;
+  let runId: string | undefined;
+  let lastMarker: string | undefined;
+  let lastRoundTripMs = 0;
+  let stopped = false;
+
+  const armFenceWatch = () => {
+    clearTimeout(fenceTimer);
+    fenceTimer = setTimeout(checkFence, Math.max(1, guard.remainingMs()));
+    fenceTimer.unref();
+  };
+  const checkFence = () => {
+    if (stopped) return;
+    if (guard.isFenced()) {
+      if (!fenced) {
+        fenced = true;
+        log.error({ ttlMs }, 'self-fenced: no successful lease renewal in time; stopping every device');
+        options.onFenced();
+      }
+    } else {
+      armFenceWatch();
+    }
+  };
+
+  const beatOnce = async () => {
+    const sentAt = clock();
+    const advert = options.advert();
+    const held = guard.held();
+    const serverKey = keys.server(serverId);
+    const pipeline = redis
+      .pipeline()
+      .hset(serverKey, {
+        ...advert,
+        draining: advert.draining ? 1 : 0,
+        load: held.length,
+        heartbeatAt: Date.now(),
+      })
+      .pexpire(serverKey, ttlMs)
+      .sadd(keys.servers, serverId)
+      .get(keys.marker)
+      .info('server');
+    const lostFrom = leases.queueRenew(pipeline, serverId, ttlMs, held);
+    try {
+      const results = (await pipeline.exec()) ?? [];
+      for (const [err] of results) if (err) throw err;
+      const lost = lostFrom(results);
+      const marker = (results[3]?.[1] as string | null) ?? null;
+      const info = String(results[4]?.[1] ?? '');
+      const currentRunId = /run_id:(\w+)/.exec(info)?.[1];
+
+      lastRoundTripMs = clock() - sentAt;
+      const restarted = runId !== undefined && currentRunId !== undefined && currentRunId !== runId;
+      if (currentRunId) runId = currentRunId;
+      // A marker other than the one this server last saw means another server already noticed
+      // that Redis lost its data and put a new marker in place; this server's leases are just as
+      // gone, and just as much still its own.
+      const replaced = marker !== null && lastMarker !== undefined && marker !== lastMarker;
+      if (marker === null || replaced) {
+        lastMarker = undefined;
+        // Every lease looks lost when Redis lost its data; they are not lost to anyone else, so
+        // the reset handler re-asserts them instead of stopping every device.
+        options.onRedisReset(marker === null ? 'marker key missing: Redis lost its data' : 'marker key replaced: Redis lost its data');
+        return;
+      }
+      lastMarker = marker;
+      if (restarted) options.onRedisReset('Redis run id changed: it restarted');
+
+      guard.renewed(sentAt);
+      if (lost.length > 0) options.onLost(lost);
+      // A renewal that was sent too long ago (it hung through a partition) proves nothing now.
+      if (fenced && !guard.isFenced()) {
+        fenced = false;
+        options.onUnfenced();
+      }
+      armFenceWatch();
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message }, remainingMs: Math.round(guard.remainingMs()) }, 'heartbeat failed');
+      checkFence();
+    }
+  };
+
+  // Re-entrancy guard: a slow beat is never overlapped by the next one.
+  const beat = () => {
+    inFlight ??= beatOnce().finally(() => {
+      inFlight = undefined;
+    });
+    return inFlight;
+  };
+
+  return {
+    start() {
+      stopped = false;
+      timer = setInterval(() => void beat(), intervalMs);
+      timer.unref();
+    },
+    beat,
+    stop() {
+      stopped = true;
+      clearInterval(timer);
+      clearTimeout(fenceTimer);
+    },
+    get lastRoundTripMs() {
+      return lastRoundTripMs;
+    },
+  };
+}

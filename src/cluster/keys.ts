@@ -1,0 +1,76 @@
+// Every Redis key wafleet uses, built from one injected prefix. All of them share the hash tag
+// `{prefix}`, so a Lua script may touch several of them on Redis Cluster (one slot).
+
+export interface ClusterKeys {
+  readonly prefix: string;
+  /** string `serverId:token`, PX TTL: the device's owner and fencing token */
+  lease(deviceId: string): string;
+  /** integer: last fencing token handed out for the device; never goes down */
+  fence(deviceId: string): string;
+  /** sorted set deviceId -> lease deadline (ms, Redis TIME); the sweep reads it */
+  readonly deadlines: string;
+  /** hash deviceId -> `serverId:token` of the last claim, so an expired lease still names its owner */
+  readonly holders: string;
+  /** hash, PX TTL: a live server's advertised state */
+  server(serverId: string): string;
+  /** set: devices held by the server */
+  owned(serverId: string): string;
+  /** set: every server id that has ever heartbeated and not left; placement iterates it */
+  readonly servers: string;
+  /** sorted set deviceId -> reservation deadline: capacity reserved on the server, not yet claimed */
+  reserved(serverId: string): string;
+  /** sorted set deviceId -> reservation deadline, over all servers; the sweep re-places expired ones */
+  readonly placements: string;
+  /** hash deviceId -> serverId the device was placed on */
+  readonly placementTargets: string;
+  /** stream: the server's inbox (placements to claim, release requests) */
+  inbox(serverId: string): string;
+  /** string: proves Redis still has wafleet's data; missing means Redis lost it */
+  readonly marker: string;
+  /** string, PX TTL: while it exists nobody claims (set after Redis lost its data) */
+  readonly claimEmbargo: string;
+  /** hash, fenced: a device's live status as its owner last reported it */
+  deviceStatus(deviceId: string): string;
+  /** Simulated WhatsApp (the `simulated` connector): the device's open socket, PX keep-alive */
+  simSocket(deviceId: string): string;
+  /** Simulated WhatsApp: hash deviceId -> conflicts (440 kicks), plus field `total` */
+  readonly simConflicts: string;
+  /** Simulated WhatsApp: hash deviceId -> sockets opened */
+  readonly simConnects: string;
+  /** Simulated WhatsApp: pub/sub channel on which kicked sockets learn of it */
+  readonly simKickChannel: string;
+  /** redlock lock of a singleton duty (reconcile, rebalance) */
+  singletonLock(duty: string): string;
+  /** Pattern matching every wafleet key under this prefix, for redis-cli --scan. */
+  readonly all: string;
+}
+
+export const DEFAULT_KEY_PREFIX = 'wa';
+
+export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterKeys {
+  if (!/^[A-Za-z0-9_.-]{1,32}$/.test(prefix)) throw new Error(`invalid key prefix ${JSON.stringify(prefix)}`);
+  const tag = `{${prefix}}`;
+  return Object.freeze({
+    prefix,
+    lease: (deviceId: string) => `${tag}:lease:${deviceId}`,
+    fence: (deviceId: string) => `${tag}:fence:${deviceId}`,
+    deadlines: `${tag}:deadlines`,
+    holders: `${tag}:holders`,
+    server: (serverId: string) => `${tag}:server:${serverId}`,
+    owned: (serverId: string) => `${tag}:owned:${serverId}`,
+    servers: `${tag}:servers`,
+    reserved: (serverId: string) => `${tag}:reserved:${serverId}`,
+    placements: `${tag}:placements`,
+    placementTargets: `${tag}:placement-targets`,
+    inbox: (serverId: string) => `${tag}:inbox:${serverId}`,
+    marker: `${tag}:marker`,
+    claimEmbargo: `${tag}:claim-embargo`,
+    deviceStatus: (deviceId: string) => `${tag}:device:${deviceId}`,
+    simSocket: (deviceId: string) => `${tag}:sim:socket:${deviceId}`,
+    simConflicts: `${tag}:sim:conflicts`,
+    simConnects: `${tag}:sim:connects`,
+    simKickChannel: `${tag}:sim:kick`,
+    singletonLock: (duty: string) => `${tag}:lock:${duty}`,
+    all: `${tag}:*`,
+  });
+}

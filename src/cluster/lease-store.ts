@@ -1,0 +1,259 @@
+import type { ChainableCommander, Redis } from 'ioredis';
+import { defineLuaScripts, loadLuaScript, queueLua, runLua } from '../shared/lua.js';
+import type { ClusterKeys } from './keys.js';
+
+// Typed access to the lease scripts (src/cluster/lua). Every call is one atomic script; a Redis
+// connection error is thrown as such and never mistaken for the loss of a lease.
+
+const LUA = new URL('./lua/', import.meta.url);
+const scripts = {
+  claim: loadLuaScript(LUA, 'claimLease-10.lua'),
+  renew: loadLuaScript(LUA, 'renewLeases.lua'),
+  release: loadLuaScript(LUA, 'releaseLease-4.lua'),
+  findDue: loadLuaScript(LUA, 'findDue-2.lua'),
+  expire: loadLuaScript(LUA, 'expireLease-4.lua'),
+  place: loadLuaScript(LUA, 'placeDevice.lua'),
+  setStatus: loadLuaScript(LUA, 'setDeviceStatus-2.lua'),
+  reassert: loadLuaScript(LUA, 'reassertLeases.lua'),
+  seedFences: loadLuaScript(LUA, 'seedFences.lua'),
+};
+
+/** Leases renewed per script call; a heartbeat pipelines the chunks into one round trip. */
+export const RENEW_CHUNK = 1000;
+
+export interface HeldLease {
+  deviceId: string;
+  token: number;
+}
+
+export type ClaimResult =
+  | { outcome: 'claimed'; token: number }
+  | { outcome: 'held'; serverId: string; token: number }
+  | { outcome: 'embargoed' }
+  | { outcome: 'not_live' };
+
+export interface LostLease {
+  deviceId: string;
+  /** Who holds it now, or null when nobody does. */
+  holder: { serverId: string; token: number } | null;
+}
+
+export type PlaceResult =
+  | { outcome: 'placed'; serverId: string }
+  | { outcome: 'owned'; serverId: string; token: number }
+  | { outcome: 'pending'; serverId: string }
+  | { outcome: 'none' };
+
+export interface LeaseInfo {
+  serverId: string;
+  token: number;
+  ttlMs: number;
+}
+
+/** Parses `serverId:token`. Server ids never contain ':', so the last ':' splits. */
+export function parseLeaseValue(value: string): { serverId: string; token: number } | null {
+  const at = value.lastIndexOf(':');
+  if (at <= 0) return null;
+  const token = Number(value.slice(at + 1));
+  return Number.isSafeInteger(token) ? { serverId: value.slice(0, at), token } : null;
+}
+
+export interface LeaseStore {
+  claim(deviceId: string, serverId: string, ttlMs: number, minToken?: number): Promise<ClaimResult>;
+  renew(serverId: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
+  /**
+   * Queues the renewal on a caller's pipeline (so the heartbeat stays one round trip) and returns
+   * the parser for that pipeline's results.
+   */
+  queueRenew(
+    pipeline: ChainableCommander,
+    serverId: string,
+    ttlMs: number,
+    leases: readonly HeldLease[],
+  ): (results: Array<[Error | null, unknown]>) => LostLease[];
+  release(deviceId: string, serverId: string, token: number): Promise<boolean>;
+  findExpired(limit: number): Promise<Array<{ deviceId: string; holder: string }>>;
+  /** Placements whose reservation ran out unclaimed (or that found no server): place them again. */
+  findDuePlacements(limit: number): Promise<Array<{ deviceId: string; target: string }>>;
+  /** Forgets a device's placement (it was stopped or deleted, so nobody should claim it). */
+  cancelPlacement(deviceId: string): Promise<void>;
+  expire(deviceId: string, holder: string): Promise<'expired' | 'alive' | 'changed'>;
+  place(deviceId: string, candidates: readonly string[], reservationMs: number, exclude?: string): Promise<PlaceResult>;
+  read(deviceId: string): Promise<LeaseInfo | null>;
+  /** After Redis lost its data: writes this server's leases back with their tokens; reports the lost. */
+  reassert(serverId: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
+  /** Lifts fence counters to the store's epochs (never lowers one); returns how many were lifted. */
+  seedFences(epochs: ReadonlyArray<{ deviceId: string; leaseEpoch: number }>): Promise<number>;
+  /** Fenced: false (and nothing written) unless `serverId:token` still holds the lease. */
+  setStatus(deviceId: string, serverId: string, token: number, status: string, detail?: Record<string, unknown>): Promise<boolean>;
+}
+
+export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterKeys }): LeaseStore {
+  defineLuaScripts(redis, Object.values(scripts));
+
+  return {
+    async claim(deviceId, serverId, ttlMs, minToken = 0) {
+      const [code, value] = await runLua<[number, string]>(
+        redis,
+        scripts.claim,
+        [
+          keys.lease(deviceId),
+          keys.fence(deviceId),
+          keys.deadlines,
+          keys.holders,
+          keys.owned(serverId),
+          keys.claimEmbargo,
+          keys.server(serverId),
+          keys.reserved(serverId),
+          keys.placements,
+          keys.placementTargets,
+        ],
+        [deviceId, serverId, ttlMs, minToken],
+      );
+      if (code > 0) return { outcome: 'claimed', token: code };
+      if (code === -2) return { outcome: 'embargoed' };
+      if (code === -3) return { outcome: 'not_live' };
+      const holder = parseLeaseValue(value);
+      if (!holder) throw new Error(`lease of ${deviceId} holds an unreadable value ${JSON.stringify(value)}`);
+      return { outcome: 'held', ...holder };
+    },
+
+    queueRenew(pipeline, serverId, ttlMs, leases) {
+      const first = pipeline.length;
+      for (let start = 0; start < leases.length; start += RENEW_CHUNK) {
+        const chunk = leases.slice(start, start + RENEW_CHUNK);
+        const args: (string | number)[] = [serverId, ttlMs];
+        for (const lease of chunk) args.push(lease.deviceId, lease.token);
+        queueLua(
+          pipeline,
+          scripts.renew,
+          [keys.deadlines, keys.owned(serverId), ...chunk.map((l) => keys.lease(l.deviceId))],
+          args,
+        );
+      }
+      const last = pipeline.length;
+      return (results) => {
+        const lost: LostLease[] = [];
+        for (const [err, reply] of results.slice(first, last)) {
+          if (err) throw err;
+          const flat = reply as string[];
+          for (let i = 0; i < flat.length; i += 2) {
+            lost.push({ deviceId: flat[i]!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
+          }
+        }
+        return lost;
+      };
+    },
+
+    async renew(serverId, ttlMs, leases) {
+      if (leases.length === 0) return [];
+      const pipeline = redis.pipeline();
+      const lostFrom = this.queueRenew(pipeline, serverId, ttlMs, leases);
+      return lostFrom((await pipeline.exec()) ?? []);
+    },
+
+    async release(deviceId, serverId, token) {
+      const released = await runLua<number>(
+        redis,
+        scripts.release,
+        [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverId)],
+        [deviceId, `${serverId}:${token}`],
+      );
+      return released === 1;
+    },
+
+    async findExpired(limit) {
+      const flat = await runLua<string[]>(redis, scripts.findDue, [keys.deadlines, keys.holders], [limit]);
+      const due: Array<{ deviceId: string; holder: string }> = [];
+      for (let i = 0; i < flat.length; i += 2) due.push({ deviceId: flat[i]!, holder: flat[i + 1]! });
+      return due;
+    },
+
+    async findDuePlacements(limit) {
+      const flat = await runLua<string[]>(redis, scripts.findDue, [keys.placements, keys.placementTargets], [limit]);
+      const due: Array<{ deviceId: string; target: string }> = [];
+      for (let i = 0; i < flat.length; i += 2) due.push({ deviceId: flat[i]!, target: flat[i + 1]! });
+      return due;
+    },
+
+    async cancelPlacement(deviceId) {
+      await redis.multi().zrem(keys.placements, deviceId).hdel(keys.placementTargets, deviceId).exec();
+    },
+
+    async expire(deviceId, holder) {
+      const previous = holder ? parseLeaseValue(holder) : null;
+      const code = await runLua<number>(
+        redis,
+        scripts.expire,
+        [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(previous?.serverId ?? '_none')],
+        [deviceId, holder],
+      );
+      return code === 1 ? 'expired' : code === 0 ? 'alive' : 'changed';
+    },
+
+    async place(deviceId, candidates, reservationMs, exclude = '') {
+      const serverKeys = candidates.flatMap((id) => [keys.server(id), keys.owned(id), keys.reserved(id), keys.inbox(id)]);
+      const [outcome, value] = await runLua<[string, string]>(
+        redis,
+        scripts.place,
+        [keys.lease(deviceId), keys.placements, keys.placementTargets, ...serverKeys],
+        [deviceId, reservationMs, exclude, ...candidates],
+      );
+      if (outcome === 'placed') return { outcome, serverId: value };
+      if (outcome === 'pending') return { outcome, serverId: value };
+      if (outcome === 'owned') {
+        const holder = parseLeaseValue(value);
+        if (!holder) throw new Error(`lease of ${deviceId} holds an unreadable value ${JSON.stringify(value)}`);
+        return { outcome, ...holder };
+      }
+      return { outcome: 'none' };
+    },
+
+    async reassert(serverId, ttlMs, held) {
+      const lost: LostLease[] = [];
+      for (let start = 0; start < held.length; start += RENEW_CHUNK) {
+        const chunk = held.slice(start, start + RENEW_CHUNK);
+        const flat = await runLua<string[]>(
+          redis,
+          scripts.reassert,
+          [keys.deadlines, keys.holders, keys.owned(serverId), ...chunk.flatMap((l) => [keys.lease(l.deviceId), keys.fence(l.deviceId)])],
+          [serverId, ttlMs, ...chunk.flatMap((l) => [l.deviceId, l.token])],
+        );
+        for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, holder: parseLeaseValue(flat[i + 1]!) });
+      }
+      return lost;
+    },
+
+    async seedFences(epochs) {
+      if (epochs.length === 0) return 0;
+      return runLua<number>(
+        redis,
+        scripts.seedFences,
+        epochs.map((e) => keys.fence(e.deviceId)),
+        epochs.map((e) => e.leaseEpoch),
+      );
+    },
+
+    async setStatus(deviceId, serverId, token, status, detail) {
+      const written = await runLua<number>(
+        redis,
+        scripts.setStatus,
+        [keys.lease(deviceId), keys.deviceStatus(deviceId)],
+        [`${serverId}:${token}`, status, detail ? JSON.stringify(detail) : '', Date.now()],
+      );
+      return written === 1;
+    },
+
+    async read(deviceId) {
+      const [[getErr, value], [ttlErr, ttl]] = (await redis.multi().get(keys.lease(deviceId)).pttl(keys.lease(deviceId)).exec()) as [
+        [Error | null, string | null],
+        [Error | null, number],
+      ];
+      if (getErr) throw getErr;
+      if (ttlErr) throw ttlErr;
+      if (value === null) return null;
+      const holder = parseLeaseValue(value);
+      return holder ? { ...holder, ttlMs: ttl } : null;
+    },
+  };
+}

@@ -1,0 +1,59 @@
+--[[
+  Claims a device's lease for a server, handing out the next fencing token.
+
+  Input:
+    KEYS[1]  lease key            {p}:lease:<deviceId>
+    KEYS[2]  fence key            {p}:fence:<deviceId>
+    KEYS[3]  deadlines            {p}:deadlines (zset deviceId -> deadline ms)
+    KEYS[4]  holders              {p}:holders (hash deviceId -> serverId:token)
+    KEYS[5]  owned set            {p}:owned:<serverId>
+    KEYS[6]  claim embargo        {p}:claim-embargo
+    KEYS[7]  server key           {p}:server:<serverId>
+    KEYS[8]  reserved             {p}:reserved:<serverId>
+    KEYS[9]  placements           {p}:placements
+    KEYS[10] placement targets    {p}:placement-targets
+
+    ARGV[1]  deviceId
+    ARGV[2]  serverId
+    ARGV[3]  ttl ms
+    ARGV[4]  minimum token (the store's lease_epoch + 1; 0 when unknown)
+
+  Output:
+    { token, "serverId:token" }   claimed
+    { -1, current value }         the lease is held (by anyone, this server included)
+    { -2, "" }                    claims are embargoed (Redis lost its data less than one TTL ago)
+    { -3, "" }                    the claiming server is not live (no server key): heartbeat first
+]]
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  return { -2, '' }
+end
+if redis.call('EXISTS', KEYS[7]) == 0 then
+  return { -3, '' }
+end
+local current = redis.call('GET', KEYS[1])
+if current then
+  return { -1, current }
+end
+
+local deviceId, serverId, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- The fence only goes up: INCR, then lift it to the store's floor when Redis's counter is behind
+-- (after Redis lost its data the counter restarts at 1, but tokens must stay above old ones).
+local token = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[4])
+if token < floor then
+  token = floor
+  redis.call('SET', KEYS[2], token)
+end
+
+local value = serverId .. ':' .. token
+redis.call('SET', KEYS[1], value, 'PX', ttl)
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZADD', KEYS[3], now + ttl, deviceId)
+redis.call('HSET', KEYS[4], deviceId, value)
+redis.call('SADD', KEYS[5], deviceId)
+-- The reservation that brought the device here (if any) has done its job.
+redis.call('ZREM', KEYS[8], deviceId)
+redis.call('ZREM', KEYS[9], deviceId)
+redis.call('HDEL', KEYS[10], deviceId)
+return { token, value }

@@ -1,0 +1,40 @@
+--[[
+  Turns a lease past its deadline into an orphan: forgets its deadline and holder and removes it
+  from the dead holder's owned set. Idempotent, so every server may sweep.
+
+  Input:
+    KEYS[1]  lease key      {p}:lease:<deviceId>
+    KEYS[2]  deadlines      {p}:deadlines
+    KEYS[3]  holders        {p}:holders
+    KEYS[4]  owned set of the last holder  {p}:owned:<serverId> (any key when there is none)
+
+    ARGV[1]  deviceId
+    ARGV[2]  the holder the caller read ("serverId:token", or "" for none)
+
+  Output:
+    1   expired: the device is an orphan, the caller places it
+    0   the lease is alive (renewed or claimed since): its deadline is corrected, nothing else
+    -1  the holder changed since the caller read it: read again
+]]
+local deviceId = ARGV[1]
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZADD', KEYS[2], now + pttl, deviceId)
+  return 0
+end
+if pttl == -1 then
+  -- A lease without expiry is a bug or a hand edit; refuse to treat it as an orphan.
+  return 0
+end
+local holder = redis.call('HGET', KEYS[3], deviceId) or ''
+if holder ~= ARGV[2] then
+  return -1
+end
+redis.call('ZREM', KEYS[2], deviceId)
+redis.call('HDEL', KEYS[3], deviceId)
+if holder ~= '' then
+  redis.call('SREM', KEYS[4], deviceId)
+end
+return 1

@@ -1,0 +1,23 @@
+--[[
+  Lists the members of a deadline sorted set whose deadline has passed, by Redis's clock, each
+  with its entry in a companion hash. Read-only. Used for leases (deadlines + holders: the sweep
+  then expires each with expireLease-4) and for placements (placements + placement-targets: a
+  reservation not claimed in time is placed again).
+
+  Input:
+    KEYS[1]  deadline zset   {p}:deadlines or {p}:placements
+    KEYS[2]  companion hash  {p}:holders or {p}:placement-targets
+    ARGV[1]  limit
+
+  Output:
+    flat array: member, hash value ("" when none), ...
+]]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, member in ipairs(due) do
+  out[#out + 1] = member
+  out[#out + 1] = redis.call('HGET', KEYS[2], member) or ''
+end
+return out

@@ -1,0 +1,44 @@
+--[[
+  After Redis lost its data (or restarted), a server re-asserts the leases it still holds: a lease
+  that is gone is written back with the same token, and the device's fence is lifted to at least
+  that token, so later claims hand out higher ones. A lease someone else holds now is reported
+  lost. Claims are embargoed meanwhile; re-assertion is not a claim and is allowed.
+
+  Input:
+    KEYS[1]        deadlines   {p}:deadlines
+    KEYS[2]        holders     {p}:holders
+    KEYS[3]        owned set   {p}:owned:<serverId>
+    KEYS[4..]      per lease, two keys: {p}:lease:<deviceId>, {p}:fence:<deviceId>
+
+    ARGV[1]        serverId
+    ARGV[2]        ttl ms
+    ARGV[3..]      deviceId, token, deviceId, token, ... (same order as the key pairs)
+
+  Output:
+    flat array of the lost leases: deviceId, current value, ...
+]]
+local serverId, ttl = ARGV[1], tonumber(ARGV[2])
+local time = redis.call('TIME')
+local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
+local lost = {}
+local n = (#KEYS - 3) / 2
+for i = 0, n - 1 do
+  local leaseKey, fenceKey = KEYS[4 + i * 2], KEYS[5 + i * 2]
+  local deviceId, token = ARGV[3 + i * 2], tonumber(ARGV[4 + i * 2])
+  local mine = serverId .. ':' .. token
+  local current = redis.call('GET', leaseKey)
+  if current == false or current == mine then
+    redis.call('SET', leaseKey, mine, 'PX', ttl)
+    if (tonumber(redis.call('GET', fenceKey)) or 0) < token then
+      redis.call('SET', fenceKey, token)
+    end
+    redis.call('ZADD', KEYS[1], deadline, deviceId)
+    redis.call('HSET', KEYS[2], deviceId, mine)
+    redis.call('SADD', KEYS[3], deviceId)
+  else
+    redis.call('SREM', KEYS[3], deviceId)
+    lost[#lost + 1] = deviceId
+    lost[#lost + 1] = current
+  end
+end
+return lost

@@ -1,0 +1,78 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { ChainableCommander, Redis } from 'ioredis';
+
+// Lua scripts live in their own files named `verbNoun-<numKeys>.lua` (or `verbNoun.lua` when the
+// number of keys varies per call). Each is registered once per connection under a name carrying
+// its content hash, so two deployed versions never run each other's Lua.
+
+export interface LuaScript {
+  /** Name the command is registered under on the client. */
+  readonly command: string;
+  /** Fixed number of keys, or undefined when the caller passes them per call. */
+  readonly numberOfKeys: number | undefined;
+  readonly source: string;
+}
+
+export function loadLuaScript(directory: URL, fileName: string): LuaScript {
+  const source = readFileSync(new URL(fileName, directory), 'utf8');
+  const match = /^([A-Za-z]+)(?:-(\d+))?\.lua$/.exec(fileName);
+  if (!match) throw new Error(`Lua file name ${fileName} is not verbNoun[-numKeys].lua`);
+  const version = createHash('sha1').update(source).digest('hex').slice(0, 8);
+  return {
+    command: `wafleet_${match[1]}_${version}`,
+    numberOfKeys: match[2] === undefined ? undefined : Number(match[2]),
+    source,
+  };
+}
+
+const defined = new WeakMap<Redis, Set<string>>();
+
+/**
+ * Registers scripts on a connection. Pipelines copy the commands defined when they are created,
+ * so whatever queues scripts on a pipeline defines them first, at construction.
+ */
+export function defineLuaScripts(redis: Redis, scripts: readonly LuaScript[]): void {
+  for (const script of scripts) ensureDefined(redis, script);
+}
+
+function ensureDefined(redis: Redis, script: LuaScript): void {
+  let names = defined.get(redis);
+  if (!names) {
+    names = new Set();
+    defined.set(redis, names);
+  }
+  if (names.has(script.command)) return;
+  redis.defineCommand(script.command, {
+    lua: script.source,
+    ...(script.numberOfKeys === undefined ? {} : { numberOfKeys: script.numberOfKeys }),
+  });
+  names.add(script.command);
+}
+
+function argsFor(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): (string | number)[] {
+  if (script.numberOfKeys !== undefined && keys.length !== script.numberOfKeys) {
+    throw new Error(`${script.command} takes ${script.numberOfKeys} keys, got ${keys.length}`);
+  }
+  return script.numberOfKeys === undefined ? [keys.length, ...keys, ...args] : [...keys, ...args];
+}
+
+type Invoker = Record<string, (...args: (string | number)[]) => Promise<unknown>>;
+
+/** Runs a script (EVALSHA, falling back to EVAL when Redis does not have it yet). */
+export async function runLua<T>(redis: Redis, script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<T> {
+  ensureDefined(redis, script);
+  return (await (redis as unknown as Invoker)[script.command]!(...argsFor(script, keys, args))) as T;
+}
+
+/** Queues a script on a pipeline (so several calls share one round trip); see defineLuaScripts. */
+export function queueLua(
+  pipeline: ChainableCommander,
+  script: LuaScript,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+): void {
+  const invoke = (pipeline as unknown as Record<string, ((...a: (string | number)[]) => unknown) | undefined>)[script.command];
+  if (!invoke) throw new Error(`${script.command} was not defined before the pipeline was created`);
+  invoke.call(pipeline, ...argsFor(script, keys, args));
+}

@@ -1,0 +1,300 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
+import { createLeaseStore, RENEW_CHUNK, type LeaseStore } from '../../src/cluster/lease-store.js';
+import { removeKeys, useTestRedis, type TestRedis } from '../helpers/redis.js';
+
+// The lease scripts, run directly against a real Redis. Expiry is tested with short real TTLs and
+// polling: fake timers do not move Redis's clock.
+
+let t: TestRedis;
+let keys: ClusterKeys;
+let leases: LeaseStore;
+
+async function goLive(serverId: string, fields: Record<string, string | number> = {}): Promise<void> {
+  await t.redis
+    .multi()
+    .hset(keys.server(serverId), { capacity: 1000, priority: 100, draining: 0, responseTimeMs: 0, ...fields })
+    .pexpire(keys.server(serverId), 60_000)
+    .sadd(keys.servers, serverId)
+    .exec();
+}
+
+beforeAll(async () => {
+  t = await useTestRedis();
+});
+beforeEach(async () => {
+  await removeKeys(t.redis, `*{${t.prefix}}*`);
+  keys = createClusterKeys(t.prefix);
+  leases = createLeaseStore({ redis: t.redis, keys });
+  await goLive('srv-a');
+  await goLive('srv-b');
+});
+afterAll(async () => {
+  await t.cleanup();
+});
+
+describe('claim', () => {
+  it('takes an absent lease with the next fencing token, visible to redis-cli', async () => {
+    const device = randomUUID();
+    expect(await leases.claim(device, 'srv-a', 5000)).toEqual({ outcome: 'claimed', token: 1 });
+    expect(await t.redis.get(keys.lease(device))).toBe('srv-a:1');
+    const pttl = await t.redis.pttl(keys.lease(device));
+    expect(pttl).toBeGreaterThan(4000);
+    expect(pttl).toBeLessThanOrEqual(5000);
+    expect(await t.redis.get(keys.fence(device))).toBe('1');
+    expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(1);
+    expect(await t.redis.hget(keys.holders, device)).toBe('srv-a:1');
+    const deadline = Number(await t.redis.zscore(keys.deadlines, device));
+    const [seconds, micros] = await t.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    expect(deadline - now).toBeGreaterThan(4000);
+    expect(deadline - now).toBeLessThanOrEqual(5000);
+  });
+
+  it('refuses a held lease and names the holder', async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-a', 5000);
+    expect(await leases.claim(device, 'srv-b', 5000)).toEqual({ outcome: 'held', serverId: 'srv-a', token: 1 });
+    expect(await leases.claim(device, 'srv-a', 5000)).toEqual({ outcome: 'held', serverId: 'srv-a', token: 1 });
+    expect(await t.redis.get(keys.fence(device))).toBe('1');
+  });
+
+  it('refuses a server that is not live, and everyone during an embargo', async () => {
+    expect(await leases.claim(randomUUID(), 'srv-gone', 5000)).toEqual({ outcome: 'not_live' });
+    await t.redis.set(keys.claimEmbargo, '1', 'PX', 5000);
+    expect(await leases.claim(randomUUID(), 'srv-a', 5000)).toEqual({ outcome: 'embargoed' });
+  });
+
+  it("lifts the token to the store's floor and never lets it go down", async () => {
+    const device = randomUUID();
+    expect(await leases.claim(device, 'srv-a', 5000, 50)).toEqual({ outcome: 'claimed', token: 50 });
+    expect(await leases.release(device, 'srv-a', 50)).toBe(true);
+    expect(await leases.claim(device, 'srv-b', 5000, 10)).toEqual({ outcome: 'claimed', token: 51 });
+  });
+});
+
+describe('renew', () => {
+  it(`renews every held lease in chunks of ${RENEW_CHUNK} and reports exactly the lost ones`, async () => {
+    const devices = Array.from({ length: 2500 }, () => randomUUID());
+    const held = [];
+    for (const deviceId of devices) {
+      const claimed = await leases.claim(deviceId, 'srv-a', 3000);
+      if (claimed.outcome !== 'claimed') throw new Error('claim failed');
+      held.push({ deviceId, token: claimed.token });
+    }
+    const stolen = devices[1234]!;
+    const vanished = devices[2]!;
+    await t.redis.del(keys.lease(stolen), keys.lease(vanished));
+    expect(await leases.claim(stolen, 'srv-b', 3000)).toEqual({ outcome: 'claimed', token: 2 });
+
+    const before = await t.redis.pttl(keys.lease(devices[0]!));
+    await new Promise((r) => setTimeout(r, 50));
+    const lost = await leases.renew('srv-a', 60_000, held);
+    expect(lost).toHaveLength(2);
+    expect(lost).toEqual(
+      expect.arrayContaining([
+        { deviceId: stolen, holder: { serverId: 'srv-b', token: 2 } },
+        { deviceId: vanished, holder: null },
+      ]),
+    );
+    const after = await t.redis.pttl(keys.lease(devices[0]!));
+    expect(before).toBeLessThanOrEqual(3000);
+    expect(after).toBeGreaterThan(55_000);
+    expect(await t.redis.pttl(keys.lease(devices[2499]!))).toBeGreaterThan(55_000);
+    // A lost lease leaves the loser's owned set; the thief's lease is untouched.
+    expect(await t.redis.sismember(keys.owned('srv-a'), stolen)).toBe(0);
+    expect(await t.redis.scard(keys.owned('srv-a'))).toBe(2498);
+    expect(await t.redis.get(keys.lease(stolen))).toBe('srv-b:2');
+  });
+
+  it('does not renew a lease whose token is stale', async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-a', 5000);
+    await leases.release(device, 'srv-a', 1);
+    await leases.claim(device, 'srv-a', 5000);
+    expect(await leases.renew('srv-a', 5000, [{ deviceId: device, token: 1 }])).toEqual([
+      { deviceId: device, holder: { serverId: 'srv-a', token: 2 } },
+    ]);
+  });
+});
+
+describe('release', () => {
+  it('releases only with the current value, so the next claim follows at once', async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-a', 5000);
+    expect(await leases.release(device, 'srv-a', 7)).toBe(false);
+    expect(await leases.release(device, 'srv-b', 1)).toBe(false);
+    expect(await t.redis.get(keys.lease(device))).toBe('srv-a:1');
+    expect(await leases.release(device, 'srv-a', 1)).toBe(true);
+    expect(await t.redis.exists(keys.lease(device))).toBe(0);
+    expect(await t.redis.zscore(keys.deadlines, device)).toBeNull();
+    expect(await leases.claim(device, 'srv-b', 5000)).toEqual({ outcome: 'claimed', token: 2 });
+  });
+});
+
+describe('expiry', () => {
+  it('lists a lease past its deadline with its last holder, and expires it once', async () => {
+    const device = randomUUID();
+    const alive = randomUUID();
+    await leases.claim(device, 'srv-a', 150);
+    await leases.claim(alive, 'srv-a', 60_000);
+    let due: Array<{ deviceId: string; holder: string }> = [];
+    for (let i = 0; i < 50 && due.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      due = await leases.findExpired(100);
+    }
+    expect(due).toEqual([{ deviceId: device, holder: 'srv-a:1' }]);
+    expect(await leases.expire(device, 'srv-a:1')).toBe('expired');
+    expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(0);
+    expect(await t.redis.hget(keys.holders, device)).toBeNull();
+    expect(await leases.findExpired(100)).toEqual([]);
+    // A second sweeper that read the same holder is told it changed, and does nothing.
+    expect(await leases.expire(device, 'srv-a:1')).toBe('changed');
+  });
+
+  it('corrects the deadline instead of expiring a lease that is still alive', async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-a', 60_000);
+    await t.redis.zadd(keys.deadlines, 0, device);
+    expect(await leases.expire(device, 'srv-a:1')).toBe('alive');
+    expect(Number(await t.redis.zscore(keys.deadlines, device))).toBeGreaterThan(0);
+    expect(await t.redis.get(keys.lease(device))).toBe('srv-a:1');
+  });
+});
+
+describe('concurrency', () => {
+  it('8 concurrent claimers on 1000 devices: exactly one owner each, tokens strictly increase across handovers', async () => {
+    const claimers = Array.from({ length: 8 }, (_, i) => `claimer-${i}`);
+    await Promise.all(claimers.map((id) => goLive(id)));
+    const connections = claimers.map(() => new Redis(t.url));
+    try {
+      const stores = connections.map((redis) => createLeaseStore({ redis, keys }));
+      const devices = Array.from({ length: 1000 }, () => randomUUID());
+      const lastToken = new Map<string, number>();
+
+      for (let round = 0; round < 3; round++) {
+        const outcomes = await Promise.all(
+          stores.map(async (store, i) => {
+            const won: Array<{ deviceId: string; token: number }> = [];
+            for (const deviceId of devices) {
+              const result = await store.claim(deviceId, claimers[i]!, 60_000);
+              if (result.outcome === 'claimed') won.push({ deviceId, token: result.token });
+            }
+            return won;
+          }),
+        );
+        const winners = new Map<string, number>();
+        outcomes.forEach((won, i) => {
+          for (const { deviceId, token } of won) {
+            expect(winners.has(deviceId)).toBe(false);
+            winners.set(deviceId, i);
+            expect(token).toBeGreaterThan(lastToken.get(deviceId) ?? 0);
+            lastToken.set(deviceId, token);
+          }
+        });
+        expect(winners.size).toBe(devices.length);
+        const owned = await Promise.all(claimers.map((id) => t.redis.scard(keys.owned(id))));
+        expect(owned.reduce((a, b) => a + b, 0)).toBe(devices.length);
+
+        // Hand every device over: its owner releases it, and the next round claims it afresh.
+        await Promise.all(
+          outcomes.map((won, i) => Promise.all(won.map(({ deviceId, token }) => stores[i]!.release(deviceId, claimers[i]!, token)))),
+        );
+      }
+    } finally {
+      for (const c of connections) c.disconnect();
+    }
+  });
+
+  it('concurrent placement never reserves more than a server can hold', async () => {
+    const servers = ['cap-1', 'cap-2', 'cap-3'];
+    await goLive('cap-1', { capacity: 5, priority: 10 });
+    await goLive('cap-2', { capacity: 3, priority: 10 });
+    await goLive('cap-3', { capacity: 4, priority: 5 });
+    // One of them already holds a device: that counts against its capacity.
+    await leases.claim(randomUUID(), 'cap-2', 60_000);
+    const connections = Array.from({ length: 8 }, () => new Redis(t.url));
+    try {
+      const stores = connections.map((redis) => createLeaseStore({ redis, keys }));
+      const devices = Array.from({ length: 40 }, () => randomUUID());
+      const results = await Promise.all(devices.map((d, i) => stores[i % 8]!.place(d, servers, 60_000)));
+      const placed = results.filter((r) => r.outcome === 'placed');
+      expect(placed).toHaveLength(5 + 2 + 4);
+      const perServer = (id: string) => placed.filter((r) => r.outcome === 'placed' && r.serverId === id).length;
+      expect([perServer('cap-1'), perServer('cap-2'), perServer('cap-3')]).toEqual([5, 2, 4]);
+      expect(results.filter((r) => r.outcome === 'none')).toHaveLength(40 - 11);
+      // Each placement was announced in its target's inbox.
+      expect(await t.redis.xlen(keys.inbox('cap-1'))).toBe(5);
+    } finally {
+      for (const c of connections) c.disconnect();
+    }
+  });
+
+  it('places by priority, then load ratio, then response time, skipping draining and dead servers', async () => {
+    await goLive('p-low', { capacity: 10, priority: 1 });
+    await goLive('p-high-busy', { capacity: 10, priority: 9 });
+    await goLive('p-high-slow', { capacity: 10, priority: 9, responseTimeMs: 80 });
+    await goLive('p-high-fast', { capacity: 10, priority: 9, responseTimeMs: 5 });
+    await goLive('p-drain', { capacity: 10, priority: 99, draining: 1 });
+    await leases.claim(randomUUID(), 'p-high-busy', 60_000);
+    const candidates = ['p-low', 'p-high-busy', 'p-high-slow', 'p-high-fast', 'p-drain', 'p-dead'];
+    expect(await leases.place(randomUUID(), candidates, 60_000)).toEqual({ outcome: 'placed', serverId: 'p-high-fast' });
+    expect(await leases.place(randomUUID(), candidates, 60_000, 'p-high-fast')).toEqual({
+      outcome: 'placed',
+      serverId: 'p-high-slow',
+    });
+    const owned = randomUUID();
+    await leases.claim(owned, 'p-low', 60_000);
+    expect(await leases.place(owned, candidates, 60_000)).toEqual({ outcome: 'owned', serverId: 'p-low', token: 1 });
+    const pending = randomUUID();
+    const first = await leases.place(pending, candidates, 60_000);
+    expect(await leases.place(pending, candidates, 60_000)).toEqual({ outcome: 'pending', serverId: (first as { serverId: string }).serverId });
+  });
+
+  it('a claim by the target consumes its reservation', async () => {
+    await goLive('r-1', { capacity: 1 });
+    const device = randomUUID();
+    expect(await leases.place(device, ['r-1'], 60_000)).toEqual({ outcome: 'placed', serverId: 'r-1' });
+    expect(await leases.place(randomUUID(), ['r-1'], 60_000)).toEqual({ outcome: 'none' });
+    expect(await leases.claim(device, 'r-1', 60_000)).toMatchObject({ outcome: 'claimed' });
+    expect(await t.redis.zcard(keys.reserved('r-1'))).toBe(0);
+    expect(await t.redis.zscore(keys.placements, device)).toBeNull();
+    // Still full: the device now counts as owned instead of reserved.
+    expect(await leases.place(randomUUID(), ['r-1'], 60_000)).toEqual({ outcome: 'none' });
+  });
+
+  it('an unclaimed reservation expires and frees the capacity', async () => {
+    await goLive('r-2', { capacity: 1 });
+    expect(await leases.place(randomUUID(), ['r-2'], 100)).toMatchObject({ outcome: 'placed' });
+    expect(await leases.place(randomUUID(), ['r-2'], 100)).toEqual({ outcome: 'none' });
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await leases.place(randomUUID(), ['r-2'], 100)).toMatchObject({ outcome: 'placed', serverId: 'r-2' });
+  });
+});
+
+describe('placement timeout', () => {
+  it('a target that does not claim in time leaves the device due, and the next placement picks again', async () => {
+    await goLive('slow-1', { capacity: 5, priority: 50 });
+    await goLive('fast-1', { capacity: 5, priority: 10 });
+    const device = randomUUID();
+    expect(await leases.place(device, ['slow-1', 'fast-1'], 100)).toEqual({ outcome: 'placed', serverId: 'slow-1' });
+    expect(await leases.findDuePlacements(100)).toEqual([]);
+    // slow-1 dies without claiming.
+    await t.redis.del(keys.server('slow-1'));
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await leases.findDuePlacements(100)).toEqual([{ deviceId: device, target: 'slow-1' }]);
+    expect(await leases.place(device, ['slow-1', 'fast-1'], 100)).toEqual({ outcome: 'placed', serverId: 'fast-1' });
+    expect(await leases.claim(device, 'fast-1', 5000)).toMatchObject({ outcome: 'claimed' });
+    expect(await leases.findDuePlacements(100)).toEqual([]);
+  });
+
+  it('a device no server can take stays due, so the sweep retries it', async () => {
+    const device = randomUUID();
+    expect(await leases.place(device, ['nobody-here'], 1000)).toEqual({ outcome: 'none' });
+    expect(await leases.findDuePlacements(100)).toContainEqual({ deviceId: device, target: '' });
+    await leases.cancelPlacement(device);
+    expect(await leases.findDuePlacements(100)).not.toContainEqual({ deviceId: device, target: '' });
+  });
+});
