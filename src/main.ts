@@ -191,12 +191,21 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     rebalancer.start();
     cleanups.push({ name: 'rebalance', run: async () => rebalancer.stop() });
 
-    // backend_servers is the durable view of the cluster: fresh every few seconds, never per renewal.
+    // backend_servers is the durable view of the cluster: fresh every few seconds, never per
+    // renewal. Shutdown stops it (and waits for a write in flight) before marking the server
+    // inactive, so a late health write cannot mark it active again.
+    let healthWrite: Promise<unknown> = Promise.resolve();
     const storeHealth = setInterval(() => {
-      store.recordServerHealth(serverId, guard.size).catch((err) => log.warn({ err: { message: (err as Error).message } }, 'store health write failed'));
+      healthWrite = store
+        .recordServerHealth(serverId, guard.size)
+        .catch((err) => log.warn({ err: { message: (err as Error).message } }, 'store health write failed'));
     }, config.storeHealthIntervalMs);
     storeHealth.unref();
-    cleanups.push({ name: 'store health', run: async () => clearInterval(storeHealth) });
+    const stopStoreHealth = async () => {
+      clearInterval(storeHealth);
+      await healthWrite;
+    };
+    cleanups.push({ name: 'store health', run: stopStoreHealth });
 
     state = {
       draining: false,
@@ -232,6 +241,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         log.info({ reason }, 'shutting down: draining');
         reconciler.stop();
         rebalancer.stop();
+        await stopStoreHealth();
         try {
           const { released } = await activeCoordinator.drain(reason);
           recorder.serverLog({ serverId, level: 'info', event: 'server_drained', message: `released ${released} devices`, details: { reason } });

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { OPERATIONS, type CallOperation } from './operations.js';
-import { asRows, mapDevice, mapServer } from './rows.js';
+import { asRows, mapDevice, mapServer, mapSession } from './rows.js';
 import type { MigrationReport, Store } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -117,6 +117,22 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
     async listLeaseEpochs(after, limit) {
       const rows = asRows(await call('listLeaseEpochs', { p_after: after, p_limit: limit }));
       return rows.map((row) => ({ deviceId: String(row.device_id), leaseEpoch: Number(row.lease_epoch) }));
+    },
+
+    async saveSession(deviceId, creds, keys, epoch) {
+      const saved = await call('saveSession', { p_device_id: deviceId, p_creds: creds ?? {}, p_keys: keys, p_epoch: epoch });
+      return saved === true;
+    },
+
+    async getSession(deviceId) {
+      if (!UUID.test(deviceId)) return null;
+      const rows = asRows(await call('getSession', { p_device_id: deviceId }));
+      return rows[0] ? mapSession(rows[0]) : null;
+    },
+
+    async clearSession(deviceId, epoch) {
+      const cleared = await call('clearSession', { p_device_id: deviceId, p_epoch: epoch });
+      return cleared === true;
     },
 
     async appendServerLog(entry) {

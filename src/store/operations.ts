@@ -90,6 +90,13 @@ export const OPERATIONS = {
     returns: 'scalar',
     params: { p_device_id: 'uuid', p_status: 'text', p_epoch: 'bigint', p_error_message: 'text' },
   },
+  saveSession: {
+    fn: 'wafleet_save_session',
+    returns: 'scalar',
+    params: { p_device_id: 'uuid', p_creds: 'jsonb', p_keys: 'jsonb', p_epoch: 'bigint' },
+  },
+  getSession: { fn: 'wafleet_get_session', returns: 'rows', params: { p_device_id: 'uuid' } },
+  clearSession: { fn: 'wafleet_clear_session', returns: 'scalar', params: { p_device_id: 'uuid', p_epoch: 'bigint' } },
   schemaVersion: { fn: 'wafleet_schema_version', returns: 'scalar', params: {} },
 } as const satisfies Record<string, OperationSpec>;
 

@@ -1,4 +1,4 @@
-import type { BackendServer, Device, DeviceStatus, ServerType } from './types.js';
+import type { BackendServer, Device, DeviceStatus, ServerType, SessionSnapshot } from './types.js';
 
 // Rows arrive in two dialects: node-postgres/PGlite (timestamps as Date, bigint as string or
 // bigint) and PostgREST JSON (timestamps as ISO strings, bigint as number). One mapper reads both.
@@ -75,6 +75,17 @@ export function mapDevice(row: Row): Device {
     errorMessage: toNullableString(row.error_message),
     lastConnectedAt: toNullableDate(row.last_connected_at),
     createdAt: toDate(row.created_at),
+    updatedAt: toDate(row.updated_at),
+  };
+}
+
+export function mapSession(row: Row): SessionSnapshot {
+  return {
+    deviceId: String(row.device_id),
+    creds: typeof row.creds === 'string' ? JSON.parse(row.creds) : row.creds,
+    keys: toObject(row.keys) as SessionSnapshot['keys'],
+    epoch: toNumber(row.epoch),
+    cleared: row.cleared === true,
     updatedAt: toDate(row.updated_at),
   };
 }

@@ -100,6 +100,21 @@ export interface ConnectionLogEntry {
   details?: Record<string, unknown>;
 }
 
+/**
+ * A device's Baileys auth state as stored: `creds` and `keys` are JSON values as produced by
+ * `JSON.parse(JSON.stringify(x, BufferJSON.replacer))`; the store never looks inside.
+ */
+export interface SessionSnapshot {
+  deviceId: string;
+  creds: unknown;
+  /** Signal keys by type, then id. */
+  keys: Record<string, Record<string, unknown>>;
+  epoch: number;
+  /** True once the session was cleared (logged out): the row is a tombstone holding the epoch. */
+  cleared: boolean;
+  updatedAt: Date;
+}
+
 export interface MigrationReport {
   applied: string[];
   alreadyApplied: string[];
@@ -129,6 +144,11 @@ export interface Store {
   listWantedDevices(after: string | null, limit: number): Promise<string[]>;
   /** Devices with a lease epoch above 0, by id, to re-seed Redis's fences after it lost its data. */
   listLeaseEpochs(after: string | null, limit: number): Promise<Array<{ deviceId: string; leaseEpoch: number }>>;
+  /** Fenced: false when the stored snapshot has a higher epoch, or the device does not exist. */
+  saveSession(deviceId: string, creds: unknown, keys: Record<string, Record<string, unknown>>, epoch: number): Promise<boolean>;
+  getSession(deviceId: string): Promise<SessionSnapshot | null>;
+  /** Fenced like saveSession; leaves a tombstone so a stale save cannot revive the session. */
+  clearSession(deviceId: string, epoch: number): Promise<boolean>;
   appendServerLog(entry: ServerLogEntry): Promise<void>;
   appendLeaseEvent(entry: LeaseEventEntry): Promise<void>;
   appendConnectionLog(entry: ConnectionLogEntry): Promise<void>;

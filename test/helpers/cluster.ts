@@ -28,6 +28,7 @@ export interface TestCluster {
   /** Devices whose open socket belongs to the lease holder, i.e. connected where they should be. */
   connectedCount(devices: readonly string[], servers?: readonly string[]): Promise<number>;
   conflicts(): Promise<number>;
+  /** Stops every server, drops the database and removes the keys; runs once. */
   stop(): Promise<void>;
 }
 
@@ -40,13 +41,14 @@ export const TEST_LEASE_ENV = {
   LOG_LEVEL: 'info',
 } as const;
 
-export async function startTestCluster(): Promise<TestCluster> {
-  const redis = await useTestRedis();
+export async function startTestCluster(options: { redisUrl?: string } = {}): Promise<TestCluster> {
+  const redis = await useTestRedis(options.redisUrl);
   const keys = createClusterKeys(redis.prefix);
   const db = await createTestDatabase();
   const store = await createStore({ kind: 'postgres', databaseUrl: db.url, poolMax: 4 }, { log: pino({ level: 'silent' }) });
   await store.migrate();
   const servers = new Map<string, ServerProcess>();
+  let stopping: Promise<void> | undefined;
 
   const owners = async (devices: readonly string[]) => {
     const values = devices.length ? await redis.redis.mget(devices.map((d) => keys.lease(d))) : [];
@@ -112,12 +114,15 @@ export async function startTestCluster(): Promise<TestCluster> {
     async conflicts() {
       return Number((await redis.redis.hget(keys.simConflicts, 'total')) ?? 0);
     },
-    async stop() {
-      await stopAll([...servers.values()]);
-      servers.clear();
-      await store.close();
-      await db.drop();
-      await redis.cleanup();
+    stop() {
+      stopping ??= (async () => {
+        await stopAll([...servers.values()]);
+        servers.clear();
+        await store.close();
+        await db.drop();
+        await redis.cleanup();
+      })();
+      return stopping;
     },
   };
 }

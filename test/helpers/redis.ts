@@ -11,8 +11,8 @@ export interface TestRedis {
   cleanup(): Promise<void>;
 }
 
-export async function useTestRedis(): Promise<TestRedis> {
-  const url = inject('redisUrl');
+/** `url`: a Redis of the test's own (e.g. one it restarts); default: the run's shared Redis. */
+export async function useTestRedis(url: string = inject('redisUrl')): Promise<TestRedis> {
   const prefix = `t${randomBytes(5).toString('hex')}`;
   const redis = new Redis(url, { maxRetriesPerRequest: 3 });
   return {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLeaseStore } from '../../src/cluster/lease-store.js';
 import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import { removeKeys } from '../helpers/redis.js';
+import { freePort, startEphemeralRedis } from '../../scripts/lib/local-redis.js';
 
 const TTL = Number(TEST_LEASE_ENV.LEASE_TTL_MS);
 const RENEW = Math.floor(TTL / 3);
@@ -104,31 +104,42 @@ describe('lease handover between real server processes', () => {
     expect(new Set((await cluster.owners(devices)).values())).toEqual(new Set(['ps-b']));
   });
 
-  it('Redis loses its data: the cluster recovers with no device owned twice and tokens above the old ones', async () => {
-    await Promise.all([cluster.start('rl-a'), cluster.start('rl-b')]);
-    const devices = await cluster.addDevices(100);
-    await waitUntil(async () => (await cluster.connectedCount(devices)) === 100, 60_000);
-    // The store has every claim's epoch before Redis goes.
-    await waitUntil(async () => (await Promise.all(devices.map((d) => cluster.store.getDevice(d)))).every((d) => (d?.leaseEpoch ?? 0) > 0), 10_000);
-    const tokensBefore = await cluster.redis.redis.mget(devices.map((d) => cluster.keys.fence(d)));
+  it('Redis restarts with its data lost: the cluster recovers with no device owned twice and tokens above the old ones', async () => {
+    // A Redis of this test's own, so it can really be restarted (the shared one cannot).
+    const port = await freePort();
+    let own = await startEphemeralRedis(port);
+    await cluster.stop();
+    cluster = await startTestCluster({ redisUrl: `redis://127.0.0.1:${port}` });
+    try {
+      await Promise.all([cluster.start('rl-a'), cluster.start('rl-b')]);
+      const devices = await cluster.addDevices(100);
+      await waitUntil(async () => (await cluster.connectedCount(devices)) === 100, 60_000);
+      // The store has every claim's epoch before Redis goes.
+      await waitUntil(async () => (await Promise.all(devices.map((d) => cluster.store.getDevice(d)))).every((d) => (d?.leaseEpoch ?? 0) > 0), 10_000);
+      const tokensBefore = await cluster.redis.redis.mget(devices.map((d) => cluster.keys.fence(d)));
 
-    // Everything under the cluster's prefix vanishes at once, as after a restart without persistence.
-    await removeKeys(cluster.redis.redis, `*{${cluster.redis.prefix}}*`);
+      await own.stop(); // no persistence: everything is gone, and the run id changes
+      own = await startEphemeralRedis(port);
 
-    await waitUntil(
-      async () => (await cluster.connectedCount(devices)) === 100,
-      TTL * 10,
-      async () => `${await cluster.connectedCount(devices)}/100 connected again`,
-    );
-    expect(await cluster.conflicts()).toBe(0);
-    const tokensAfter = await cluster.redis.redis.mget(devices.map((d) => cluster.keys.fence(d)));
-    devices.forEach((_, i) => expect(Number(tokensAfter[i])).toBeGreaterThanOrEqual(Number(tokensBefore[i])));
-    // A new claim hands out a token above every old one: take one device's lease away and let
-    // the cluster claim it afresh.
-    const device = devices[0]!;
-    await cluster.redis.redis.del(cluster.keys.lease(device));
-    await waitUntil(async () => (await cluster.connectedCount([device])) === 1, TTL * 10);
-    const holder = (await cluster.redis.redis.get(cluster.keys.lease(device)))!;
-    expect(Number(holder.split(':')[1])).toBeGreaterThan(Number(tokensBefore[0]));
+      await waitUntil(
+        async () => (await cluster.connectedCount(devices)) === 100,
+        TTL * 10,
+        async () => `${await cluster.connectedCount(devices)}/100 connected again`,
+      );
+      expect(await cluster.conflicts()).toBe(0);
+      const tokensAfter = await cluster.redis.redis.mget(devices.map((d) => cluster.keys.fence(d)));
+      devices.forEach((_, i) => expect(Number(tokensAfter[i])).toBeGreaterThanOrEqual(Number(tokensBefore[i])));
+      // A new claim hands out a token above every old one: take one device's lease away and let
+      // the cluster claim it afresh.
+      const device = devices[0]!;
+      await cluster.redis.redis.del(cluster.keys.lease(device));
+      await waitUntil(async () => (await cluster.connectedCount([device])) === 1, TTL * 10);
+      const holder = (await cluster.redis.redis.get(cluster.keys.lease(device)))!;
+      expect(Number(holder.split(':')[1])).toBeGreaterThan(Number(tokensBefore[0]));
+      expect([...cluster.servers.values()].some((p) => p.output().includes('Redis lost or reset its data'))).toBe(true);
+    } finally {
+      await cluster.stop();
+      await own.stop();
+    }
   });
 });

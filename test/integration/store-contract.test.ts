@@ -474,6 +474,29 @@ function storeContract(target: Target) {
       expect(epochs.every((e) => e.leaseEpoch > 0)).toBe(true);
     });
 
+    it('saves session snapshots fenced by epoch, and clears them with a tombstone a stale save cannot revive', async () => {
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-session', connectionMethod: 'qr' });
+      expect(await store.getSession(device.id)).toBeNull();
+      const creds = { me: { id: '123@s.whatsapp.net' }, noiseKey: { private: { type: 'Buffer', data: 'AAEC' } } };
+      const keys = { 'pre-key': { '1': { public: { type: 'Buffer', data: 'AQID' } } }, session: { 'a.0': { type: 'Buffer', data: 'BA==' } } };
+
+      expect(await store.saveSession(device.id, creds, keys, 3)).toBe(true);
+      expect(await store.getSession(device.id)).toMatchObject({ deviceId: device.id, creds, keys, epoch: 3, cleared: false });
+      expect(await store.saveSession(device.id, { stale: true }, {}, 2)).toBe(false);
+      expect((await store.getSession(device.id))!.creds).toEqual(creds);
+      expect(await store.saveSession(device.id, { ...creds, registered: true }, keys, 3)).toBe(true);
+
+      expect(await store.clearSession(device.id, 2)).toBe(false);
+      expect(await store.clearSession(device.id, 4)).toBe(true);
+      expect(await store.getSession(device.id)).toMatchObject({ creds: {}, keys: {}, epoch: 4, cleared: true });
+      expect(await store.saveSession(device.id, creds, keys, 3)).toBe(false);
+      expect(await store.saveSession(device.id, creds, keys, 5)).toBe(true);
+      expect(await store.getSession(device.id)).toMatchObject({ epoch: 5, cleared: false });
+
+      expect(await store.saveSession(randomUUID(), creds, keys, 1)).toBe(false);
+      expect(await store.getSession('not-a-uuid')).toBeNull();
+    });
+
     it('appends server logs, lease events and connection logs', async () => {
       const id = ids();
       const deviceId = newDeviceId();

@@ -265,6 +265,24 @@ describe('supabase adapter request shapes', () => {
     expectRpc('wafleet_list_lease_epochs', { p_after: deviceRow.user_id, p_limit: 2 });
   });
 
+  it('session snapshot operations', async () => {
+    const store = await open();
+    answers.set('wafleet_save_session', { status: 200, body: true });
+    expect(await store.saveSession(deviceRow.id, { me: 1 }, { 'pre-key': {} }, 4)).toBe(true);
+    expectRpc('wafleet_save_session', { p_device_id: deviceRow.id, p_creds: { me: 1 }, p_keys: { 'pre-key': {} }, p_epoch: 4 });
+
+    requests = [];
+    const row = { device_id: deviceRow.id, creds: { me: 1 }, keys: {}, epoch: 4, cleared: false, created_at: deviceRow.created_at, updated_at: deviceRow.updated_at };
+    answers.set('wafleet_get_session', { status: 200, body: [row] });
+    expect(await store.getSession(deviceRow.id)).toMatchObject({ deviceId: deviceRow.id, creds: { me: 1 }, epoch: 4, cleared: false });
+    expectRpc('wafleet_get_session', { p_device_id: deviceRow.id });
+
+    requests = [];
+    answers.set('wafleet_clear_session', { status: 200, body: false });
+    expect(await store.clearSession(deviceRow.id, 3)).toBe(false);
+    expectRpc('wafleet_clear_session', { p_device_id: deviceRow.id, p_epoch: 3 });
+  });
+
   it('every catalogue operation is exercised above', () => {
     // A new operation must get a request-shape case here before it ships.
     expect(Object.values(OPERATIONS).map((op) => op.fn).sort()).toEqual(
@@ -273,19 +291,22 @@ describe('supabase adapter request shapes', () => {
         'wafleet_append_connection_log',
         'wafleet_append_lease_event',
         'wafleet_append_server_log',
+        'wafleet_clear_session',
         'wafleet_create_device',
         'wafleet_get_device',
         'wafleet_get_server',
-        'wafleet_list_servers',
+        'wafleet_get_session',
         'wafleet_list_lease_epochs',
+        'wafleet_list_servers',
         'wafleet_list_wanted_devices',
         'wafleet_mark_server_inactive',
-        'wafleet_set_desired_state',
-        'wafleet_update_device_status',
         'wafleet_record_assignment',
         'wafleet_record_server_health',
         'wafleet_register_server',
+        'wafleet_save_session',
         'wafleet_schema_version',
+        'wafleet_set_desired_state',
+        'wafleet_update_device_status',
       ].sort(),
     );
   });
