@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { OPERATIONS, type CallOperation } from './operations.js';
-import { asRows, mapDevice, mapServer, mapSession } from './rows.js';
-import type { MigrationReport, Store } from './types.js';
+import { asRows, mapApiKey, mapDevice, mapLeaseEvent, mapServer, mapSession } from './rows.js';
+import type { DeviceStatus, MigrationReport, Store } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -133,6 +133,70 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
     async clearSession(deviceId, epoch) {
       const cleared = await call('clearSession', { p_device_id: deviceId, p_epoch: epoch });
       return cleared === true;
+    },
+
+    async createApiKey(userId, name, keyHash) {
+      const rows = asRows(await call('createApiKey', { p_user_id: userId, p_name: name, p_key_hash: keyHash }));
+      return mapApiKey(one(rows, OPERATIONS.createApiKey.fn));
+    },
+
+    async findApiKey(keyHash) {
+      const rows = asRows(await call('findApiKey', { p_key_hash: keyHash }));
+      return rows[0] ? mapApiKey(rows[0]) : null;
+    },
+
+    async revokeApiKey(id) {
+      if (!UUID.test(id)) return false;
+      return (await call('revokeApiKey', { p_id: id })) === true;
+    },
+
+    async listDevices(userId, limit) {
+      return asRows(await call('listDevices', { p_user_id: userId, p_limit: limit })).map(mapDevice);
+    },
+
+    async deleteDevice(deviceId) {
+      if (!UUID.test(deviceId)) return false;
+      return (await call('deleteDevice', { p_device_id: deviceId })) === true;
+    },
+
+    async configureServer(serverId, configuration) {
+      const rows = asRows(
+        await call('configureServer', {
+          p_id: serverId,
+          p_server_name: configuration.serverName ?? null,
+          p_server_url: configuration.serverUrl ?? null,
+          p_server_type: configuration.serverType ?? null,
+          p_region: configuration.region ?? null,
+          p_max_capacity: configuration.maxCapacity ?? null,
+          p_priority: configuration.priority ?? null,
+        }),
+      );
+      return mapServer(one(rows, OPERATIONS.configureServer.fn));
+    },
+
+    async deleteServer(serverId) {
+      return (await call('deleteServer', { p_id: serverId })) === true;
+    },
+
+    async recordHealthCheck(serverId, healthy, responseTimeMs) {
+      const rows = asRows(
+        await call('recordHealthCheck', {
+          p_id: serverId,
+          p_healthy: healthy,
+          p_response_time: responseTimeMs == null ? null : Math.round(responseTimeMs),
+        }),
+      );
+      return rows[0] ? mapServer(rows[0]) : null;
+    },
+
+    async deviceStatusCounts() {
+      const counts: Partial<Record<DeviceStatus, number>> = {};
+      for (const row of asRows(await call('deviceStatusCounts', {}))) counts[row.status as DeviceStatus] = Number(row.devices);
+      return counts;
+    },
+
+    async recentLeaseEvents(limit) {
+      return asRows(await call('recentLeaseEvents', { p_limit: limit })).map(mapLeaseEvent);
     },
 
     async appendServerLog(entry) {

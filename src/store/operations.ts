@@ -3,7 +3,7 @@
 // adapter its RPC calls, so the two cannot drift apart; migrations/ defines the functions.
 
 /** PostgreSQL types of the parameters; the SQL adapters cast to them so overloads never guess. */
-export type ParamType = 'text' | 'integer' | 'bigint' | 'uuid' | 'jsonb';
+export type ParamType = 'text' | 'integer' | 'bigint' | 'uuid' | 'jsonb' | 'boolean';
 
 export interface OperationSpec {
   readonly fn: string;
@@ -97,6 +97,36 @@ export const OPERATIONS = {
   },
   getSession: { fn: 'wafleet_get_session', returns: 'rows', params: { p_device_id: 'uuid' } },
   clearSession: { fn: 'wafleet_clear_session', returns: 'scalar', params: { p_device_id: 'uuid', p_epoch: 'bigint' } },
+  createApiKey: {
+    fn: 'wafleet_create_api_key',
+    returns: 'rows',
+    params: { p_user_id: 'uuid', p_name: 'text', p_key_hash: 'text' },
+  },
+  findApiKey: { fn: 'wafleet_find_api_key', returns: 'rows', params: { p_key_hash: 'text' } },
+  revokeApiKey: { fn: 'wafleet_revoke_api_key', returns: 'scalar', params: { p_id: 'uuid' } },
+  listDevices: { fn: 'wafleet_list_devices', returns: 'rows', params: { p_user_id: 'uuid', p_limit: 'integer' } },
+  deleteDevice: { fn: 'wafleet_delete_device', returns: 'scalar', params: { p_device_id: 'uuid' } },
+  configureServer: {
+    fn: 'wafleet_configure_server',
+    returns: 'rows',
+    params: {
+      p_id: 'text',
+      p_server_name: 'text',
+      p_server_url: 'text',
+      p_server_type: 'text',
+      p_region: 'text',
+      p_max_capacity: 'integer',
+      p_priority: 'integer',
+    },
+  },
+  deleteServer: { fn: 'wafleet_delete_server', returns: 'scalar', params: { p_id: 'text' } },
+  recordHealthCheck: {
+    fn: 'wafleet_record_health_check',
+    returns: 'rows',
+    params: { p_id: 'text', p_healthy: 'boolean', p_response_time: 'integer' },
+  },
+  deviceStatusCounts: { fn: 'wafleet_device_status_counts', returns: 'rows', params: {} },
+  recentLeaseEvents: { fn: 'wafleet_recent_lease_events', returns: 'rows', params: { p_limit: 'integer' } },
   schemaVersion: { fn: 'wafleet_schema_version', returns: 'scalar', params: {} },
 } as const satisfies Record<string, OperationSpec>;
 

@@ -1,4 +1,4 @@
-import type { BackendServer, Device, DeviceStatus, ServerType, SessionSnapshot } from './types.js';
+import type { ApiKey, BackendServer, Device, DeviceStatus, LeaseEvent, LeaseEventType, ServerType, SessionSnapshot } from './types.js';
 
 // Rows arrive in two dialects: node-postgres/PGlite (timestamps as Date, bigint as string or
 // bigint) and PostgREST JSON (timestamps as ISO strings, bigint as number). One mapper reads both.
@@ -87,6 +87,22 @@ export function mapSession(row: Row): SessionSnapshot {
     epoch: toNumber(row.epoch),
     cleared: row.cleared === true,
     updatedAt: toDate(row.updated_at),
+  };
+}
+
+export function mapApiKey(row: Row): ApiKey {
+  return { id: String(row.id), userId: String(row.user_id), name: toNullableString(row.name), createdAt: toDate(row.created_at) };
+}
+
+export function mapLeaseEvent(row: Row): LeaseEvent {
+  return {
+    id: toNumber(row.id),
+    deviceId: String(row.device_id),
+    serverId: toNullableString(row.server_id),
+    eventType: row.event_type as LeaseEventType,
+    epoch: toNumber(row.epoch),
+    details: toObject(row.details),
+    createdAt: toDate(row.created_at),
   };
 }
 

@@ -115,6 +115,33 @@ export interface SessionSnapshot {
   updatedAt: Date;
 }
 
+export interface ApiKey {
+  id: string;
+  userId: string;
+  name: string | null;
+  createdAt: Date;
+}
+
+/** Configuration fields of a server an admin may set; undefined leaves a field as it is. */
+export interface ServerConfiguration {
+  serverName?: string;
+  serverUrl?: string;
+  serverType?: ServerType;
+  region?: string;
+  maxCapacity?: number;
+  priority?: number;
+}
+
+export interface LeaseEvent {
+  id: number;
+  deviceId: string;
+  serverId: string | null;
+  eventType: LeaseEventType;
+  epoch: number;
+  details: Record<string, unknown>;
+  createdAt: Date;
+}
+
 export interface MigrationReport {
   applied: string[];
   alreadyApplied: string[];
@@ -149,6 +176,20 @@ export interface Store {
   getSession(deviceId: string): Promise<SessionSnapshot | null>;
   /** Fenced like saveSession; leaves a tombstone so a stale save cannot revive the session. */
   clearSession(deviceId: string, epoch: number): Promise<boolean>;
+  /** Stores only the hash; the key itself never reaches the store. */
+  createApiKey(userId: string, name: string | null, keyHash: string): Promise<ApiKey>;
+  /** The live (not revoked) key with this hash, or null. */
+  findApiKey(keyHash: string): Promise<ApiKey | null>;
+  revokeApiKey(id: string): Promise<boolean>;
+  /** One user's devices, or everyone's for null, oldest first. */
+  listDevices(userId: string | null, limit: number): Promise<Device[]>;
+  deleteDevice(deviceId: string): Promise<boolean>;
+  /** Creates the server (inactive) or updates the given fields. */
+  configureServer(serverId: string, configuration: ServerConfiguration): Promise<BackendServer>;
+  deleteServer(serverId: string): Promise<boolean>;
+  recordHealthCheck(serverId: string, healthy: boolean, responseTimeMs: number | null): Promise<BackendServer | null>;
+  deviceStatusCounts(): Promise<Partial<Record<DeviceStatus, number>>>;
+  recentLeaseEvents(limit: number): Promise<LeaseEvent[]>;
   appendServerLog(entry: ServerLogEntry): Promise<void>;
   appendLeaseEvent(entry: LeaseEventEntry): Promise<void>;
   appendConnectionLog(entry: ConnectionLogEntry): Promise<void>;

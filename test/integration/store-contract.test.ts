@@ -497,6 +497,66 @@ function storeContract(target: Target) {
       expect(await store.getSession('not-a-uuid')).toBeNull();
     });
 
+    it('keeps API keys as hashes: create, find live ones only, revoke once', async () => {
+      const userId = randomUUID();
+      const hash = randomBytes(32).toString('hex');
+      const key = await store.createApiKey(userId, 'ci', hash);
+      expect(key).toMatchObject({ userId, name: 'ci' });
+      expect(await store.findApiKey(hash)).toEqual(key);
+      expect(await store.findApiKey(randomBytes(32).toString('hex'))).toBeNull();
+      await expectQueryError(store.createApiKey(userId, null, hash), '23505');
+      await expectQueryError(store.createApiKey(userId, null, 'not-a-hash'), '23514');
+      expect(await store.revokeApiKey(key.id)).toBe(true);
+      expect(await store.revokeApiKey(key.id)).toBe(false);
+      expect(await store.findApiKey(hash)).toBeNull();
+      expect(await store.revokeApiKey('nope')).toBe(false);
+    });
+
+    it('lists one user\'s devices and deletes devices', async () => {
+      const userId = randomUUID();
+      const first = await store.createDevice({ userId, deviceName: 'ct-list-1', connectionMethod: 'qr' });
+      const second = await store.createDevice({ userId, deviceName: 'ct-list-2', connectionMethod: 'qr' });
+      await store.createDevice({ userId: randomUUID(), deviceName: 'ct-list-other', connectionMethod: 'qr' });
+      expect((await store.listDevices(userId, 100)).map((d) => d.id).sort()).toEqual([first.id, second.id].sort());
+      expect(await store.listDevices(userId, 1)).toHaveLength(1);
+      expect((await store.listDevices(null, 10_000)).length).toBeGreaterThanOrEqual(3);
+      expect(await store.deleteDevice(first.id)).toBe(true);
+      expect(await store.deleteDevice(first.id)).toBe(false);
+      expect(await store.getDevice(first.id)).toBeNull();
+      expect(await store.deleteDevice('nope')).toBe(false);
+    });
+
+    it('configures servers field by field, records health checks, and deletes them', async () => {
+      const id = ids();
+      const created = await store.configureServer(id('cfg'), { serverUrl: 'http://cfg:3000', maxCapacity: 50 });
+      expect(created).toMatchObject({ id: id('cfg'), serverName: id('cfg'), serverUrl: 'http://cfg:3000', maxCapacity: 50, isActive: false });
+      const patched = await store.configureServer(id('cfg'), { priority: 9, region: 'us' });
+      expect(patched).toMatchObject({ serverUrl: 'http://cfg:3000', maxCapacity: 50, priority: 9, region: 'us' });
+      await expectQueryError(store.configureServer('admin', {}), '23514');
+
+      expect(await store.recordHealthCheck(id('cfg'), false, null)).toMatchObject({ isHealthy: false, healthCheckFailures: 1 });
+      expect(await store.recordHealthCheck(id('cfg'), false, null)).toMatchObject({ healthCheckFailures: 2 });
+      const healthy = await store.recordHealthCheck(id('cfg'), true, 12.4);
+      expect(healthy).toMatchObject({ isHealthy: true, healthCheckFailures: 0, responseTime: 12 });
+      expect(healthy!.lastHealthCheck).toBeInstanceOf(Date);
+      expect(await store.recordHealthCheck(id('missing'), true, 1)).toBeNull();
+
+      expect(await store.deleteServer(id('cfg'))).toBe(true);
+      expect(await store.deleteServer(id('cfg'))).toBe(false);
+    });
+
+    it('counts devices by status and lists the latest lease events first', async () => {
+      const counts = await store.deviceStatusCounts();
+      expect(Object.values(counts).every((n) => typeof n === 'number' && n > 0)).toBe(true);
+      const deviceId = newDeviceId();
+      await store.appendLeaseEvent({ deviceId, serverId: 'ct-ev', eventType: 'claim', epoch: 1 });
+      await store.appendLeaseEvent({ deviceId, serverId: 'ct-ev', eventType: 'drain', epoch: 1, details: { reason: 'SIGTERM' } });
+      const [latest, before] = await store.recentLeaseEvents(2);
+      expect(latest).toMatchObject({ deviceId, eventType: 'drain', details: { reason: 'SIGTERM' } });
+      expect(before).toMatchObject({ deviceId, eventType: 'claim', epoch: 1 });
+      expect(latest!.id).toBeGreaterThan(before!.id);
+    });
+
     it('appends server logs, lease events and connection logs', async () => {
       const id = ids();
       const deviceId = newDeviceId();

@@ -283,6 +283,30 @@ describe('supabase adapter request shapes', () => {
     expectRpc('wafleet_clear_session', { p_device_id: deviceRow.id, p_epoch: 3 });
   });
 
+  it('HTTP API operations: API keys, device listing and deletion, server admin, cluster overview', async () => {
+    const store = await open();
+    const hash = 'a'.repeat(64);
+    const keyRow = { id: deviceRow.id, user_id: deviceRow.user_id, name: 'ci', key_hash: hash, created_at: deviceRow.created_at, revoked_at: null };
+    const cases: Array<[string, Answer, () => Promise<unknown>, Record<string, unknown>, unknown]> = [
+      ['wafleet_create_api_key', { status: 200, body: [keyRow] }, () => store.createApiKey(deviceRow.user_id, 'ci', hash), { p_user_id: deviceRow.user_id, p_name: 'ci', p_key_hash: hash }, { id: deviceRow.id, userId: deviceRow.user_id, name: 'ci', createdAt: new Date(deviceRow.created_at) }],
+      ['wafleet_find_api_key', { status: 200, body: [] }, () => store.findApiKey(hash), { p_key_hash: hash }, null],
+      ['wafleet_revoke_api_key', { status: 200, body: true }, () => store.revokeApiKey(deviceRow.id), { p_id: deviceRow.id }, true],
+      ['wafleet_list_devices', { status: 200, body: [deviceRow] }, async () => (await store.listDevices(null, 5)).length, { p_user_id: null, p_limit: 5 }, 1],
+      ['wafleet_delete_device', { status: 200, body: false }, () => store.deleteDevice(deviceRow.id), { p_device_id: deviceRow.id }, false],
+      ['wafleet_configure_server', { status: 200, body: [serverRow] }, async () => (await store.configureServer('srv-1', { priority: 3 })).id, { p_id: 'srv-1', p_server_name: null, p_server_url: null, p_server_type: null, p_region: null, p_max_capacity: null, p_priority: 3 }, 'srv-1'],
+      ['wafleet_delete_server', { status: 200, body: true }, () => store.deleteServer('srv-1'), { p_id: 'srv-1' }, true],
+      ['wafleet_record_health_check', { status: 200, body: [] }, () => store.recordHealthCheck('srv-1', true, 4.6), { p_id: 'srv-1', p_healthy: true, p_response_time: 5 }, null],
+      ['wafleet_device_status_counts', { status: 200, body: [{ status: 'connected', devices: 3 }] }, () => store.deviceStatusCounts(), {}, { connected: 3 }],
+      ['wafleet_recent_lease_events', { status: 200, body: [] }, () => store.recentLeaseEvents(7), { p_limit: 7 }, []],
+    ];
+    for (const [fn, answer, run, body, expected] of cases) {
+      requests = [];
+      answers.set(fn, answer);
+      expect(await run()).toEqual(expected);
+      expectRpc(fn, body);
+    }
+  });
+
   it('every catalogue operation is exercised above', () => {
     // A new operation must get a request-shape case here before it ships.
     expect(Object.values(OPERATIONS).map((op) => op.fn).sort()).toEqual(
@@ -292,17 +316,27 @@ describe('supabase adapter request shapes', () => {
         'wafleet_append_lease_event',
         'wafleet_append_server_log',
         'wafleet_clear_session',
+        'wafleet_configure_server',
+        'wafleet_create_api_key',
         'wafleet_create_device',
+        'wafleet_delete_device',
+        'wafleet_delete_server',
+        'wafleet_device_status_counts',
+        'wafleet_find_api_key',
         'wafleet_get_device',
         'wafleet_get_server',
         'wafleet_get_session',
+        'wafleet_list_devices',
         'wafleet_list_lease_epochs',
         'wafleet_list_servers',
         'wafleet_list_wanted_devices',
         'wafleet_mark_server_inactive',
+        'wafleet_recent_lease_events',
         'wafleet_record_assignment',
+        'wafleet_record_health_check',
         'wafleet_record_server_health',
         'wafleet_register_server',
+        'wafleet_revoke_api_key',
         'wafleet_save_session',
         'wafleet_schema_version',
         'wafleet_set_desired_state',
