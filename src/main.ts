@@ -180,6 +180,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       store,
       redis,
       keys,
+      leases,
       singleton,
       place: (deviceId) => activeCoordinator.place(deviceId),
       intervalMs: lease.reconcileIntervalMs,

@@ -73,7 +73,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
 
   const claim = async (deviceId: string, via: string): Promise<void> => {
     if (draining || stopped || guard.isFenced()) return;
-    const result = await leases.claim(deviceId, serverId, ttlMs);
+    const result = await leases.claim(deviceId, serverId, ttlMs, { viaPlacement: via === 'placement' });
     if (result.outcome !== 'claimed') {
       log.debug({ deviceId, result }, 'claim not taken');
       return;

@@ -39,10 +39,25 @@ export interface ClusterKeys {
   readonly simConnects: string;
   /** Simulated WhatsApp: pub/sub channel on which kicked sockets learn of it */
   readonly simKickChannel: string;
+  /** set: devices whose desired state is `running`; placement places nothing else */
+  readonly wanted: string;
+  /** string counter with PX: requests in the current window of a rate limit */
+  rateLimit(scope: string, subject: string): string;
   /** redlock lock of a singleton duty (reconcile, rebalance) */
   singletonLock(duty: string): string;
   /** Pattern matching every wafleet key under this prefix, for redis-cli --scan. */
   readonly all: string;
+  /**
+   * hash: the hot copy of a device's Baileys auth state; field `creds` and one field per Signal
+   * key, `<type>:<id>`, each a BufferJSON string; written only by fenced scripts
+   */
+  authState(deviceId: string): string;
+  /** string JSON `{qr, expiresAt, refresh, round}`, PX TTL: the device's latest QR code */
+  qrCode(deviceId: string): string;
+  /** string JSON `{pairingCode, expiresAt, round}`, PX TTL: the device's latest pairing code */
+  pairingCode(deviceId: string): string;
+  /** Simulated WhatsApp: hash deviceId -> times a phone linked the device (a new QR was needed) */
+  readonly simPairings: string;
 }
 
 export const DEFAULT_KEY_PREFIX = 'wa';
@@ -70,7 +85,13 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     simConflicts: `${tag}:sim:conflicts`,
     simConnects: `${tag}:sim:connects`,
     simKickChannel: `${tag}:sim:kick`,
+    wanted: `${tag}:wanted`,
+    rateLimit: (scope: string, subject: string) => `${tag}:ratelimit:${scope}:${subject}`,
     singletonLock: (duty: string) => `${tag}:lock:${duty}`,
     all: `${tag}:*`,
+    authState: (deviceId: string) => `${tag}:auth:${deviceId}`,
+    qrCode: (deviceId: string) => `${tag}:qr:${deviceId}`,
+    pairingCode: (deviceId: string) => `${tag}:pairing:${deviceId}`,
+    simPairings: `${tag}:sim:pairings`,
   });
 }

@@ -30,7 +30,8 @@ export type ClaimResult =
   | { outcome: 'claimed'; token: number }
   | { outcome: 'held'; serverId: string; token: number }
   | { outcome: 'embargoed' }
-  | { outcome: 'not_live' };
+  | { outcome: 'not_live' }
+  | { outcome: 'not_reserved' };
 
 export interface LostLease {
   deviceId: string;
@@ -42,6 +43,7 @@ export type PlaceResult =
   | { outcome: 'placed'; serverId: string }
   | { outcome: 'owned'; serverId: string; token: number }
   | { outcome: 'pending'; serverId: string }
+  | { outcome: 'unwanted' }
   | { outcome: 'none' };
 
 export interface LeaseInfo {
@@ -59,7 +61,10 @@ export function parseLeaseValue(value: string): { serverId: string; token: numbe
 }
 
 export interface LeaseStore {
-  claim(deviceId: string, serverId: string, ttlMs: number, minToken?: number): Promise<ClaimResult>;
+  /** `viaPlacement`: the claim answers a placement and needs this server's reservation. */
+  claim(deviceId: string, serverId: string, ttlMs: number, options?: { minToken?: number; viaPlacement?: boolean }): Promise<ClaimResult>;
+  /** Marks devices wanted (desired state running) or not; placement only places wanted ones. */
+  setWanted(deviceIds: readonly string[], wanted: boolean): Promise<void>;
   renew(serverId: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
   /**
    * Queues the renewal on a caller's pipeline (so the heartbeat stays one round trip) and returns
@@ -92,7 +97,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
   defineLuaScripts(redis, Object.values(scripts));
 
   return {
-    async claim(deviceId, serverId, ttlMs, minToken = 0) {
+    async claim(deviceId, serverId, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
       const [code, value] = await runLua<[number, string]>(
         redis,
         scripts.claim,
@@ -108,11 +113,12 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           keys.placements,
           keys.placementTargets,
         ],
-        [deviceId, serverId, ttlMs, minToken],
+        [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0'],
       );
       if (code > 0) return { outcome: 'claimed', token: code };
       if (code === -2) return { outcome: 'embargoed' };
       if (code === -3) return { outcome: 'not_live' };
+      if (code === -4) return { outcome: 'not_reserved' };
       const holder = parseLeaseValue(value);
       if (!holder) throw new Error(`lease of ${deviceId} holds an unreadable value ${JSON.stringify(value)}`);
       return { outcome: 'held', ...holder };
@@ -176,6 +182,12 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       return due;
     },
 
+    async setWanted(deviceIds, wanted) {
+      if (deviceIds.length === 0) return;
+      if (wanted) await redis.sadd(keys.wanted, ...deviceIds);
+      else await redis.srem(keys.wanted, ...deviceIds);
+    },
+
     async cancelPlacement(deviceId) {
       await redis.multi().zrem(keys.placements, deviceId).hdel(keys.placementTargets, deviceId).exec();
     },
@@ -196,11 +208,12 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       const [outcome, value] = await runLua<[string, string]>(
         redis,
         scripts.place,
-        [keys.lease(deviceId), keys.placements, keys.placementTargets, ...serverKeys],
+        [keys.lease(deviceId), keys.placements, keys.placementTargets, keys.wanted, ...serverKeys],
         [deviceId, reservationMs, exclude, ...candidates],
       );
       if (outcome === 'placed') return { outcome, serverId: value };
       if (outcome === 'pending') return { outcome, serverId: value };
+      if (outcome === 'unwanted') return { outcome };
       if (outcome === 'owned') {
         const holder = parseLeaseValue(value);
         if (!holder) throw new Error(`lease of ${deviceId} holds an unreadable value ${JSON.stringify(value)}`);

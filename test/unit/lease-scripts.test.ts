@@ -21,6 +21,13 @@ async function goLive(serverId: string, fields: Record<string, string | number> 
     .exec();
 }
 
+/** A device id whose desired state is running (placement places only those). */
+async function wantedDevice(): Promise<string> {
+  const id = randomUUID();
+  await leases.setWanted([id], true);
+  return id;
+}
+
 beforeAll(async () => {
   t = await useTestRedis();
 });
@@ -69,9 +76,9 @@ describe('claim', () => {
 
   it("lifts the token to the store's floor and never lets it go down", async () => {
     const device = randomUUID();
-    expect(await leases.claim(device, 'srv-a', 5000, 50)).toEqual({ outcome: 'claimed', token: 50 });
+    expect(await leases.claim(device, 'srv-a', 5000, { minToken: 50 })).toEqual({ outcome: 'claimed', token: 50 });
     expect(await leases.release(device, 'srv-a', 50)).toBe(true);
-    expect(await leases.claim(device, 'srv-b', 5000, 10)).toEqual({ outcome: 'claimed', token: 51 });
+    expect(await leases.claim(device, 'srv-b', 5000, { minToken: 10 })).toEqual({ outcome: 'claimed', token: 51 });
   });
 });
 
@@ -218,7 +225,7 @@ describe('concurrency', () => {
     const connections = Array.from({ length: 8 }, () => new Redis(t.url));
     try {
       const stores = connections.map((redis) => createLeaseStore({ redis, keys }));
-      const devices = Array.from({ length: 40 }, () => randomUUID());
+      const devices = await Promise.all(Array.from({ length: 40 }, () => wantedDevice()));
       const results = await Promise.all(devices.map((d, i) => stores[i % 8]!.place(d, servers, 60_000)));
       const placed = results.filter((r) => r.outcome === 'placed');
       expect(placed).toHaveLength(5 + 2 + 4);
@@ -240,37 +247,37 @@ describe('concurrency', () => {
     await goLive('p-drain', { capacity: 10, priority: 99, draining: 1 });
     await leases.claim(randomUUID(), 'p-high-busy', 60_000);
     const candidates = ['p-low', 'p-high-busy', 'p-high-slow', 'p-high-fast', 'p-drain', 'p-dead'];
-    expect(await leases.place(randomUUID(), candidates, 60_000)).toEqual({ outcome: 'placed', serverId: 'p-high-fast' });
-    expect(await leases.place(randomUUID(), candidates, 60_000, 'p-high-fast')).toEqual({
+    expect(await leases.place(await wantedDevice(), candidates, 60_000)).toEqual({ outcome: 'placed', serverId: 'p-high-fast' });
+    expect(await leases.place(await wantedDevice(), candidates, 60_000, 'p-high-fast')).toEqual({
       outcome: 'placed',
       serverId: 'p-high-slow',
     });
-    const owned = randomUUID();
+    const owned = await wantedDevice();
     await leases.claim(owned, 'p-low', 60_000);
     expect(await leases.place(owned, candidates, 60_000)).toEqual({ outcome: 'owned', serverId: 'p-low', token: 1 });
-    const pending = randomUUID();
+    const pending = await wantedDevice();
     const first = await leases.place(pending, candidates, 60_000);
     expect(await leases.place(pending, candidates, 60_000)).toEqual({ outcome: 'pending', serverId: (first as { serverId: string }).serverId });
   });
 
   it('a claim by the target consumes its reservation', async () => {
     await goLive('r-1', { capacity: 1 });
-    const device = randomUUID();
+    const device = await wantedDevice();
     expect(await leases.place(device, ['r-1'], 60_000)).toEqual({ outcome: 'placed', serverId: 'r-1' });
-    expect(await leases.place(randomUUID(), ['r-1'], 60_000)).toEqual({ outcome: 'none' });
+    expect(await leases.place(await wantedDevice(), ['r-1'], 60_000)).toEqual({ outcome: 'none' });
     expect(await leases.claim(device, 'r-1', 60_000)).toMatchObject({ outcome: 'claimed' });
     expect(await t.redis.zcard(keys.reserved('r-1'))).toBe(0);
     expect(await t.redis.zscore(keys.placements, device)).toBeNull();
     // Still full: the device now counts as owned instead of reserved.
-    expect(await leases.place(randomUUID(), ['r-1'], 60_000)).toEqual({ outcome: 'none' });
+    expect(await leases.place(await wantedDevice(), ['r-1'], 60_000)).toEqual({ outcome: 'none' });
   });
 
   it('an unclaimed reservation expires and frees the capacity', async () => {
     await goLive('r-2', { capacity: 1 });
-    expect(await leases.place(randomUUID(), ['r-2'], 100)).toMatchObject({ outcome: 'placed' });
-    expect(await leases.place(randomUUID(), ['r-2'], 100)).toEqual({ outcome: 'none' });
+    expect(await leases.place(await wantedDevice(), ['r-2'], 100)).toMatchObject({ outcome: 'placed' });
+    expect(await leases.place(await wantedDevice(), ['r-2'], 100)).toEqual({ outcome: 'none' });
     await new Promise((r) => setTimeout(r, 150));
-    expect(await leases.place(randomUUID(), ['r-2'], 100)).toMatchObject({ outcome: 'placed', serverId: 'r-2' });
+    expect(await leases.place(await wantedDevice(), ['r-2'], 100)).toMatchObject({ outcome: 'placed', serverId: 'r-2' });
   });
 });
 
@@ -278,7 +285,7 @@ describe('placement timeout', () => {
   it('a target that does not claim in time leaves the device due, and the next placement picks again', async () => {
     await goLive('slow-1', { capacity: 5, priority: 50 });
     await goLive('fast-1', { capacity: 5, priority: 10 });
-    const device = randomUUID();
+    const device = await wantedDevice();
     expect(await leases.place(device, ['slow-1', 'fast-1'], 100)).toEqual({ outcome: 'placed', serverId: 'slow-1' });
     expect(await leases.findDuePlacements(100)).toEqual([]);
     // slow-1 dies without claiming.
@@ -291,10 +298,35 @@ describe('placement timeout', () => {
   });
 
   it('a device no server can take stays due, so the sweep retries it', async () => {
-    const device = randomUUID();
+    const device = await wantedDevice();
     expect(await leases.place(device, ['nobody-here'], 1000)).toEqual({ outcome: 'none' });
     expect(await leases.findDuePlacements(100)).toContainEqual({ deviceId: device, target: '' });
     await leases.cancelPlacement(device);
     expect(await leases.findDuePlacements(100)).not.toContainEqual({ deviceId: device, target: '' });
+  });
+});
+
+describe('wanted devices and reservations', () => {
+  it('places only wanted devices, and drops the placement of one that stopped being wanted', async () => {
+    await goLive('w-1', { capacity: 5 });
+    const device = randomUUID();
+    expect(await leases.place(device, ['w-1'], 60_000)).toEqual({ outcome: 'unwanted' });
+    await leases.setWanted([device], true);
+    expect(await leases.place(device, ['w-1'], 60_000)).toEqual({ outcome: 'placed', serverId: 'w-1' });
+    await leases.setWanted([device], false);
+    expect(await leases.place(device, ['w-1'], 60_000)).toEqual({ outcome: 'unwanted' });
+    expect(await t.redis.zscore(keys.placements, device)).toBeNull();
+    // The target's late claim finds no reservation and starts nothing.
+    expect(await leases.claim(device, 'w-1', 60_000, { viaPlacement: true })).toEqual({ outcome: 'not_reserved' });
+    expect(await t.redis.exists(keys.lease(device))).toBe(0);
+  });
+
+  it('a placement claim needs a reservation for the claiming server', async () => {
+    await goLive('w-2', { capacity: 5, priority: 1 });
+    await goLive('w-3', { capacity: 5, priority: 9 });
+    const device = await wantedDevice();
+    expect(await leases.place(device, ['w-2', 'w-3'], 60_000)).toEqual({ outcome: 'placed', serverId: 'w-3' });
+    expect(await leases.claim(device, 'w-2', 60_000, { viaPlacement: true })).toEqual({ outcome: 'not_reserved' });
+    expect(await leases.claim(device, 'w-3', 60_000, { viaPlacement: true })).toMatchObject({ outcome: 'claimed' });
   });
 });

@@ -17,12 +17,16 @@
     ARGV[2]  serverId
     ARGV[3]  ttl ms
     ARGV[4]  minimum token (the store's lease_epoch + 1; 0 when unknown)
+    ARGV[5]  "1" when the claim answers a placement: it then needs the device's reservation to
+             name this server (a late claim after the reservation expired, or after the device
+             was stopped, must not start it); "0" otherwise
 
   Output:
     { token, "serverId:token" }   claimed
     { -1, current value }         the lease is held (by anyone, this server included)
     { -2, "" }                    claims are embargoed (Redis lost its data less than one TTL ago)
     { -3, "" }                    the claiming server is not live (no server key): heartbeat first
+    { -4, "" }                    a placement claim without a reservation for this server
 ]]
 if redis.call('EXISTS', KEYS[6]) == 1 then
   return { -2, '' }
@@ -33,6 +37,9 @@ end
 local current = redis.call('GET', KEYS[1])
 if current then
   return { -1, current }
+end
+if ARGV[5] == '1' and redis.call('HGET', KEYS[10], ARGV[1]) ~= ARGV[2] then
+  return { -4, '' }
 end
 
 local deviceId, serverId, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])

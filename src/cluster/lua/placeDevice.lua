@@ -6,10 +6,14 @@
   load = owned devices + unexpired reservations; highest priority first, then lowest
   load/capacity, then lowest response time, then server id (so ties are deterministic).
 
+  Only devices in the wanted set are placed: a device stopped or deleted through the API while a
+  placement or an orphan was on its way is dropped here, atomically, instead of being started.
+
   Input:
     KEYS[1]  lease key           {p}:lease:<deviceId>
     KEYS[2]  placements          {p}:placements (zset deviceId -> reservation deadline)
     KEYS[3]  placement targets   {p}:placement-targets (hash deviceId -> serverId)
+    KEYS[4]  wanted              {p}:wanted (set of devices whose desired state is running)
     then for each candidate server, four keys:
       server {p}:server:<id>, owned {p}:owned:<id>, reserved {p}:reserved:<id>, inbox {p}:inbox:<id>
 
@@ -21,6 +25,7 @@
   Output:
     { "placed", serverId }    reserved on serverId and announced in its inbox
     { "owned", value }        the device already has a lease ("serverId:token")
+    { "unwanted", "" }        the device is not wanted (stopped or deleted); any placement is dropped
     { "pending", serverId }   an unexpired reservation already exists
     { "none", "" }            no server can take it now; the device is left due in the
                               placements set, so the next sweep tries again
@@ -30,6 +35,11 @@ local deviceId, reservationMs, exclude = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local current = redis.call('GET', KEYS[1])
 if current then
   return { 'owned', current }
+end
+if redis.call('SISMEMBER', KEYS[4], deviceId) == 0 then
+  redis.call('ZREM', KEYS[2], deviceId)
+  redis.call('HDEL', KEYS[3], deviceId)
+  return { 'unwanted', '' }
 end
 
 local time = redis.call('TIME')
@@ -43,7 +53,7 @@ end
 local best, bestPriority, bestRatio, bestResponse, bestIndex
 for i = 4, #ARGV do
   local serverId = ARGV[i]
-  local base = 3 + (i - 4) * 4
+  local base = 4 + (i - 4) * 4
   local serverKey, ownedKey, reservedKey = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
   if serverId ~= exclude and redis.call('EXISTS', serverKey) == 1 then
     local fields = redis.call('HMGET', serverKey, 'capacity', 'priority', 'draining', 'responseTimeMs')
