@@ -55,6 +55,9 @@ export const apps = [
       SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
       // wafleet-store hosts the embedded store; a server never races it for the data directory.
       PGLITE_HOST_MODE: 'client',
+      // WhatsApp itself cannot be reached from every machine that runs this demo cluster; the
+      // simulated driver behaves like it. Start with DEVICE_DRIVER=baileys to link real phones.
+      DEVICE_DRIVER: process.env.DEVICE_DRIVER ?? 'simulated',
     },
   })),
 ];

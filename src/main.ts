@@ -12,9 +12,15 @@ import { createStoreRecorder } from './cluster/recorder.js';
 import { ensureMarker, reseedFences, type RedisResetDeps } from './cluster/redis-reset.js';
 import { createSingletonRunner } from './cluster/singleton.js';
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
-import { createDeviceRuntime } from './devices/runtime.js';
-import { createSimulatedConnector } from './devices/simulated/connector.js';
+import { readDeviceCodes } from './devices/codes.js';
+import { createDevices } from './devices/index.js';
 import { createHttpApp, type HealthReport } from './http/app.js';
+import { withOutboundWork } from './queues/device-work.js';
+import { createMessageRecords } from './queues/messages.js';
+import { createOutbound } from './queues/outbound.js';
+import { createAuthenticator } from './http/auth.js';
+import { probeHealth } from './http/probe.js';
+import { createRateLimiter } from './http/rate-limit.js';
 import { monotonicNow } from './shared/clock.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
 import { createLogger, type Logger } from './shared/logger.js';
@@ -86,30 +92,53 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs };
     await ensureMarker(resetDeps);
 
-    const connector = await createSimulatedConnector({
+    const { connector, runtime: deviceRuntime } = await createDevices({
+      settings: config.devices,
       redis,
       subscriber,
       keys,
-      log: log.child({ module: 'simulated-whatsapp' }),
-      connectLatencyMs: config.devices.simConnectLatencyMs,
-      keepAliveTimeoutMs: config.devices.simKeepAliveTimeoutMs,
+      store,
+      leases,
+      guard,
+      recorder,
+      serverId,
+      log,
     });
     cleanups.push({ name: 'connector', run: () => connector.close() });
-    const runtime = createDeviceRuntime({
-      connector,
+
+    // Outbound messages: records and idempotency in Redis, one BullMQ queue per device, worked off
+    // only where the device runs. BullMQ's blocking reads need a connection without retry limits.
+    const bull = redis.duplicate({ connectionName: `wafleet:${serverId}:bullmq`, maxRetriesPerRequest: null, commandTimeout: undefined });
+    cleanups.push({ name: 'bullmq connection', run: async () => bull.disconnect() });
+    const messages = createMessageRecords({ redis, keys, idempotencyMs: config.messages.idempotencyMs, retentionMs: config.messages.retentionMs });
+    const outbound = createOutbound({
+      redis: bull,
+      keys,
+      records: messages,
       guard,
-      serverId,
-      log: log.child({ module: 'devices' }),
-      async recordStatus(deviceId, token, status, detail) {
-        const written = await leases.setStatus(deviceId, serverId, token, status, detail);
-        if (written) recorder.deviceStatus(deviceId, status, token, typeof detail?.reason === 'string' ? detail.reason : null);
-        return written;
+      sender: {
+        ready: (deviceId, token) => {
+          const state = deviceRuntime.describe(deviceId);
+          return state !== null && state.token === token && state.connected;
+        },
+        send: (deviceId, token, message, waMessageId) => deviceRuntime.send(deviceId, token, message, waMessageId),
       },
+      log: log.child({ module: 'outbound' }),
+      serverId,
+      ratePerMinute: config.messages.ratePerMinute,
+      delayMs: config.messages.delayMs,
+      attempts: config.messages.attempts,
+      // A job locked by a server that died is retried by the next owner after this long.
+      lockDurationMs: lease.ttlMs,
+      retentionMs: config.messages.retentionMs,
     });
+    cleanups.push({ name: 'outbound', run: () => outbound.close() });
+    const runtime = withOutboundWork(deviceRuntime, outbound);
 
     // The heartbeat and the coordinator call each other (renewal results stop devices; a drain
     // beats at once), so the coordinator is bound after both exist.
     let coordinator: Coordinator | undefined;
+    let drainOnRequest: () => Promise<void> = async () => undefined;
     let resetting: Promise<void> | undefined;
     const onRedisReset = (reason: string) => {
       resetting ??= (async () => {
@@ -170,6 +199,11 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       placementTimeoutMs: lease.placementTimeoutMs,
       minHoldMs: lease.rebalanceMinHoldMs,
       clock: monotonicNow,
+      async logout(deviceId, token) {
+        const cleared = await runtime.logout(deviceId, token, 'logged out through the API');
+        if (!cleared.redis || !cleared.store) log.warn({ deviceId, token, cleared }, 'session clear refused somewhere: a newer owner holds it');
+      },
+      onDrainRequested: () => void drainOnRequest(),
     });
     const activeCoordinator = coordinator;
     await activeCoordinator.start();
@@ -208,12 +242,33 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     };
     cleanups.push({ name: 'store health', run: stopStoreHealth });
 
+    // Drain: on SIGTERM/SIGINT before exiting, or on an admin request (the process then stays up,
+    // answering the API, but holds no device and takes none).
+    let drained: Promise<void> | undefined;
+    const drain = (reason: string): Promise<void> => {
+      drained ??= (async () => {
+        state.draining = true;
+        reconciler.stop();
+        rebalancer.stop();
+        try {
+          const { released } = await activeCoordinator.drain(reason);
+          recorder.serverLog({ serverId, level: 'info', event: 'server_drained', message: `released ${released} devices`, details: { reason } });
+        } catch (err) {
+          log.error({ err }, 'drain failed; leases will expire and be swept instead');
+        }
+      })();
+      return drained;
+    };
+    drainOnRequest = () => drain('admin request');
+
     state = {
       draining: false,
       ready: true,
       health: () => ({ activeConnections: runtime.activeConnections, leases: guard.size, fenced: guard.isFenced() }),
     };
 
+    const authenticator = createAuthenticator({ internalApiKey: config.internalApiKey, store });
+    if (!config.internalApiKey) log.warn('INTERNAL_API_KEY is not set: admin and service calls are refused; user API keys still work');
     const app = createHttpApp({
       log: log.child({ module: 'http' }),
       health: () => {
@@ -227,6 +282,31 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         };
       },
       ready: () => state.ready && !state.draining,
+      rateLimiter: createRateLimiter({ redis, keys }),
+      options: { production: config.nodeEnv === 'production', ...config.http },
+      api: {
+        store,
+        redis,
+        keys,
+        leases,
+        authenticator,
+        log: log.child({ module: 'api' }),
+        place: (deviceId) => activeCoordinator.place(deviceId),
+        async readLinkCode(deviceId, kind) {
+          const codes = await readDeviceCodes(redis, keys, deviceId);
+          const code = kind === 'qr' ? codes.qr && { code: codes.qr.qr, expiresAt: codes.qr.expiresAt } : codes.pairing && { code: codes.pairing.pairingCode, expiresAt: codes.pairing.expiresAt };
+          return code ? { code: code.code, expiresAt: new Date(code.expiresAt).toISOString() } : null;
+        },
+        // Nobody holds the device and it is no longer wanted, so nobody can claim it: the Redis copy
+        // may go, and the store keeps a tombstone at `epoch` that no older owner can overwrite.
+        async clearSession(deviceId, epoch) {
+          await redis.del(keys.authState(deviceId), keys.qrCode(deviceId), keys.pairingCode(deviceId));
+          await store.clearSession(deviceId, epoch);
+        },
+        probeHealth,
+        messages,
+        enqueueMessage: (messageId, deviceId) => outbound.enqueue(messageId, deviceId),
+      },
     });
     const httpServer = await new Promise<Server>((resolve, reject) => {
       const server = createServer(app);
@@ -238,17 +318,9 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     let shuttingDown: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shuttingDown ??= (async () => {
-        state.draining = true;
         log.info({ reason }, 'shutting down: draining');
-        reconciler.stop();
-        rebalancer.stop();
         await stopStoreHealth();
-        try {
-          const { released } = await activeCoordinator.drain(reason);
-          recorder.serverLog({ serverId, level: 'info', event: 'server_drained', message: `released ${released} devices`, details: { reason } });
-        } catch (err) {
-          log.error({ err }, 'drain failed; leases will expire and be swept instead');
-        }
+        await drain(reason);
         await new Promise<void>((resolve) => {
           httpServer.close(() => resolve());
           httpServer.closeIdleConnections();

@@ -33,6 +33,13 @@ export interface CoordinatorOptions {
   /** A device is not moved by rebalance before it has been held this long (monotonic ms). */
   minHoldMs: number;
   clock: MonotonicClock;
+  /**
+   * Logs a held device out (through the API): unlinks it at WhatsApp when connected, clears its
+   * session (fenced by the token) and stops its socket. The coordinator releases the lease after.
+   */
+  logout(deviceId: string, token: number): Promise<void>;
+  /** An admin asked (through the inbox) for this server to drain. */
+  onDrainRequested(): void;
   /** Devices released concurrently per drain batch. */
   drainBatchSize?: number;
 }
@@ -122,6 +129,9 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
             try {
               if (message.type === 'place' && message.deviceId) await claim(message.deviceId, 'placement');
               else if (message.type === 'rebalance') await releaseForRebalance(Number(message.count) || 0);
+              else if ((message.type === 'stop' || message.type === 'logout') && message.deviceId) {
+                await stopHeld(message.deviceId, message.type);
+              } else if (message.type === 'drain') options.onDrainRequested();
             } catch (err) {
               log.warn({ err, message }, 'inbox message failed');
             }
@@ -144,6 +154,23 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     recorder.leaseEvent({ deviceId, serverId, eventType, epoch: token, details: { reason } });
     await leases.place(deviceId, servers, options.placementTimeoutMs, serverId);
     return true;
+  };
+
+  /**
+   * Stops a device this server holds because it is no longer wanted (disconnect, delete) or was
+   * logged out: the socket first (for a logout, with the session cleared under the still-held
+   * token), then the lease. Nothing is placed: the device is meant to stop.
+   */
+  const stopHeld = async (deviceId: string, why: 'stop' | 'logout'): Promise<void> => {
+    const token = guard.tokenOf(deviceId);
+    if (token === undefined) return;
+    if (why === 'logout') await options.logout(deviceId, token);
+    else await runtime.stop(deviceId, 'stopped through the API');
+    guard.drop(deviceId, token);
+    heldSince.delete(deviceId);
+    if (await leases.release(deviceId, serverId, token)) {
+      recorder.leaseEvent({ deviceId, serverId, eventType: 'release', epoch: token, details: { reason: why } });
+    }
   };
 
   /** Hands over up to `count` devices held at least the minimum hold time. */

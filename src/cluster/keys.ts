@@ -43,6 +43,12 @@ export interface ClusterKeys {
   readonly wanted: string;
   /** string counter with PX: requests in the current window of a rate limit */
   rateLimit(scope: string, subject: string): string;
+  /** hash: an outbound message's record (status, timestamps, WhatsApp id); kept for the retention period */
+  message(messageId: string): string;
+  /** string: the first message accepted with this idempotency key for this device */
+  idempotency(deviceId: string, key: string): string;
+  /** BullMQ's key prefix: its queues share the hash tag, so they live in the same slot */
+  readonly bullPrefix: string;
   /** redlock lock of a singleton duty (reconcile, rebalance) */
   singletonLock(duty: string): string;
   /** Pattern matching every wafleet key under this prefix, for redis-cli --scan. */
@@ -56,6 +62,10 @@ export interface ClusterKeys {
   qrCode(deviceId: string): string;
   /** string JSON `{pairingCode, expiresAt, round}`, PX TTL: the device's latest pairing code */
   pairingCode(deviceId: string): string;
+  /** Simulated WhatsApp: set of WhatsApp message ids the device has delivered (drops repeats) */
+  simSeen(deviceId: string): string;
+  /** Simulated WhatsApp: list of the device's delivered messages, oldest first (JSON) */
+  simLog(deviceId: string): string;
   /** Simulated WhatsApp: hash deviceId -> times a phone linked the device (a new QR was needed) */
   readonly simPairings: string;
 }
@@ -87,11 +97,16 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     simKickChannel: `${tag}:sim:kick`,
     wanted: `${tag}:wanted`,
     rateLimit: (scope: string, subject: string) => `${tag}:ratelimit:${scope}:${subject}`,
+    message: (messageId: string) => `${tag}:msg:${messageId}`,
+    idempotency: (deviceId: string, key: string) => `${tag}:idem:${deviceId}:${key}`,
+    bullPrefix: `${tag}:bull`,
     singletonLock: (duty: string) => `${tag}:lock:${duty}`,
     all: `${tag}:*`,
     authState: (deviceId: string) => `${tag}:auth:${deviceId}`,
     qrCode: (deviceId: string) => `${tag}:qr:${deviceId}`,
     pairingCode: (deviceId: string) => `${tag}:pairing:${deviceId}`,
     simPairings: `${tag}:sim:pairings`,
+    simSeen: (deviceId: string) => `${tag}:sim:seen:${deviceId}`,
+    simLog: (deviceId: string) => `${tag}:sim:log:${deviceId}`,
   });
 }

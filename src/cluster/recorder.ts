@@ -1,5 +1,5 @@
 import type { Logger } from '../shared/logger.js';
-import type { DeviceStatus, LeaseEventEntry, ServerLogEntry, Store } from '../store/types.js';
+import type { ConnectionLogEntry, DeviceStatus, LeaseEventEntry, ServerLogEntry, Store } from '../store/types.js';
 
 // The lease core's record in the durable store. Failover never waits on the store: every write
 // is queued and the caller moves on. Writes for one device stay in order (one chain per device);
@@ -14,6 +14,8 @@ export interface LeaseRecorder {
   deviceStatus(deviceId: string, status: DeviceStatus, epoch: number, errorMessage: string | null): void;
   /** Resolves when every queued write has settled (shutdown, tests). */
   flush(): Promise<void>;
+  /** A device's connection event (device_connection_logs); after the device's earlier writes. */
+  connectionEvent(entry: ConnectionLogEntry): void;
 }
 
 export function createStoreRecorder({ store, log }: { store: Store; log: Logger }): LeaseRecorder {
@@ -54,6 +56,9 @@ export function createStoreRecorder({ store, log }: { store: Store; log: Logger 
     },
     async flush() {
       while (chains.size > 0) await Promise.all([...chains.values()]);
+    },
+    connectionEvent(entry) {
+      enqueue(entry.deviceId, `connection event ${entry.eventType}`, () => store.appendConnectionLog(entry));
     },
   };
 }

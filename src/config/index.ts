@@ -24,6 +24,18 @@ export interface Config {
   };
   monitoring: { port: number; adminUsername: string; adminPassword: string | undefined };
   internalApiKey: string | undefined;
+  messages: {
+    ratePerMinute: number;
+    delayMs: [number, number];
+    attempts: number;
+    retentionMs: number;
+    idempotencyMs: number;
+  };
+  http: {
+    corsOrigins: string[];
+    trustProxy: boolean;
+    limits: { perKeyPerMinute: number; perIpPerMinute: number; healthCheckPerMinute: number };
+  };
   redis: { url: string; keyPrefix: string };
   store: StoreOptions;
   lease: {
@@ -38,7 +50,22 @@ export interface Config {
     /** A device is not moved by rebalance twice within this long. */
     rebalanceMinHoldMs: number;
   };
-  devices: { connector: 'simulated'; simConnectLatencyMs: number; simKeepAliveTimeoutMs: number };
+  devices: {
+    /** Which WhatsApp the sockets talk to: Baileys (the real one) or the simulated one. */
+    driver: 'baileys' | 'simulated';
+    /** What the runtime does when a socket closes (src/devices/reconnect-policy.ts). */
+    reconnect: { backoffBaseMs: number; backoffCapMs: number; conflictLimit: number; conflictWindowMs: number; qrMaxRounds: number };
+    /** The store's session snapshot trails Redis by at most this long. */
+    sessionSnapshotDelayMs: number;
+    baileys: { waWebSocketUrl: string | undefined; connectTimeoutMs: number; logLevel: Env['BAILEYS_LOG_LEVEL'] };
+    simulated: {
+      connectLatencyMs: number;
+      keepAliveTimeoutMs: number;
+      dropPerMinute: number;
+      scanAfterCodes: number;
+      qrIntervalMs: number;
+    };
+  };
   /** How often backend_servers.current_load and last_health_check are refreshed. */
   storeHealthIntervalMs: number;
   shutdownTimeoutMs: number;
@@ -92,6 +119,22 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
       adminPassword: e.ADMIN_PASSWORD,
     },
     internalApiKey: e.INTERNAL_API_KEY,
+    messages: {
+      ratePerMinute: e.MESSAGE_RATE_PER_MINUTE,
+      delayMs: [e.MESSAGE_DELAY_MIN_MS, e.MESSAGE_DELAY_MAX_MS],
+      attempts: e.MESSAGE_ATTEMPTS,
+      retentionMs: e.MESSAGE_RETENTION_DAYS * 86_400_000,
+      idempotencyMs: e.IDEMPOTENCY_WINDOW_HOURS * 3_600_000,
+    },
+    http: {
+      corsOrigins: e.CORS_ORIGINS,
+      trustProxy: e.TRUST_PROXY === 'true',
+      limits: {
+        perKeyPerMinute: e.RATE_LIMIT_PER_MINUTE,
+        perIpPerMinute: e.RATE_LIMIT_IP_PER_MINUTE,
+        healthCheckPerMinute: e.RATE_LIMIT_HEALTH_CHECK_PER_MINUTE,
+      },
+    },
     redis: {
       url: e.REDIS_URL ?? e.UPSTASH_REDIS_URL ?? 'redis://127.0.0.1:6379',
       keyPrefix: e.WAFLEET_KEY_PREFIX,
@@ -108,9 +151,23 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
       rebalanceMinHoldMs: e.REBALANCE_MIN_HOLD_MS,
     },
     devices: {
-      connector: e.DEVICE_CONNECTOR,
-      simConnectLatencyMs: e.SIM_CONNECT_LATENCY_MS,
-      simKeepAliveTimeoutMs: e.SIM_KEEPALIVE_TIMEOUT_MS ?? selfFenceMs,
+      driver: e.DEVICE_DRIVER,
+      reconnect: {
+        backoffBaseMs: e.DEVICE_RECONNECT_BASE_MS,
+        backoffCapMs: e.DEVICE_RECONNECT_CAP_MS,
+        conflictLimit: e.DEVICE_CONFLICT_LIMIT,
+        conflictWindowMs: e.DEVICE_CONFLICT_WINDOW_MS,
+        qrMaxRounds: e.DEVICE_QR_MAX_ROUNDS,
+      },
+      sessionSnapshotDelayMs: e.SESSION_SNAPSHOT_DELAY_MS,
+      baileys: { waWebSocketUrl: e.BAILEYS_WS_URL, connectTimeoutMs: e.BAILEYS_CONNECT_TIMEOUT_MS, logLevel: e.BAILEYS_LOG_LEVEL },
+      simulated: {
+        connectLatencyMs: e.SIM_CONNECT_LATENCY_MS,
+        keepAliveTimeoutMs: e.SIM_KEEPALIVE_TIMEOUT_MS ?? selfFenceMs,
+        dropPerMinute: e.SIM_DROP_PER_MINUTE,
+        scanAfterCodes: e.SIM_SCAN_AFTER_CODES,
+        qrIntervalMs: e.SIM_QR_INTERVAL_MS,
+      },
     },
     storeHealthIntervalMs: e.STORE_HEALTH_INTERVAL_MS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
@@ -158,6 +215,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     keyPrefix: config.redis.keyPrefix,
     store,
     lease: config.lease,
+    devices: { driver: config.devices.driver, reconnect: config.devices.reconnect },
     internalApiKey: config.internalApiKey ? 'set' : 'unset',
     adminPassword: config.monitoring.adminPassword ? 'set' : 'unset',
   };

@@ -67,6 +67,21 @@ export const envSchema = z
     ADMIN_USERNAME: z.string().min(1).max(64).default('admin'),
     ADMIN_PASSWORD: z.string().min(1).optional(),
     INTERNAL_API_KEY: z.string().min(16, 'must be at least 16 characters').optional(),
+    CORS_ORIGINS: z
+      .string()
+      .transform((value) => value.split(',').map((origin) => origin.trim()).filter(Boolean))
+      .pipe(z.array(z.url({ protocol: /^https?$/, error: 'must list http(s) origins, comma-separated' })))
+      .default([]),
+    TRUST_PROXY: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
+    RATE_LIMIT_PER_MINUTE: z.coerce.number({ error: 'must be a number' }).int().min(1).default(600),
+    RATE_LIMIT_IP_PER_MINUTE: z.coerce.number({ error: 'must be a number' }).int().min(1).default(1200),
+    RATE_LIMIT_HEALTH_CHECK_PER_MINUTE: z.coerce.number({ error: 'must be a number' }).int().min(1).default(6),
+    MESSAGE_RATE_PER_MINUTE: z.coerce.number({ error: 'must be a number' }).int().min(1).max(6000).default(20),
+    MESSAGE_DELAY_MIN_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(600_000).default(0),
+    MESSAGE_DELAY_MAX_MS: z.coerce.number({ error: 'must be a number' }).int().min(0).max(600_000).default(0),
+    MESSAGE_ATTEMPTS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(5),
+    MESSAGE_RETENTION_DAYS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(90).default(7),
+    IDEMPOTENCY_WINDOW_HOURS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(720).default(24),
 
     REDIS_URL: redisUrl.optional(),
     UPSTASH_REDIS_URL: redisUrl.optional(),
@@ -109,8 +124,34 @@ export const envSchema = z
     STORE_HEALTH_INTERVAL_MS: positiveMs(1000).default(5000),
     SHUTDOWN_TIMEOUT_MS: positiveMs(1000).default(15_000),
 
-    // The baileys connector arrives with the device runtime (issue 4); until then, simulated.
-    DEVICE_CONNECTOR: z.enum(['simulated'], { error: 'must be simulated (baileys is not built yet)' }).default('simulated'),
+    // Devices: which WhatsApp the sockets talk to, and what the runtime does when one closes.
+    DEVICE_DRIVER: z.enum(['baileys', 'simulated'], { error: 'must be baileys or simulated' }).default('baileys'),
+    DEVICE_RECONNECT_BASE_MS: positiveMs(10).default(1000),
+    DEVICE_RECONNECT_CAP_MS: positiveMs(100).default(60_000),
+    DEVICE_CONFLICT_LIMIT: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(1, 'must be at least 1')
+      .max(100, 'must be at most 100')
+      .default(3),
+    DEVICE_CONFLICT_WINDOW_MS: positiveMs(1000).default(600_000),
+    DEVICE_QR_MAX_ROUNDS: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(1, 'must be at least 1')
+      .max(100, 'must be at most 100')
+      .default(3),
+    SESSION_SNAPSHOT_DELAY_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int('must be a whole number of milliseconds')
+      .min(0, 'must be 0 or more')
+      .max(600_000, 'must be at most 600000')
+      .default(5000),
+    BAILEYS_WS_URL: urlWith(['ws:', 'wss:'], 'must be a ws:// or wss:// URL').optional(),
+    BAILEYS_CONNECT_TIMEOUT_MS: positiveMs(1000).default(20_000),
+    BAILEYS_LOG_LEVEL: z
+      .enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` })
+      .default('warn'),
     SIM_CONNECT_LATENCY_MS: z.coerce
       .number({ error: 'must be a number of milliseconds' })
       .int('must be a whole number of milliseconds')
@@ -118,6 +159,18 @@ export const envSchema = z
       .max(60_000, 'must be at most 60000')
       .default(50),
     SIM_KEEPALIVE_TIMEOUT_MS: positiveMs(60).optional(),
+    SIM_DROP_PER_MINUTE: z.coerce
+      .number({ error: 'must be a number' })
+      .min(0, 'must be a probability, 0-1')
+      .max(1, 'must be a probability, 0-1')
+      .default(0),
+    SIM_SCAN_AFTER_CODES: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(0, 'must be 0 (never) or more')
+      .max(100, 'must be at most 100')
+      .default(1),
+    SIM_QR_INTERVAL_MS: positiveMs(10).default(1000),
   })
   .superRefine((env, ctx) => {
     const ttl = env.LEASE_TTL_MS;
@@ -134,6 +187,16 @@ export const envSchema = z
     // as WhatsApp drops a socket that stops answering pings before a new owner connects.
     if (env.SIM_KEEPALIVE_TIMEOUT_MS !== undefined && env.SIM_KEEPALIVE_TIMEOUT_MS >= ttl) {
       ctx.addIssue({ code: 'custom', path: ['SIM_KEEPALIVE_TIMEOUT_MS'], message: `must be below LEASE_TTL_MS (${ttl} ms)` });
+    }
+    if (env.DEVICE_RECONNECT_BASE_MS > env.DEVICE_RECONNECT_CAP_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DEVICE_RECONNECT_BASE_MS'],
+        message: `must not exceed DEVICE_RECONNECT_CAP_MS (${env.DEVICE_RECONNECT_CAP_MS} ms)`,
+      });
+    }
+    if (env.MESSAGE_DELAY_MIN_MS > env.MESSAGE_DELAY_MAX_MS) {
+      ctx.addIssue({ code: 'custom', path: ['MESSAGE_DELAY_MIN_MS'], message: `must not exceed MESSAGE_DELAY_MAX_MS (${env.MESSAGE_DELAY_MAX_MS})` });
     }
     if (env.STORE === 'postgres' && !env.DATABASE_URL) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required when STORE=postgres' });

@@ -1,17 +1,24 @@
+import type { AuthenticationState } from '@whiskeysockets/baileys';
 import type { Logger } from '../shared/logger.js';
 import type { DeviceStatus } from '../store/types.js';
 
 // The seam between the lease core and WhatsApp. A connector is asked to open a device only by
 // the device's lease holder, and every socket is closed the moment the lease is lost or the
-// server self-fences. Implementations: `simulated` (here) and `baileys` (issue 4).
+// server self-fences. Implementations: `baileys` (baileys/) and `simulated` (simulated/).
 
 /** Baileys' DisconnectReason codes the runtime acts on (DESIGN.md section 4). */
 export const DisconnectCode = {
-  connectionClosed: 428,
-  connectionLost: 408,
-  connectionReplaced: 440,
   loggedOut: 401,
+  forbidden: 403,
+  connectionLost: 408,
+  timedOut: 408,
+  multideviceMismatch: 411,
+  /** Baileys counts it among its UNAUTHORIZED_CODES; it has no DisconnectReason name. */
+  unauthorized: 419,
+  connectionClosed: 428,
+  connectionReplaced: 440,
   badSession: 500,
+  unavailableService: 503,
   restartRequired: 515,
   /** Closed by us: lease lost, drain, self-fence or stop. */
   stopped: 0,
@@ -19,8 +26,19 @@ export const DisconnectCode = {
 
 export interface DeviceSocketEvents {
   status(status: DeviceStatus, detail?: Record<string, unknown>): void;
+  /** WhatsApp issued a QR code for linking; valid for ttlMs. */
+  qr(qr: string, ttlMs: number): void;
+  /** WhatsApp accepted a pairing-code request; the code is valid for ttlMs. */
+  pairingCode(code: string, ttlMs: number): void;
   /** The socket ended on its own (kicked, lost, logged out), not because close() was called. */
   closed(code: number, reason: string): void;
+}
+
+/** How a device that is not linked yet gets linked (devices.connection_method). */
+export interface LinkMethod {
+  method: 'qr' | 'pairing';
+  /** Digits only, with the country code; required for `pairing`. */
+  phone: string | null;
 }
 
 export interface OpenDeviceOptions {
@@ -32,6 +50,10 @@ export interface OpenDeviceOptions {
   events: DeviceSocketEvents;
   /** Throws unless the server may still act for this device with this token. */
   guard(): void;
+  /** The device's shared auth state (fenced writes); `saveCreds` persists `state.creds`. */
+  auth: { state: AuthenticationState; saveCreds(): Promise<void> };
+  /** How to link the device; null when the creds are already linked. */
+  link: LinkMethod | null;
 }
 
 export interface DeviceSocket {
@@ -39,6 +61,33 @@ export interface DeviceSocket {
   readonly token: number;
   /** Closes the socket; idempotent. Never logs the device out or clears its session. */
   close(): Promise<void>;
+  /**
+   * Tells WhatsApp to unlink this device (the phone's "linked devices" list forgets it), then
+   * closes. Best effort: a socket that is not connected just closes. Never reported as a close.
+   */
+  logout?(): Promise<void>;
+  /**
+   * Sends a message through the connected socket, with WhatsApp's message id fixed by the caller
+   * (a resend after a crash carries the same id, and WhatsApp drops ids it has seen). Absent on a
+   * socket that cannot send (still linking).
+   */
+  send?(message: SendableMessage, waMessageId: string): Promise<void>;
+}
+
+/** What a socket sends: a text, or a media message by URL (image, video, document). */
+export interface SendableMessage {
+  /** A phone number (digits, optional +) or a JID. */
+  to: string;
+  type: 'text' | 'image' | 'video' | 'document';
+  text?: string | undefined;
+  mediaUrl?: string | undefined;
+  caption?: string | undefined;
+  fileName?: string | undefined;
+}
+
+/** A phone number becomes a user JID; a JID stays as it is. */
+export function toJid(to: string): string {
+  return to.includes('@') ? to : `${to.replace(/^\+/, '')}@s.whatsapp.net`;
 }
 
 export interface DeviceConnector {

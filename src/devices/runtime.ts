@@ -1,15 +1,38 @@
+import { LeaseLostError, SelfFencedError } from '../cluster/errors.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
+import { monotonicNow, type MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
+import type { ConnectionLogEventType } from '../store/connection-events.js';
 import type { DeviceStatus } from '../store/types.js';
-import { DisconnectCode, type DeviceConnector, type DeviceSocket } from './connector.js';
+import type { AuthStateStore, DeviceAuthState } from './auth-state/auth-state.js';
+import { isLinked } from './auth-state/codec.js';
+import type { CodePublisher } from './codes.js';
+import type { DeviceConnector, DeviceSocket, DeviceSocketEvents, LinkMethod, SendableMessage } from './connector.js';
+import { AuthStateFencedError, DeviceNotConnectedError } from './errors.js';
+import { backoffDelay, closeAction, DEFAULT_RECONNECT_POLICY, type ReconnectPolicy } from './reconnect-policy.js';
 
 // Runs the sockets of the devices this server holds. It opens a socket only under a lease the
-// guard vouches for, re-checks the lease before every reconnect, and never fights over a device:
-// a socket replaced by another (440) backs off and only retries while the lease is still ours.
+// guard vouches for, and re-checks the lease (locally and in Redis) before every reconnect. It
+// decides what a close means (reconnect-policy.ts): restart, back off, yield to a conflict, or
+// stop for good (logged out, failed, repeatedly replaced, never linked), in which case the
+// device's desired state becomes `stopped` and its lease is released (the `retire` callback).
 
 export interface StatusSink {
   /** A fenced status write; resolves false when the write was refused (lease not held). */
   (deviceId: string, token: number, status: DeviceStatus, detail?: Record<string, unknown>): Promise<boolean>;
+}
+
+export interface ConnectionEventSink {
+  /** Appends to device_connection_logs (ordered per device, written behind). */
+  (deviceId: string, token: number, eventType: ConnectionLogEventType, details?: Record<string, unknown>): void;
+}
+
+/** Why a device stopped for good. */
+export interface Retirement {
+  status: Extract<DeviceStatus, 'logged_out' | 'error' | 'conflict' | 'disconnected'>;
+  reason: string;
+  /** The DisconnectReason that ended it, when one did. */
+  code: number | null;
 }
 
 export interface DeviceRuntimeOptions {
@@ -18,9 +41,34 @@ export interface DeviceRuntimeOptions {
   serverId: string;
   log: Logger;
   recordStatus: StatusSink;
-  /** Reconnect back-off: base and cap, ms; jittered. */
-  backoffBaseMs?: number;
-  backoffCapMs?: number;
+  recordEvent: ConnectionEventSink;
+  authStates: AuthStateStore;
+  codes: CodePublisher;
+  /** How a device that is not linked yet links (the store's connection_method); null: QR. */
+  linkMethod(deviceId: string): Promise<LinkMethod | null>;
+  /** Reads the lease's holder in Redis (null: no lease). Throws when Redis cannot say. */
+  leaseHolder(deviceId: string): Promise<{ serverId: string; token: number } | null>;
+  /**
+   * The device stopped for good: the callee makes its desired state `stopped` (so nothing starts
+   * it again) and releases the lease. Called after the final status is written, under the lease.
+   */
+  retire(deviceId: string, token: number, retirement: Retirement): Promise<void>;
+  policy?: Partial<ReconnectPolicy>;
+  random?: () => number;
+  clock?: MonotonicClock;
+}
+
+export interface DeviceRunState {
+  token: number;
+  connected: boolean;
+  /** Failed connects in a row (the back-off exponent). */
+  attempts: number;
+  /** 440s within the conflict window. */
+  conflicts: number;
+  /** Rounds (sockets) in a row that showed codes without the device being linked. */
+  qrRounds: number;
+  /** Codes shown since the device last connected. */
+  qrRefreshes: number;
 }
 
 export interface DeviceRuntime {
@@ -29,136 +77,471 @@ export interface DeviceRuntime {
   /** Stops the socket; the session is kept (never a logout). */
   stop(deviceId: string, reason: string): Promise<void>;
   stopAll(reason: string): Promise<void>;
+  /**
+   * Logs the device out on purpose (API): unlinks it at WhatsApp when its socket is connected,
+   * clears its session in Redis and in the store (fenced by `token`), records `logged_out`, and
+   * stops the socket. Works whether or not the device is running here; the lease is left to the
+   * caller. Resolves with what was cleared.
+   */
+  logout(deviceId: string, token: number, reason: string): Promise<{ redis: boolean; store: boolean }>;
+  /**
+   * Sends through the device's connected socket, under `token`. Throws DeviceNotConnectedError
+   * (retry later) when the device is not running here with that token or is not connected.
+   */
+  send(deviceId: string, token: number, message: SendableMessage, waMessageId: string): Promise<void>;
   /** Devices with an open, connected socket. */
   readonly activeConnections: number;
   readonly running: number;
   isRunning(deviceId: string): boolean;
+  /** What the runtime knows about a running device, for status pages and tests. */
+  describe(deviceId: string): DeviceRunState | null;
 }
+
+/**
+ * How the socket got its session: `resumed` (linked creds from Redis: started here before, or
+ * moved from another server), `restored` (linked creds from the store's snapshot: Redis had none),
+ * `linked` (linked by a code in this run), `new` (not linked: codes will be shown).
+ */
+type Session = 'resumed' | 'restored' | 'linked' | 'new';
 
 interface Running {
+  deviceId: string;
   token: number;
+  log: Logger;
+  auth: DeviceAuthState;
   socket?: DeviceSocket;
-  connected: boolean;
-  attempts: number;
+  /** Bumped per socket, so events of a socket that was replaced are ignored. */
+  generation: number;
+  opening?: Promise<void>;
   retry?: NodeJS.Timeout;
   stopped: boolean;
-  opening?: Promise<void>;
+  connected: boolean;
+  connectedAt: number;
+  openedAt: number;
+  session: Session;
+  attempts: number;
+  restarts: number;
+  /** Monotonic times of recent 440s. */
+  conflicts: number[];
+  qrRounds: number;
+  qrRefreshes: number;
+  codesThisRound: number;
+  /** A code was accepted (515 after codes): the next socket's session is `linked`. */
+  justLinked: boolean;
 }
 
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
 export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntime {
-  const { connector, guard, serverId, log, recordStatus } = options;
-  const backoffBaseMs = options.backoffBaseMs ?? 500;
-  const backoffCapMs = options.backoffCapMs ?? 30_000;
+  const { connector, guard, serverId, log, recordStatus, recordEvent, authStates, codes } = options;
+  const policy: ReconnectPolicy = { ...DEFAULT_RECONNECT_POLICY, ...options.policy };
+  const random = options.random ?? Math.random;
+  const clock = options.clock ?? monotonicNow;
   const devices = new Map<string, Running>();
 
-  const report = (deviceId: string, token: number, status: DeviceStatus, detail?: Record<string, unknown>) => {
-    recordStatus(deviceId, token, status, detail)
+  const report = (entry: Running, status: DeviceStatus, detail?: Record<string, unknown>): Promise<void> =>
+    recordStatus(entry.deviceId, entry.token, status, detail)
       .then((written) => {
-        if (!written) log.warn({ deviceId, token, status }, 'fenced status write refused: lease not held');
+        if (!written) entry.log.warn({ status }, 'fenced status write refused: lease not held');
       })
-      .catch((err) => log.warn({ err, deviceId }, 'status write failed'));
-  };
+      .catch((err) => entry.log.warn({ err: { message: message(err) }, status }, 'status write failed'));
 
-  const open = (deviceId: string, entry: Running): void => {
-    const deviceLog = log.child({ deviceId, token: entry.token });
-    entry.opening = connector
-      .open({
-        deviceId,
-        token: entry.token,
-        serverId,
-        log: deviceLog,
-        guard: () => guard.check(deviceId, entry.token),
-        events: {
-          status(status, detail) {
-            if (entry.stopped) return;
-            entry.connected = status === 'connected';
-            if (entry.connected) entry.attempts = 0;
-            report(deviceId, entry.token, status, detail);
-          },
-          closed(code, reason) {
-            entry.socket = undefined;
-            entry.connected = false;
-            if (entry.stopped) return;
-            onClosed(deviceId, entry, code, reason);
-          },
-        },
-      })
-      .then((socket) => {
-        if (entry.stopped) return socket.close();
-        entry.socket = socket;
-      })
-      .catch((err) => {
-        if (entry.stopped) return;
-        deviceLog.warn({ err: { message: (err as Error).message } }, 'socket failed to open');
-        scheduleReconnect(deviceId, entry, 'open failed');
-      })
-      .finally(() => {
-        entry.opening = undefined;
-      });
-  };
-
-  const scheduleReconnect = (deviceId: string, entry: Running, why: string): void => {
-    entry.attempts += 1;
-    const ceiling = Math.min(backoffCapMs, backoffBaseMs * 2 ** (entry.attempts - 1));
-    const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
-    log.info({ deviceId, token: entry.token, delayMs: delay, why }, 'reconnecting after back-off');
-    entry.retry = setTimeout(() => {
-      entry.retry = undefined;
-      if (entry.stopped) return;
-      // No reconnect ever runs without re-checking the lease.
-      try {
-        guard.check(deviceId, entry.token);
-      } catch (err) {
-        log.info({ deviceId, reason: (err as Error).message }, 'not reconnecting: lease no longer held');
-        return;
-      }
-      open(deviceId, entry);
-    }, delay);
-    entry.retry.unref();
-  };
-
-  const onClosed = (deviceId: string, entry: Running, code: number, reason: string): void => {
-    switch (code) {
-      case DisconnectCode.stopped:
-        // Closed because the guard refused (self-fence or lease lost): the core stops the device.
-        return;
-      case DisconnectCode.connectionReplaced:
-        report(deviceId, entry.token, 'conflict', { reason });
-        scheduleReconnect(deviceId, entry, 'replaced by another socket (440)');
-        return;
-      case DisconnectCode.restartRequired:
-        open(deviceId, entry);
-        return;
-      default:
-        report(deviceId, entry.token, 'connecting', { code, reason });
-        scheduleReconnect(deviceId, entry, `closed with ${code}`);
+  const event = (entry: Running, type: ConnectionLogEventType, details?: Record<string, unknown>) => {
+    try {
+      recordEvent(entry.deviceId, entry.token, type, details);
+    } catch (err) {
+      entry.log.warn({ err: { message: message(err) }, type }, 'connection event not recorded');
     }
   };
 
-  const stopEntry = async (deviceId: string, entry: Running, reason: string): Promise<void> => {
+  const withdrawCodes = (entry: Running) => {
+    codes.clear(entry.deviceId, { serverId, token: entry.token }).catch((err) => entry.log.warn({ err: { message: message(err) } }, 'codes not withdrawn'));
+  };
+
+  const open = (entry: Running): void => {
+    const generation = ++entry.generation;
+    const current = () => !entry.stopped && entry.generation === generation;
+    entry.opening = (async () => {
+      guard.check(entry.deviceId, entry.token);
+      const { state, source } = await entry.auth.load();
+      if (!current()) return;
+      const linked = isLinked(state.creds);
+      let link: LinkMethod | null = null;
+      if (!linked) {
+        link = (await options.linkMethod(entry.deviceId)) ?? { method: 'qr', phone: null };
+        if (link.method === 'pairing' && !link.phone) {
+          entry.log.warn('pairing requested without a phone number; showing QR codes instead');
+          link = { method: 'qr', phone: null };
+        }
+        if (!current()) return;
+      }
+      entry.session = !linked ? 'new' : entry.justLinked ? 'linked' : source === 'snapshot' ? 'restored' : 'resumed';
+      if (source === 'snapshot') event(entry, 'session_restored', { linked });
+      entry.openedAt = clock();
+      event(entry, 'connecting', { attempt: entry.attempts, session: entry.session, ...(link ? { link: link.method } : {}) });
+      const socket = await connector.open({
+        deviceId: entry.deviceId,
+        token: entry.token,
+        serverId,
+        log: entry.log,
+        guard: () => guard.check(entry.deviceId, entry.token),
+        events: socketEvents(entry, generation),
+        auth: { state, saveCreds: () => entry.auth.saveCreds() },
+        link,
+      });
+      if (!current()) {
+        await socket.close();
+        return;
+      }
+      entry.socket = socket;
+    })()
+      .catch((err) => {
+        if (!current()) return;
+        if (err instanceof LeaseLostError || err instanceof SelfFencedError) {
+          // The guard refused: the core stops the device (lease lost), or restarts it when the
+          // fence lifts; opening now could fight.
+          entry.log.info({ reason: message(err) }, 'not opening: lease no longer held');
+          return;
+        }
+        if (err instanceof AuthStateFencedError) {
+          // Redis does not show our lease, yet the guard holds it: taken (the next renewal tells,
+          // and the core stops the device), or Redis lost its data and the lease is being
+          // re-asserted. Try again later; the reconnect re-checks.
+          entry.log.warn({ reason: message(err) }, 'auth state refused the lease; retrying later');
+          scheduleReconnect(entry, null, 'lease not visible in Redis');
+          return;
+        }
+        entry.log.warn({ err: { message: message(err) } }, 'socket failed to open');
+        event(entry, 'error', { phase: 'open', message: message(err) });
+        scheduleReconnect(entry, null, 'open failed');
+      })
+      .finally(() => {
+        if (entry.generation === generation) entry.opening = undefined;
+      });
+  };
+
+  const socketEvents = (entry: Running, generation: number): DeviceSocketEvents => {
+    let ended = false;
+    const live = () => !ended && !entry.stopped && entry.generation === generation;
+    return {
+      status(status, detail) {
+        if (!live()) return;
+        if (status === 'connected') onConnected(entry);
+        else void report(entry, status, detail);
+      },
+      qr(qr, ttlMs) {
+        if (live()) onCode(entry, 'qr', qr, ttlMs);
+      },
+      pairingCode(code, ttlMs) {
+        if (live()) onCode(entry, 'pairing', code, ttlMs);
+      },
+      closed(code, reason) {
+        if (!live()) return;
+        ended = true;
+        entry.socket = undefined;
+        onClosed(entry, code, reason);
+      },
+    };
+  };
+
+  const onConnected = (entry: Running) => {
+    const connectMs = Math.round(clock() - entry.openedAt);
+    const linkedNow = entry.qrRefreshes > 0;
+    entry.connected = true;
+    entry.connectedAt = clock();
+    entry.attempts = 0;
+    entry.restarts = 0;
+    entry.qrRounds = 0;
+    entry.codesThisRound = 0;
+    entry.justLinked = false;
+    if (linkedNow) withdrawCodes(entry);
+    entry.qrRefreshes = 0;
+    void report(entry, 'connected', { session: entry.session, connectMs });
+    event(entry, 'connected', { session: entry.session, connectMs });
+    entry.log.info({ session: entry.session, connectMs }, 'device connected');
+  };
+
+  const onCode = (entry: Running, kind: 'qr' | 'pairing', value: string, ttlMs: number) => {
+    entry.codesThisRound += 1;
+    entry.qrRefreshes += 1;
+    const round = entry.qrRounds + 1;
+    const refresh = entry.qrRefreshes;
+    codes
+      .publish(entry.deviceId, { serverId, token: entry.token }, { kind, value, ttlMs, refresh, round })
+      .then((expiresAt) => {
+        if (expiresAt === null) entry.log.warn({ kind }, 'code not published: lease not held');
+      })
+      .catch((err) => entry.log.warn({ err: { message: message(err) }, kind }, 'code not published'));
+    // The code itself is a secret (it links a phone to this session): never in logs or events.
+    const details = { refresh, round, maxRounds: policy.qrMaxRounds, ttlMs };
+    void report(entry, kind === 'qr' ? 'qr' : 'pairing', details);
+    event(entry, kind === 'qr' ? 'qr' : 'pairing_code', details);
+  };
+
+  const onClosed = (entry: Running, code: number, reason: string) => {
+    const wasConnected = entry.connected;
+    entry.connected = false;
+    const action = closeAction(code);
+    // Closed by the guard (self-fence, lease lost): the core stops the device.
+    if (action.kind === 'ignore') return;
+    const showedCodes = entry.codesThisRound > 0;
+    entry.codesThisRound = 0;
+    if (showedCodes) withdrawCodes(entry);
+    event(entry, 'disconnected', {
+      code,
+      reason,
+      action: action.kind,
+      ...(wasConnected ? { connectedForMs: Math.round(clock() - entry.connectedAt) } : {}),
+    });
+    entry.log.info({ code, reason, action: action.kind }, 'socket closed');
+
+    switch (action.kind) {
+      case 'restart':
+        // WhatsApp asks for a fresh socket right after a phone accepted a code.
+        if (showedCodes) entry.justLinked = true;
+        event(entry, 'restart_required', { code, restarts: entry.restarts + 1 });
+        entry.restarts += 1;
+        if (entry.restarts <= policy.restartLimit) {
+          later(entry, 0);
+          return;
+        }
+        break;
+      case 'logout':
+        void logOut(entry, code, reason);
+        return;
+      case 'fail':
+        event(entry, 'error', { code, reason });
+        void retireEntry(entry, { status: 'error', reason: `WhatsApp refused the device (${code}): ${reason}`, code });
+        return;
+      case 'conflict':
+        onConflict(entry, code, reason);
+        return;
+      case 'backoff':
+        if (showedCodes) {
+          entry.qrRounds += 1;
+          if (entry.qrRounds >= policy.qrMaxRounds) {
+            void retireEntry(entry, {
+              status: 'disconnected',
+              reason: `not linked: ${entry.qrRounds} rounds (${entry.qrRefreshes} codes) shown without a scan`,
+              code,
+            });
+            return;
+          }
+        }
+        break;
+    }
+    void report(entry, 'disconnected', { code, reason });
+    scheduleReconnect(entry, code, reason);
+  };
+
+  const onConflict = (entry: Running, code: number, reason: string) => {
+    const now = clock();
+    entry.conflicts = entry.conflicts.filter((at) => now - at < policy.conflictWindowMs);
+    entry.conflicts.push(now);
+    const count = entry.conflicts.length;
+    try {
+      guard.check(entry.deviceId, entry.token);
+    } catch {
+      // Not ours any more: the socket that replaced ours is the rightful one.
+      entry.log.info({ code }, 'replaced by another socket after losing the lease; not reconnecting');
+      return;
+    }
+    if (count >= policy.conflictLimit) {
+      event(entry, 'conflict', { code, reason, count, windowMs: policy.conflictWindowMs, stopped: true });
+      entry.log.error({ count, windowMs: policy.conflictWindowMs }, 'replaced by another socket again and again while holding the lease; stopping');
+      void retireEntry(entry, {
+        status: 'conflict',
+        reason: `replaced by another socket ${count} times within ${policy.conflictWindowMs} ms while holding the lease`,
+        code,
+      });
+      return;
+    }
+    // Never fight: the other socket keeps the session for now; retry after a back-off, and only
+    // while the lease is still ours (re-checked before the reconnect).
+    event(entry, 'conflict', { code, reason, count, windowMs: policy.conflictWindowMs });
+    void report(entry, 'conflict', { code, reason, count });
+    scheduleReconnect(entry, code, 'replaced by another socket');
+  };
+
+  const scheduleReconnect = (entry: Running, code: number | null, why: string) => {
+    entry.attempts += 1;
+    const { delayMs, ceilingMs } = backoffDelay(entry.attempts, policy, random);
+    event(entry, 'reconnecting', { attempt: entry.attempts, delayMs, ceilingMs, code, why });
+    entry.log.info({ attempt: entry.attempts, delayMs, code }, 'reconnecting after back-off');
+    later(entry, delayMs);
+  };
+
+  const later = (entry: Running, delayMs: number) => {
+    clearTimeout(entry.retry);
+    entry.retry = setTimeout(() => {
+      entry.retry = undefined;
+      void reconnect(entry);
+    }, delayMs);
+    entry.retry.unref();
+  };
+
+  // No reconnect ever runs without re-checking the lease: locally (self-fence, token), then in
+  // Redis, since another server may have taken it since the last renewal.
+  const reconnect = async (entry: Running): Promise<void> => {
+    if (entry.stopped) return;
+    try {
+      guard.check(entry.deviceId, entry.token);
+    } catch (err) {
+      entry.log.info({ reason: message(err) }, 'not reconnecting: lease no longer held');
+      return;
+    }
+    let holder: { serverId: string; token: number } | null;
+    try {
+      holder = await options.leaseHolder(entry.deviceId);
+    } catch (err) {
+      // Redis unreachable is not a lost lease; the self-fence deadline decides that.
+      entry.log.warn({ err: { message: message(err) } }, 'lease check failed; retrying later');
+      if (!entry.stopped) scheduleReconnect(entry, null, 'lease check failed');
+      return;
+    }
+    if (entry.stopped) return;
+    if (holder && (holder.serverId !== serverId || holder.token !== entry.token)) {
+      entry.log.warn({ holder }, 'not reconnecting: another server holds the lease now');
+      await stopEntry(entry, 'lease taken by another server');
+      return;
+    }
+    if (!holder) {
+      // No lease at all: it expired (the next renewal reports it lost, and the core stops the
+      // device) or Redis lost its data (the lease is being re-asserted). Not ours to use now.
+      entry.log.warn('lease not in Redis; waiting before reconnecting');
+      scheduleReconnect(entry, null, 'lease not in Redis');
+      return;
+    }
+    open(entry);
+  };
+
+  const logOut = async (entry: Running, code: number, reason: string) => {
+    entry.stopped = true;
+    let cleared = { redis: false, store: false };
+    try {
+      cleared = await entry.auth.clear();
+    } catch (err) {
+      entry.log.warn({ err: { message: message(err) } }, 'session not cleared');
+    }
+    if (cleared.redis) event(entry, 'session_cleared', { redis: cleared.redis, store: cleared.store, epoch: entry.token });
+    event(entry, 'logged_out', { code, reason });
+    entry.log.warn({ code, cleared }, 'logged out by WhatsApp; session cleared');
+    await retireEntry(entry, { status: 'logged_out', reason: `logged out (${code}): ${reason}`, code });
+  };
+
+  /** Stops the device for good: final status (fenced, so before the lease goes), then retire. */
+  const retireEntry = async (entry: Running, retirement: Retirement) => {
     entry.stopped = true;
     clearTimeout(entry.retry);
-    devices.delete(deviceId);
     await entry.opening?.catch(() => undefined);
-    await entry.socket?.close().catch((err) => log.warn({ err, deviceId }, 'socket close failed'));
-    log.info({ deviceId, token: entry.token, reason }, 'device stopped');
+    await entry.socket?.close().catch((err) => entry.log.warn({ err: { message: message(err) } }, 'socket close failed'));
+    try {
+      guard.check(entry.deviceId, entry.token);
+    } catch (err) {
+      // Not ours any more: the device's fate is its new owner's to decide.
+      entry.log.warn({ reason: message(err), status: retirement.status }, 'would stop the device for good, but the lease is gone; just stopping');
+      if (devices.get(entry.deviceId) === entry) devices.delete(entry.deviceId);
+      event(entry, 'stopped', { reason: `lease lost before stopping for good: ${retirement.reason}` });
+      return;
+    }
+    await report(entry, retirement.status, { reason: retirement.reason, code: retirement.code });
+    await entry.auth.close().catch(() => undefined);
+    event(entry, 'stopped', { status: retirement.status, reason: retirement.reason, code: retirement.code, final: true });
+    entry.log.warn({ status: retirement.status, reason: retirement.reason }, 'device stopped for good');
+    try {
+      await options.retire(entry.deviceId, entry.token, retirement);
+    } catch (err) {
+      entry.log.error({ err: { message: message(err) } }, 'device could not be retired');
+    }
+    // Kept in the map until here, so nothing restarts it while its desired state changes.
+    if (devices.get(entry.deviceId) === entry) devices.delete(entry.deviceId);
+  };
+
+  /** Marks the device stopped (its socket's events are ignored from now on); true the first time. */
+  const halt = (entry: Running): boolean => {
+    const first = !entry.stopped;
+    entry.stopped = true;
+    clearTimeout(entry.retry);
+    if (devices.get(entry.deviceId) === entry) devices.delete(entry.deviceId);
+    return first;
+  };
+
+  const stopEntry = async (entry: Running, reason: string, socketAlreadyClosed = false): Promise<void> => {
+    if (!halt(entry) && !socketAlreadyClosed) return;
+    await entry.opening?.catch(() => undefined);
+    await entry.socket?.close().catch((err) => entry.log.warn({ err: { message: message(err) } }, 'socket close failed'));
+    entry.socket = undefined;
+    entry.connected = false;
+    if (entry.codesThisRound > 0) withdrawCodes(entry);
+    await entry.auth.close().catch((err) => entry.log.warn({ err: { message: message(err) } }, 'auth state not closed cleanly'));
+    event(entry, 'stopped', { reason });
+    entry.log.info({ reason }, 'device stopped');
   };
 
   return {
     start(deviceId, token) {
       const current = devices.get(deviceId);
       if (current && current.token === token) return;
-      if (current) void stopEntry(deviceId, current, 'superseded by a newer token');
-      const entry: Running = { token, connected: false, attempts: 0, stopped: false };
+      if (current) void stopEntry(current, 'superseded by a newer token');
+      const entry: Running = {
+        deviceId,
+        token,
+        log: log.child({ deviceId, token }),
+        auth: authStates.forDevice(deviceId, { serverId, token, guard: () => guard.check(deviceId, token) }),
+        generation: 0,
+        stopped: false,
+        connected: false,
+        connectedAt: 0,
+        openedAt: 0,
+        session: 'new',
+        attempts: 0,
+        restarts: 0,
+        conflicts: [],
+        qrRounds: 0,
+        qrRefreshes: 0,
+        codesThisRound: 0,
+        justLinked: false,
+      };
       devices.set(deviceId, entry);
-      open(deviceId, entry);
+      open(entry);
     },
+    async send(deviceId, token, message, waMessageId) {
+      const entry = devices.get(deviceId);
+      if (!entry || entry.token !== token) throw new DeviceNotConnectedError(deviceId, 'not running here under this lease');
+      if (!entry.connected || !entry.socket?.send) throw new DeviceNotConnectedError(deviceId, 'not connected');
+      guard.check(deviceId, token);
+      await entry.socket.send(message, waMessageId);
+    },
+
     async stop(deviceId, reason) {
       const entry = devices.get(deviceId);
-      if (entry) await stopEntry(deviceId, entry, reason);
+      if (entry) await stopEntry(entry, reason);
     },
     async stopAll(reason) {
-      await Promise.all([...devices].map(([deviceId, entry]) => stopEntry(deviceId, entry, reason)));
+      await Promise.all([...devices.values()].map((entry) => stopEntry(entry, reason)));
+    },
+    async logout(deviceId, token, reason) {
+      const running = devices.get(deviceId);
+      const entry = running?.token === token ? running : undefined;
+      const auth = entry?.auth ?? authStates.forDevice(deviceId, { serverId, token, guard: () => guard.check(deviceId, token) });
+      const deviceLog = entry?.log ?? log.child({ deviceId, token });
+      // Halted first, so the socket's own close is not taken for WhatsApp logging it out.
+      const halted = entry ? halt(entry) : false;
+      if (entry && halted) {
+        await entry.opening?.catch(() => undefined);
+        const socket = entry.socket;
+        entry.socket = undefined;
+        await (socket?.logout ? socket.logout() : socket?.close())?.catch((err: unknown) =>
+          deviceLog.warn({ err: { message: message(err) } }, 'socket logout failed'),
+        );
+      }
+      const cleared = await auth.clear();
+      const target = entry ?? { deviceId, token, log: deviceLog };
+      if (cleared.redis) event(target as Running, 'session_cleared', { redis: cleared.redis, store: cleared.store, epoch: token });
+      event(target as Running, 'logged_out', { reason, requested: true });
+      await report(target as Running, 'logged_out', { reason });
+      if (entry && halted) await stopEntry(entry, reason, true);
+      return cleared;
     },
     get activeConnections() {
       let n = 0;
@@ -169,5 +552,18 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       return devices.size;
     },
     isRunning: (deviceId) => devices.has(deviceId),
+    describe(deviceId) {
+      const entry = devices.get(deviceId);
+      if (!entry) return null;
+      const now = clock();
+      return {
+        token: entry.token,
+        connected: entry.connected,
+        attempts: entry.attempts,
+        conflicts: entry.conflicts.filter((at) => now - at < policy.conflictWindowMs).length,
+        qrRounds: entry.qrRounds,
+        qrRefreshes: entry.qrRefreshes,
+      };
+    },
   };
 }

@@ -1,6 +1,13 @@
-import express, { type Express } from 'express';
+import express, { Router, type Express } from 'express';
 import type { Logger } from '../shared/logger.js';
+import { adminRoutes } from './api/admin.js';
+import type { ApiDeps } from './api/context.js';
+import { deviceRoutes } from './api/devices.js';
+import { messageRoutes } from './api/messages.js';
 import { errorHandler, notFound } from './errors.js';
+import type { RateLimiter } from './rate-limit.js';
+import { mountRoutes, openApiDocument, route, type RouteSpec } from './routes.js';
+import { cors, securityHeaders } from './security.js';
 
 export interface HealthReport {
   status: 'ok' | 'degraded' | 'draining';
@@ -11,31 +18,77 @@ export interface HealthReport {
   draining: boolean;
 }
 
+export interface HttpOptions {
+  production: boolean;
+  corsOrigins: readonly string[];
+  /** Behind a load balancer: take the client IP from X-Forwarded-For (for per-IP limits). */
+  trustProxy: boolean;
+  limits: { perKeyPerMinute: number; perIpPerMinute: number; healthCheckPerMinute: number };
+}
+
 export interface HttpDeps {
   log: Logger;
   health(): HealthReport;
   /** True once the server can take devices (registered, store and Redis reachable). */
   ready(): boolean;
+  api: ApiDeps;
+  rateLimiter: RateLimiter;
+  options: HttpOptions;
 }
 
 export const BODY_LIMIT = '256kb';
 
-export function createHttpApp({ log, health, ready }: HttpDeps): Express {
+/** Every route of the API, declared once: mounted below and described by /openapi.json. */
+export function apiRoutes(deps: Pick<HttpDeps, 'api' | 'options' | 'health' | 'ready'>): RouteSpec[] {
+  return [
+    route({
+      method: 'get',
+      path: '/health',
+      tag: 'health',
+      summary: 'Liveness and load of this server; 503 while draining',
+      access: 'public',
+      responses: { 200: '{status, activeConnections, timestamp, serverId, leases, draining}', 503: 'Draining' },
+      async handler() {
+        const report = deps.health();
+        return { status: report.status === 'draining' ? 503 : 200, body: report };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/ready',
+      tag: 'health',
+      summary: 'Whether this server can take devices',
+      access: 'public',
+      responses: { 200: '{ready: true}', 503: '{ready: false}' },
+      async handler() {
+        const ready = deps.ready();
+        return { status: ready ? 200 : 503, body: { ready } };
+      },
+    }),
+    ...deviceRoutes(deps.api),
+    ...messageRoutes(deps.api),
+    ...adminRoutes(deps.api, { healthCheckPerMinute: deps.options.limits.healthCheckPerMinute }),
+  ];
+}
+
+export function createHttpApp(deps: HttpDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  if (deps.options.trustProxy) app.set('trust proxy', true);
+  app.use(securityHeaders({ production: deps.options.production }));
+  app.use(cors(deps.options.corsOrigins));
   app.use(express.json({ limit: BODY_LIMIT }));
 
-  // A load balancer takes a draining server out of rotation on the 503.
-  app.get('/health', (_req, res) => {
-    const report = health();
-    res.status(report.status === 'draining' ? 503 : 200).json(report);
+  const routes = apiRoutes(deps);
+  const document = openApiDocument(routes, { title: 'wafleet', version: '1' });
+  const router = Router();
+  router.get('/openapi.json', (_req, res) => {
+    res.json(document);
   });
-  app.get('/ready', (_req, res) => {
-    if (ready()) res.json({ ready: true });
-    else res.status(503).json({ ready: false });
-  });
+  mountRoutes(router, routes, { authenticator: deps.api.authenticator, rateLimiter: deps.rateLimiter, limits: deps.options.limits, log: deps.log });
+  app.use(router);
 
   app.use(notFound);
-  app.use(errorHandler(log));
+  app.use(errorHandler(deps.log));
   return app;
 }

@@ -23,6 +23,11 @@ const SECRET_FIELDS = [
   'UPSTASH_REDIS_URL',
   'authorization',
   'cookie',
+  // Device linking material: a QR carries the advSecretKey, and creds are the session itself.
+  'qr',
+  'pairingCode',
+  'creds',
+  'advSecretKey',
 ];
 
 export const REDACT_PATHS = [

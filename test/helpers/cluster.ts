@@ -33,6 +33,12 @@ export interface TestCluster {
 }
 
 export const TEST_LEASE_ENV = {
+  DEVICE_DRIVER: 'simulated',
+  // A new device is shown one simulated QR code and linked 50 ms later.
+  SIM_QR_INTERVAL_MS: '100',
+  SESSION_SNAPSHOT_DELAY_MS: '500',
+  DEVICE_RECONNECT_BASE_MS: '250',
+  DEVICE_RECONNECT_CAP_MS: '5000',
   LEASE_TTL_MS: '3000',
   SWEEP_INTERVAL_MS: '250',
   RECONCILE_INTERVAL_MS: '1000',

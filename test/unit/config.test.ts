@@ -32,7 +32,13 @@ describe('loadConfig', () => {
       rebalanceIntervalMs: 10_000,
       rebalanceMinHoldMs: 60_000,
     });
-    expect(config.devices).toEqual({ connector: 'simulated', simConnectLatencyMs: 50, simKeepAliveTimeoutMs: 6666 });
+    expect(config.devices).toEqual({
+      driver: 'baileys',
+      reconnect: { backoffBaseMs: 1000, backoffCapMs: 60_000, conflictLimit: 3, conflictWindowMs: 600_000, qrMaxRounds: 3 },
+      sessionSnapshotDelayMs: 5000,
+      baileys: { waWebSocketUrl: undefined, connectTimeoutMs: 20_000, logLevel: 'warn' },
+      simulated: { connectLatencyMs: 50, keepAliveTimeoutMs: 6666, dropPerMinute: 0, scanAfterCodes: 1, qrIntervalMs: 1000 },
+    });
     expect(config.nodeEnv).toBe('development');
   });
 
@@ -86,6 +92,35 @@ describe('loadConfig', () => {
     expect(problemsOf({ ...base, LEASE_TTL_MS: '500' })[0]).toMatch(/^LEASE_TTL_MS: must be at least 1000 ms/);
     expect(problemsOf({ ...base, LEASE_TTL_MS: '3000', SIM_KEEPALIVE_TIMEOUT_MS: '3000' })).toEqual([
       'SIM_KEEPALIVE_TIMEOUT_MS: must be below LEASE_TTL_MS (3000 ms)',
+    ]);
+  });
+
+  it('chooses the device driver and validates the device settings', () => {
+    const config = loadConfig({
+      ...base,
+      DEVICE_DRIVER: 'simulated',
+      BAILEYS_WS_URL: 'ws://127.0.0.1:9999/ws/chat',
+      DEVICE_RECONNECT_BASE_MS: '250',
+      SIM_DROP_PER_MINUTE: '0.5',
+      SIM_SCAN_AFTER_CODES: '0',
+    });
+    expect(config.devices).toMatchObject({
+      driver: 'simulated',
+      baileys: { waWebSocketUrl: 'ws://127.0.0.1:9999/ws/chat' },
+      reconnect: { backoffBaseMs: 250 },
+      simulated: { dropPerMinute: 0.5, scanAfterCodes: 0 },
+    });
+    const problems = problemsOf({
+      ...base,
+      DEVICE_DRIVER: 'whatsmeow',
+      BAILEYS_WS_URL: 'https://web.whatsapp.com',
+      SIM_DROP_PER_MINUTE: '2',
+      DEVICE_QR_MAX_ROUNDS: '0',
+    });
+    expect(problems.map((p) => p.split(':')[0]).sort()).toEqual(['BAILEYS_WS_URL', 'DEVICE_DRIVER', 'DEVICE_QR_MAX_ROUNDS', 'SIM_DROP_PER_MINUTE']);
+    expect(problems.find((p) => p.startsWith('DEVICE_DRIVER'))).toBe('DEVICE_DRIVER: must be baileys or simulated');
+    expect(problemsOf({ ...base, DEVICE_RECONNECT_BASE_MS: '5000', DEVICE_RECONNECT_CAP_MS: '1000' })).toEqual([
+      'DEVICE_RECONNECT_BASE_MS: must not exceed DEVICE_RECONNECT_CAP_MS (1000 ms)',
     ]);
   });
 

@@ -1,27 +1,27 @@
-import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClusterKeys } from '../../src/cluster/keys.js';
-import type { DeviceConnector, DeviceSocketEvents } from '../../src/devices/connector.js';
-import { createSimulatedConnector } from '../../src/devices/simulated/connector.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { createAuthStateStore } from '../../src/devices/auth-state/auth-state.js';
+import { isLinked } from '../../src/devices/auth-state/codec.js';
+import type { DeviceConnector, DeviceSocketEvents, OpenDeviceOptions } from '../../src/devices/connector.js';
+import { createSimulatedConnector, type SimulatedConnectorOptions } from '../../src/devices/simulated/connector.js';
+import { createDeviceBed, eventually, silentLog as log, type DeviceBed } from '../helpers/devices.js';
 
-let t: TestRedis;
+let bed: DeviceBed;
 const connectors: DeviceConnector[] = [];
 const connections: Redis[] = [];
-const log = pino({ level: 'silent' });
 
-async function connector(keepAliveTimeoutMs = 300): Promise<DeviceConnector> {
-  const [redis, subscriber] = [new Redis(t.url), new Redis(t.url)];
+async function connector(options: Partial<SimulatedConnectorOptions> = {}): Promise<DeviceConnector> {
+  const [redis, subscriber] = [new Redis(bed.t.url), new Redis(bed.t.url)];
   connections.push(redis, subscriber);
   const c = await createSimulatedConnector({
     redis,
     subscriber,
-    keys: createClusterKeys(t.prefix),
+    keys: bed.keys,
     log,
     connectLatencyMs: 5,
-    keepAliveTimeoutMs,
+    keepAliveTimeoutMs: 300,
+    qrIntervalMs: 50,
+    ...options,
   });
   connectors.push(c);
   return c;
@@ -30,87 +30,162 @@ async function connector(keepAliveTimeoutMs = 300): Promise<DeviceConnector> {
 function recorder() {
   const statuses: string[] = [];
   const closes: Array<{ code: number; reason: string }> = [];
+  const codes: Array<{ kind: 'qr' | 'pairing'; value: string; ttlMs: number }> = [];
   const events: DeviceSocketEvents = {
     status: (s) => statuses.push(s),
+    qr: (value, ttlMs) => codes.push({ kind: 'qr', value, ttlMs }),
+    pairingCode: (value, ttlMs) => codes.push({ kind: 'pairing', value, ttlMs }),
     closed: (code, reason) => closes.push({ code, reason }),
   };
-  return { statuses, closes, events };
+  return { statuses, closes, codes, events };
 }
 
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
+/** The device's real shared auth state, under a lease claimed for `serverId`. */
+async function authFor(deviceId: string, serverId: string, linked: boolean): Promise<OpenDeviceOptions['auth'] & { token: number }> {
+  const token = await bed.claim(deviceId, serverId);
+  const redis = new Redis(bed.t.url);
+  connections.push(redis);
+  const auth = createAuthStateStore({ redis, keys: bed.keys, store: bed.store, log, snapshotDelayMs: 60_000 }).forDevice(deviceId, {
+    serverId,
+    token,
+    guard: () => undefined,
+  });
+  const { state } = await auth.load();
+  if (linked) {
+    state.creds.me = { id: '4915112345678:3@s.whatsapp.net' };
+    state.creds.account = { details: Buffer.from('linked') };
+    await auth.saveCreds();
   }
+  return { state, saveCreds: () => auth.saveCreds(), token };
 }
+
+const openOptions = (deviceId: string, serverId: string, token: number, auth: OpenDeviceOptions['auth'], events: DeviceSocketEvents, guard: () => void = () => {}) =>
+  ({ deviceId, token, serverId, log, events, guard, auth, link: null }) satisfies OpenDeviceOptions;
 
 beforeAll(async () => {
-  t = await useTestRedis();
+  bed = await createDeviceBed();
 });
 afterAll(async () => {
   await Promise.all(connectors.map((c) => c.close()));
   for (const connection of connections) connection.disconnect();
-  await t.cleanup();
+  await bed.cleanup();
 });
 
 describe('simulated WhatsApp', () => {
   it('kicks the older socket with 440 when a second one opens, and counts the conflict', async () => {
-    const keys = createClusterKeys(t.prefix);
+    const { keys } = bed;
     const [a, b] = [await connector(), await connector()];
-    const device = randomUUID();
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
     const first = recorder();
     const second = recorder();
-    await a.open({ deviceId: device, token: 1, serverId: 'srv-a', log, events: first.events, guard: () => {} });
+    await a.open(openOptions(device, 'srv-a', 1, auth, first.events));
     expect(first.statuses).toEqual(['connecting', 'connected']);
-    await b.open({ deviceId: device, token: 2, serverId: 'srv-b', log, events: second.events, guard: () => {} });
-    await until(() => first.closes.length === 1);
+    await b.open(openOptions(device, 'srv-b', 2, auth, second.events));
+    await eventually(() => first.closes.length === 1, 3000);
     expect(first.closes[0]!.code).toBe(440);
     expect(second.closes).toEqual([]);
-    expect(await t.redis.hget(keys.simConflicts, device)).toBe('1');
-    expect(await t.redis.hget(keys.simConnects, device)).toBe('2');
-    expect(await t.redis.get(keys.simSocket(device))).toMatch(/^srv-b#2#/);
+    expect(await bed.t.redis.hget(keys.simConflicts, device)).toBe('1');
+    expect(await bed.t.redis.hget(keys.simConnects, device)).toBe('2');
+    expect(await bed.t.redis.get(keys.simSocket(device))).toMatch(/^srv-b#2#/);
   });
 
   it('a socket closed before the next one opens causes no conflict', async () => {
-    const keys = createClusterKeys(t.prefix);
+    const { keys } = bed;
     const c = await connector();
-    const device = randomUUID();
-    const socket = await c.open({ deviceId: device, token: 1, serverId: 'srv-a', log, events: recorder().events, guard: () => {} });
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
+    const socket = await c.open(openOptions(device, 'srv-a', 1, auth, recorder().events));
     await socket.close();
-    expect(await t.redis.exists(keys.simSocket(device))).toBe(0);
-    await c.open({ deviceId: device, token: 2, serverId: 'srv-b', log, events: recorder().events, guard: () => {} });
-    expect(await t.redis.hget(keys.simConflicts, device)).toBeNull();
+    expect(await bed.t.redis.exists(keys.simSocket(device))).toBe(0);
+    await c.open(openOptions(device, 'srv-b', 2, auth, recorder().events));
+    expect(await bed.t.redis.hget(keys.simConflicts, device)).toBeNull();
   });
 
   it('stops pinging when the guard refuses, so WhatsApp drops the socket after the keep-alive timeout', async () => {
-    const keys = createClusterKeys(t.prefix);
-    const c = await connector(150);
-    const device = randomUUID();
+    const { keys } = bed;
+    const c = await connector({ keepAliveTimeoutMs: 150 });
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
     let allowed = true;
     const events = recorder();
-    await c.open({
-      deviceId: device,
-      token: 1,
-      serverId: 'srv-a',
-      log,
-      events: events.events,
-      guard: () => {
+    await c.open(
+      openOptions(device, 'srv-a', 1, auth, events.events, () => {
         if (!allowed) throw new Error('self-fenced');
-      },
-    });
+      }),
+    );
     await new Promise((r) => setTimeout(r, 300));
-    expect(await t.redis.exists(keys.simSocket(device))).toBe(1); // kept alive by pings
+    expect(await bed.t.redis.exists(keys.simSocket(device))).toBe(1); // kept alive by pings
     allowed = false;
-    await until(() => events.closes.length === 1);
+    await eventually(() => events.closes.length === 1, 3000);
     expect(events.closes[0]).toEqual({ code: 0, reason: 'self-fenced' });
-    await until(async () => (await t.redis.exists(keys.simSocket(device))) === 0);
+    await eventually(async () => (await bed.t.redis.exists(keys.simSocket(device))) === 0, 3000);
   });
 
   it('refuses to open when the guard refuses', async () => {
     const c = await connector();
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
     await expect(
-      c.open({ deviceId: randomUUID(), token: 1, serverId: 'srv-a', log, events: recorder().events, guard: () => { throw new Error('lease lost'); } }),
+      c.open(
+        openOptions(device, 'srv-a', 1, auth, recorder().events, () => {
+          throw new Error('lease lost');
+        }),
+      ),
     ).rejects.toThrow('lease lost');
+  });
+
+  it('shows QR codes to a device that is not linked; the phone links it through the shared auth state, then 515', async () => {
+    const c = await connector({ scanAfterCodes: 2 });
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', false);
+    const events = recorder();
+    await c.open({ ...openOptions(device, 'srv-a', auth.token, auth, events.events), link: { method: 'qr', phone: null } });
+    await eventually(() => events.closes.length === 1, 3000);
+    expect(events.codes.map((code) => code.kind)).toEqual(['qr', 'qr']);
+    expect(events.closes[0]).toEqual({ code: 515, reason: 'restart required' });
+    expect(await bed.t.redis.exists(bed.keys.simSocket(device))).toBe(0); // never connected while unlinked
+    expect(await bed.t.redis.hget(bed.keys.simPairings, device)).toBe('1');
+    // The link is in Redis, where the next socket (on any server) reads it.
+    const stored = await createAuthStateStore({ redis: bed.t.redis, keys: bed.keys, store: bed.store, log, snapshotDelayMs: 60_000 })
+      .forDevice(device, { serverId: 'srv-a', token: auth.token, guard: () => undefined })
+      .load();
+    expect(isLinked(stored.state.creds)).toBe(true);
+    expect((stored.state.creds.additionalData as { simulated: { linkedBy: string } }).simulated.linkedBy).toBe('srv-a');
+  });
+
+  it('a device never scanned is given up on after the codes of one socket (408)', async () => {
+    const c = await connector({ scanAfterCodes: 0, codesPerSocket: 3, qrIntervalMs: 20 });
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', false);
+    const events = recorder();
+    await c.open({ ...openOptions(device, 'srv-a', auth.token, auth, events.events), link: { method: 'qr', phone: null } });
+    await eventually(() => events.closes.length === 1, 3000);
+    expect(events.codes).toHaveLength(3);
+    expect(events.closes[0]!.code).toBe(408);
+    expect(await bed.t.redis.hget(bed.keys.simPairings, device)).toBeNull();
+  });
+
+  it('a pairing-code device is shown one pairing code, not QR codes', async () => {
+    const c = await connector({ scanAfterCodes: 2 });
+    const device = await bed.createDevice({ connectionMethod: 'pairing', phoneForPairing: '4915112345678' });
+    const auth = await authFor(device, 'srv-a', false);
+    const events = recorder();
+    await c.open({ ...openOptions(device, 'srv-a', auth.token, auth, events.events), link: { method: 'pairing', phone: '4915112345678' } });
+    await eventually(() => events.closes.length === 1, 3000);
+    expect(events.codes.map((code) => code.kind)).toEqual(['pairing']);
+    expect(events.codes[0]!.value).toMatch(/^[0-9A-F]{8}$/);
+    expect(events.closes[0]!.code).toBe(515);
+  });
+
+  it('drops open sockets at random when asked (428), closing them on its side first', async () => {
+    const c = await connector({ dropPerMinute: 1, keepAliveTimeoutMs: 90 });
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
+    const events = recorder();
+    await c.open(openOptions(device, 'srv-a', auth.token, auth, events.events));
+    await eventually(() => events.closes.length === 1, 3000);
+    expect(events.closes[0]!.code).toBe(428);
+    expect(await bed.t.redis.exists(bed.keys.simSocket(device))).toBe(0);
   });
 });

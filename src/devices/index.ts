@@ -1,0 +1,76 @@
+import type { Redis } from 'ioredis';
+import type { ClusterKeys } from '../cluster/keys.js';
+import type { LeaseGuard } from '../cluster/lease-guard.js';
+import type { LeaseStore } from '../cluster/lease-store.js';
+import type { LeaseRecorder } from '../cluster/recorder.js';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../shared/logger.js';
+import type { Store } from '../store/types.js';
+import { createAuthStateStore } from './auth-state/auth-state.js';
+import { createBaileysConnector } from './baileys/connector.js';
+import { createCodePublisher } from './codes.js';
+import type { DeviceConnector } from './connector.js';
+import { createDeviceRetirer } from './retire.js';
+import { createDeviceRuntime, type DeviceRuntime } from './runtime.js';
+import { createSimulatedConnector } from './simulated/connector.js';
+
+// Wires the device layer from the server's parts: the connector DEVICE_DRIVER names, the shared
+// auth state, the code publisher, and the runtime with its sinks into Redis and the store. The
+// composition root (main.ts) calls it; tests call it too, so they run the same wiring.
+
+export interface DevicesOptions {
+  settings: Config['devices'];
+  redis: Redis;
+  /** A connection the simulated connector may put into subscriber mode. */
+  subscriber: Redis;
+  keys: ClusterKeys;
+  store: Store;
+  leases: LeaseStore;
+  guard: LeaseGuard;
+  recorder: LeaseRecorder;
+  serverId: string;
+  log: Logger;
+  /** A connector made elsewhere (tests: Baileys with a socket hook); default: the driver's. */
+  connector?: DeviceConnector;
+}
+
+export interface Devices {
+  connector: DeviceConnector;
+  runtime: DeviceRuntime;
+}
+
+export async function createDevices(options: DevicesOptions): Promise<Devices> {
+  const { settings, redis, subscriber, keys, store, leases, guard, recorder, serverId, log } = options;
+  const connector =
+    options.connector ??
+    (settings.driver === 'simulated'
+      ? await createSimulatedConnector({ redis, subscriber, keys, log: log.child({ module: 'simulated-whatsapp' }), ...settings.simulated })
+      : createBaileysConnector({ log: log.child({ module: 'baileys' }), ...settings.baileys }));
+  const runtime = createDeviceRuntime({
+    connector,
+    guard,
+    serverId,
+    log: log.child({ module: 'devices' }),
+    policy: settings.reconnect,
+    authStates: createAuthStateStore({ redis, keys, store, log: log.child({ module: 'auth-state' }), snapshotDelayMs: settings.sessionSnapshotDelayMs }),
+    codes: createCodePublisher({ redis, keys }),
+    async recordStatus(deviceId, token, status, detail) {
+      const written = await leases.setStatus(deviceId, serverId, token, status, detail);
+      if (written) recorder.deviceStatus(deviceId, status, token, typeof detail?.reason === 'string' ? detail.reason : null);
+      return written;
+    },
+    recordEvent: (deviceId, token, eventType, details) => recorder.connectionEvent({ deviceId, serverId, eventType, details: { token, ...details } }),
+    // Only a device that is not linked yet needs its record: the failover of a linked device
+    // never waits on the store.
+    async linkMethod(deviceId) {
+      const device = await store.getDevice(deviceId);
+      return device ? { method: device.connectionMethod, phone: device.phoneForPairing } : null;
+    },
+    async leaseHolder(deviceId) {
+      const lease = await leases.read(deviceId);
+      return lease && { serverId: lease.serverId, token: lease.token };
+    },
+    retire: createDeviceRetirer({ store, leases, guard, recorder, serverId, log: log.child({ module: 'devices' }) }),
+  });
+  return { connector, runtime };
+}

@@ -1,0 +1,150 @@
+import type { Redis } from 'ioredis';
+import type { ClusterKeys } from '../../cluster/keys.js';
+import { parseLeaseValue, type LeaseStore, type PlaceResult } from '../../cluster/lease-store.js';
+import type { MessageRecords } from '../../queues/messages.js';
+import type { Logger } from '../../shared/logger.js';
+import type { BackendServer, Device, Store } from '../../store/types.js';
+import type { Authenticator, Caller } from '../auth.js';
+import { HttpError } from '../errors.js';
+
+// What the API handlers need, and the views they answer with (API.md's Device and Server).
+// Any server answers any call: the state comes from Redis and the store, and work for a device
+// held elsewhere goes to its owner's inbox stream.
+
+export interface LinkCode {
+  code: string;
+  expiresAt: string;
+}
+
+export interface ApiDeps {
+  store: Store;
+  redis: Redis;
+  keys: ClusterKeys;
+  leases: LeaseStore;
+  authenticator: Authenticator;
+  log: Logger;
+  /** Places a device that should run now (connect). */
+  place(deviceId: string): Promise<PlaceResult>;
+  /** The latest QR code or pairing code published for the device, from any server. */
+  readLinkCode(deviceId: string, kind: 'qr' | 'pairing'): Promise<LinkCode | null>;
+  /** Clears a device's session when nobody holds it (logout of a stopped device), fenced by `epoch`. */
+  clearSession(deviceId: string, epoch: number): Promise<void>;
+  /** GET <url>/health with a timeout. */
+  probeHealth(url: string): Promise<{ healthy: boolean; responseTimeMs: number | null }>;
+  messages: MessageRecords;
+  /** Queues an accepted message on its device's queue (idempotent by message id). */
+  enqueueMessage(messageId: string, deviceId: string): Promise<void>;
+}
+
+export interface DeviceView {
+  id: string;
+  userId: string;
+  name: string;
+  status: string;
+  desiredState: 'running' | 'stopped';
+  connectionMethod: 'qr' | 'pairing';
+  phoneNumber: string | null;
+  assignedServerId: string | null;
+  lease: { serverId: string; token: number; ttlMs: number } | null;
+  lastConnectedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Devices as clients see them: the store's record, with the live lease and status from Redis. */
+export async function deviceViews(deps: ApiDeps, devices: readonly Device[]): Promise<DeviceView[]> {
+  if (devices.length === 0) return [];
+  const pipeline = deps.redis.pipeline();
+  for (const d of devices) pipeline.get(deps.keys.lease(d.id)).pttl(deps.keys.lease(d.id)).hget(deps.keys.deviceStatus(d.id), 'status');
+  const results = (await pipeline.exec()) ?? [];
+  return devices.map((d, i) => {
+    const value = results[i * 3]?.[1] as string | null;
+    const ttlMs = Number(results[i * 3 + 1]?.[1] ?? -2);
+    const liveStatus = results[i * 3 + 2]?.[1] as string | null;
+    const holder = value ? parseLeaseValue(value) : null;
+    return {
+      id: d.id,
+      userId: d.userId,
+      name: d.deviceName,
+      // The owner's fenced live status is fresher than the store's, which is written behind.
+      status: holder && liveStatus ? liveStatus : d.status,
+      desiredState: d.desiredState,
+      connectionMethod: d.connectionMethod,
+      phoneNumber: d.phoneNumber,
+      assignedServerId: holder?.serverId ?? d.assignedServerId,
+      lease: holder && ttlMs > 0 ? { serverId: holder.serverId, token: holder.token, ttlMs } : null,
+      lastConnectedAt: d.lastConnectedAt?.toISOString() ?? null,
+      createdAt: d.createdAt.toISOString(),
+      updatedAt: d.updatedAt.toISOString(),
+    };
+  });
+}
+
+export async function deviceView(deps: ApiDeps, device: Device): Promise<DeviceView> {
+  return (await deviceViews(deps, [device]))[0]!;
+}
+
+/** The device, if it exists and the caller may act on it. */
+export async function loadDevice(deps: ApiDeps, caller: Caller, deviceId: string): Promise<Device> {
+  const device = await deps.store.getDevice(deviceId);
+  if (!device) throw new HttpError(404, 'device_not_found', `No device ${deviceId}`);
+  if (caller.kind === 'user' && caller.userId !== device.userId) {
+    throw new HttpError(403, 'forbidden', 'This API key cannot act on this device');
+  }
+  return device;
+}
+
+/** Tells the device's owner, if any, to stop it (or log it out); nothing is placed afterwards. */
+export async function tellOwner(deps: ApiDeps, deviceId: string, type: 'stop' | 'logout'): Promise<string | null> {
+  const value = await deps.redis.get(deps.keys.lease(deviceId));
+  const holder = value ? parseLeaseValue(value) : null;
+  if (!holder) return null;
+  await deps.redis.xadd(deps.keys.inbox(holder.serverId), 'MAXLEN', '~', 100_000, '*', 'type', type, 'deviceId', deviceId);
+  return holder.serverId;
+}
+
+export interface ServerView {
+  id: string;
+  name: string;
+  url: string;
+  type: string;
+  region: string;
+  maxCapacity: number;
+  priority: number;
+  load: number;
+  live: boolean;
+  healthy: boolean;
+  draining: boolean;
+  leases: number;
+  lastHeartbeatAt: string | null;
+  responseTimeMs: number | null;
+}
+
+/** Servers with their live state: a server key in Redis means live; its owned set counts leases. */
+export async function serverViews(deps: ApiDeps, servers: readonly BackendServer[]): Promise<ServerView[]> {
+  if (servers.length === 0) return [];
+  const pipeline = deps.redis.pipeline();
+  for (const s of servers) pipeline.hmget(deps.keys.server(s.id), 'draining', 'heartbeatAt', 'responseTimeMs').scard(deps.keys.owned(s.id));
+  const results = (await pipeline.exec()) ?? [];
+  return servers.map((s, i) => {
+    const [draining, heartbeatAt, advertisedResponse] = (results[i * 2]?.[1] as Array<string | null>) ?? [];
+    const leases = Number(results[i * 2 + 1]?.[1] ?? 0);
+    const live = heartbeatAt !== null && heartbeatAt !== undefined;
+    return {
+      id: s.id,
+      name: s.serverName,
+      url: s.serverUrl,
+      type: s.serverType,
+      region: s.region,
+      maxCapacity: s.maxCapacity,
+      priority: s.priority,
+      load: live ? leases : s.currentLoad,
+      live,
+      healthy: live && s.isHealthy,
+      draining: live ? draining === '1' : s.draining,
+      leases,
+      lastHeartbeatAt: live ? new Date(Number(heartbeatAt)).toISOString() : (s.lastHealthCheck?.toISOString() ?? null),
+      responseTimeMs: s.responseTime ?? (advertisedResponse ? Number(advertisedResponse) : null),
+    };
+  });
+}

@@ -1,0 +1,37 @@
+import type { DeviceRuntime } from '../devices/runtime.js';
+import type { Outbound } from './outbound.js';
+
+/**
+ * The runtime the coordinator drives, with each device's outbound worker following its socket:
+ * started under the same lease token, and stopped (before the socket) whenever the device stops
+ * here, so the device's queue is worked off only where the device runs.
+ */
+export function withOutboundWork(runtime: DeviceRuntime, outbound: Outbound): DeviceRuntime {
+  return {
+    start(deviceId, token) {
+      runtime.start(deviceId, token);
+      outbound.startDevice(deviceId, token);
+    },
+    async stop(deviceId, reason) {
+      await outbound.stopDevice(deviceId);
+      await runtime.stop(deviceId, reason);
+    },
+    async stopAll(reason) {
+      await outbound.stopAllDevices();
+      await runtime.stopAll(reason);
+    },
+    async logout(deviceId, token, reason) {
+      await outbound.stopDevice(deviceId);
+      return runtime.logout(deviceId, token, reason);
+    },
+    send: (deviceId, token, message, waMessageId) => runtime.send(deviceId, token, message, waMessageId),
+    get activeConnections() {
+      return runtime.activeConnections;
+    },
+    get running() {
+      return runtime.running;
+    },
+    isRunning: (deviceId) => runtime.isRunning(deviceId),
+    describe: (deviceId) => runtime.describe(deviceId),
+  };
+}

@@ -1,0 +1,210 @@
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { ClusterKeys } from '../cluster/keys.js';
+import type { LeaseGuard } from '../cluster/lease-guard.js';
+import type { Logger } from '../shared/logger.js';
+import { WafleetError } from '../shared/errors.js';
+import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
+import { waMessageIdFor, type MessageRecords, type OutboundMessage } from './messages.js';
+
+// Outbound messages on BullMQ: one queue per device, `wa-out-<deviceId>`, so a device's messages
+// keep their order (one worker, concurrency 1), carry their own rate limit (the worker's
+// limiter), and stay in Redis when the device moves: the new owner opens a worker on the same
+// queue and carries on. Only the lease holder runs a device's worker, and every send checks the
+// lease token immediately before it happens (beginSend).
+
+const reclaimScript = loadLuaScript(new URL('./lua/', import.meta.url), 'reclaimActiveJobs.lua');
+
+export const OUTBOUND_QUEUE_PREFIX = 'wa-out-';
+export const outboundQueueName = (deviceId: string) => `${OUTBOUND_QUEUE_PREFIX}${deviceId}`;
+
+/** A send that can never succeed (invalid number, logged out): failed at once, not retried. */
+export class PermanentSendError extends WafleetError {
+  constructor(message: string) {
+    super('permanent_send_error', message);
+  }
+}
+
+export interface MessageSender {
+  /** Whether the device runs here under `token` with a connected socket. */
+  ready(deviceId: string, token: number): boolean;
+  /** Sends through the device's open socket, with WhatsApp's message id fixed in advance. */
+  send(deviceId: string, token: number, message: OutboundMessage, waMessageId: string): Promise<void>;
+}
+
+export interface OutboundOptions {
+  redis: Redis;
+  keys: ClusterKeys;
+  records: MessageRecords;
+  guard: LeaseGuard;
+  sender: MessageSender;
+  log: Logger;
+  serverId: string;
+  /** Messages per minute per device (ban protection). */
+  ratePerMinute: number;
+  /** Random pause before each send, like the seed's broadcast delays; [0, 0] for none. */
+  delayMs: readonly [number, number];
+  attempts: number;
+  /** How long a job stays locked by its worker; a dead owner's job is retried after this. */
+  lockDurationMs: number;
+  retentionMs: number;
+}
+
+export interface OutboundProducer {
+  /** Queues an accepted message on its device's queue (idempotent by message id). */
+  enqueue(messageId: string, deviceId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Any server queues messages for any device; the queue lives in Redis, not with the owner. */
+export function createOutboundProducer({ redis, keys, retentionMs }: { redis: Redis; keys: ClusterKeys; retentionMs: number }): OutboundProducer {
+  const queues = new Map<string, Queue>();
+  return {
+    async enqueue(messageId, deviceId) {
+      let queue = queues.get(deviceId);
+      if (!queue) {
+        queue = new Queue(outboundQueueName(deviceId), { connection: redis, prefix: keys.bullPrefix });
+        queues.set(deviceId, queue);
+      }
+      await queue.add(
+        'send',
+        { messageId },
+        {
+          jobId: messageId,
+          // Retries happen at the head of the line (see processFor); BullMQ's own retries would
+          // let later messages overtake.
+          attempts: 1,
+          removeOnComplete: { age: 3600, count: 1000 },
+          removeOnFail: { age: Math.round(retentionMs / 1000) },
+        },
+      );
+    },
+    async close() {
+      await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
+      queues.clear();
+    },
+  };
+}
+
+export interface Outbound extends OutboundProducer {
+  /** Starts the device's worker under the lease token (on claim). */
+  startDevice(deviceId: string, token: number): void;
+  /** Stops the device's worker (lease lost, drain, stop); its jobs wait for the next owner. */
+  stopDevice(deviceId: string): Promise<void>;
+  stopAllDevices(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function createOutbound(options: OutboundOptions): Outbound {
+  const { redis, keys, records, guard, sender, log } = options;
+  const producer = createOutboundProducer(options);
+  const workers = new Map<string, { worker: Worker; token: number }>();
+  defineLuaScripts(redis, [reclaimScript]);
+
+  /** Puts a job the previous owner left active back at the head of the queue (see the script). */
+  const reclaim = async (deviceId: string): Promise<number> => {
+    const base = `${keys.bullPrefix}:${outboundQueueName(deviceId)}`;
+    const active = (await redis.lrange(`${base}:active`, 0, -1)).reverse();
+    if (active.length === 0) return 0;
+    return runLua<number>(
+      redis,
+      reclaimScript,
+      [`${base}:active`, `${base}:wait`, `${base}:stalled`, `${base}:marker`, ...active.map((id) => `${base}:${id}:lock`)],
+      active,
+    );
+  };
+
+  /**
+   * One message, head of its device's line. Anything that means "not now" (the socket is not
+   * connected yet, the lease is moving, a send failed in a way that may pass) puts the job back at
+   * the head of the queue and pauses the device's queue for a while (BullMQ's rate-limit
+   * mechanism, which neither counts an attempt nor lets the next message overtake). Attempts are
+   * counted in the message record; past MESSAGE_ATTEMPTS, or on a permanent error, the message
+   * fails with its reason and the line moves on.
+   */
+  const processFor = (deviceId: string, token: number, worker: () => Worker) => async (job: Job<{ messageId: string }>) => {
+    const { messageId } = job.data;
+    const later = async (ms: number): Promise<never> => {
+      await worker().rateLimit(ms);
+      throw Worker.RateLimitError();
+    };
+    try {
+      guard.check(deviceId, token);
+    } catch {
+      return later(1000);
+    }
+    if (!sender.ready(deviceId, token)) return later(250);
+    const [min, max] = options.delayMs;
+    if (max > 0) await new Promise((r) => setTimeout(r, min + Math.random() * (max - min)));
+    const begun = await records.begin(messageId, deviceId, options.serverId, token);
+    if (begun.outcome === 'sent' || begun.outcome === 'missing') return;
+    if (begun.outcome === 'not_owner') return later(1000);
+    const record = await records.get(messageId);
+    if (!record) return;
+    const waMessageId = waMessageIdFor(messageId);
+    try {
+      await sender.send(deviceId, token, record, waMessageId);
+    } catch (err) {
+      const reason = (err as Error).message;
+      if (err instanceof PermanentSendError || begun.attempt >= options.attempts) {
+        await records.finish(messageId, 'failed', reason);
+        log.warn({ deviceId, messageId, attempt: begun.attempt, reason }, 'message failed');
+        throw new UnrecoverableError(reason);
+      }
+      log.info({ deviceId, messageId, attempt: begun.attempt, reason }, 'message send failed; retrying');
+      return later(Math.min(60_000, 1000 * 2 ** (begun.attempt - 1)));
+    }
+    await records.finish(messageId, 'sent', waMessageId);
+  };
+
+  return {
+    enqueue: producer.enqueue,
+
+    startDevice(deviceId, token) {
+      const current = workers.get(deviceId);
+      if (current?.token === token) return;
+      if (current) void current.worker.close().catch(() => undefined);
+      const worker: Worker = new Worker(outboundQueueName(deviceId), processFor(deviceId, token, () => worker), {
+        connection: redis,
+        prefix: keys.bullPrefix,
+        concurrency: 1,
+        limiter: { max: options.ratePerMinute, duration: 60_000 },
+        lockDuration: options.lockDurationMs,
+        stalledInterval: Math.max(1000, Math.floor(options.lockDurationMs / 2)),
+        // Started below, once a job the previous owner left active is back in line.
+        autorun: false,
+      });
+      worker.on('failed', (job, err) => {
+        // Unexpected errors (Redis trouble inside the processor): the record says why.
+        if (job && !(err instanceof UnrecoverableError)) void records.finish(job.data.messageId, 'failed', err.message).catch(() => undefined);
+      });
+      worker.on('error', (err) => log.warn({ deviceId, err: { message: err.message } }, 'outbound worker error'));
+      workers.set(deviceId, { worker, token });
+      void reclaim(deviceId)
+        .then((moved) => {
+          if (moved > 0) log.info({ deviceId, moved }, 'took back a message the previous owner had in hand');
+        })
+        .catch((err) => log.warn({ deviceId, err: { message: (err as Error).message } }, 'could not take back active messages'))
+        .finally(() => {
+          if (workers.get(deviceId)?.worker === worker) void worker.run().catch((err) => log.warn({ deviceId, err: { message: (err as Error).message } }, 'outbound worker stopped'));
+        });
+    },
+
+    async stopDevice(deviceId) {
+      const current = workers.get(deviceId);
+      workers.delete(deviceId);
+      await current?.worker.close().catch(() => undefined);
+    },
+
+    async stopAllDevices() {
+      const running = [...workers.values()];
+      workers.clear();
+      await Promise.allSettled(running.map(({ worker }) => worker.close()));
+    },
+
+    async close() {
+      await this.stopAllDevices();
+      await producer.close();
+    },
+  };
+}

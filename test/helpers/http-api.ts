@@ -1,0 +1,140 @@
+import type { Server } from 'node:http';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
+import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
+import { createHttpApp, type HttpOptions } from '../../src/http/app.js';
+import { createAuthenticator } from '../../src/http/auth.js';
+import { probeHealth } from '../../src/http/probe.js';
+import { createRateLimiter } from '../../src/http/rate-limit.js';
+import { createMessageRecords } from '../../src/queues/messages.js';
+import { createOutboundProducer } from '../../src/queues/outbound.js';
+import { createStore, type Store } from '../../src/store/index.js';
+import { createTestDatabase, type TestDatabase } from './postgres.js';
+import { useTestRedis, type TestRedis } from './redis.js';
+
+// The HTTP API served in the test process on a random port, over a real Redis and a real store.
+// It is the same app a server process builds; only the device runtime is absent, so placement
+// goes straight to the placement script.
+
+export const INTERNAL_KEY = 'internal-test-key-0123456789abcdef';
+
+export interface CallOptions {
+  /** The API key (default: the internal key; null: no Authorization header). */
+  key?: string | null;
+  body?: unknown;
+  /** Sent as is, with no content type unless `headers` gives one. */
+  rawBody?: string;
+  headers?: Record<string, string>;
+  /** Another server's base URL (see twin). */
+  base?: string;
+}
+
+export interface TestApi {
+  url: string;
+  redis: TestRedis;
+  keys: ClusterKeys;
+  leases: LeaseStore;
+  store: Store;
+  db: TestDatabase;
+  /** fetch against the API with the internal key unless `key` says otherwise (null: no header). */
+  call(method: string, path: string, options?: CallOptions): Promise<{ status: number; body: any; headers: Headers }>;
+  /** Another app on the same Redis and store: a second server behind the load balancer. */
+  twin(options?: Partial<HttpOptions['limits']>): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}): Promise<TestApi> {
+  const redis = await useTestRedis();
+  const keys = createClusterKeys(redis.prefix);
+  const db = await createTestDatabase();
+  const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const store = await createStore({ kind: 'postgres', databaseUrl: db.url, poolMax: 4 }, { log });
+  await store.migrate();
+  const leases = createLeaseStore({ redis: redis.redis, keys });
+  const messages = createMessageRecords({ redis: redis.redis, keys, idempotencyMs: 86_400_000, retentionMs: 7 * 86_400_000 });
+  const producer = createOutboundProducer({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
+  const servers: Server[] = [];
+
+  const serve = async (overrides: Partial<HttpOptions['limits']>) => {
+    const app = createHttpApp({
+      log,
+      health: () => ({ status: 'ok', activeConnections: 0, leases: 0, timestamp: new Date().toISOString(), serverId: 'api-test', draining: false }),
+      ready: () => true,
+      rateLimiter: createRateLimiter({ redis: redis.redis, keys }),
+      options: {
+        production: false,
+        corsOrigins: ['https://dashboard.example'],
+        trustProxy: false,
+        limits: { perKeyPerMinute: 10_000, perIpPerMinute: 100_000, healthCheckPerMinute: 3, ...limits, ...overrides },
+      },
+      api: {
+        store,
+        redis: redis.redis,
+        keys,
+        leases,
+        authenticator: createAuthenticator({ internalApiKey: INTERNAL_KEY, store, cacheMs: 0 }),
+        log,
+        place: async (deviceId) => leases.place(deviceId, await redis.redis.smembers(keys.servers), 60_000),
+        async readLinkCode(deviceId, kind) {
+          const raw = await redis.redis.get(kind === 'qr' ? keys.qrCode(deviceId) : keys.pairingCode(deviceId));
+          if (!raw) return null;
+          const parsed = JSON.parse(raw) as { qr?: string; pairingCode?: string; expiresAt: number };
+          return { code: (parsed.qr ?? parsed.pairingCode)!, expiresAt: new Date(parsed.expiresAt).toISOString() };
+        },
+        async clearSession(deviceId, epoch) {
+          await redis.redis.del(keys.authState(deviceId), keys.qrCode(deviceId), keys.pairingCode(deviceId));
+          await store.clearSession(deviceId, epoch);
+        },
+        probeHealth,
+        messages,
+        enqueueMessage: (messageId, deviceId) => producer.enqueue(messageId, deviceId),
+      },
+    });
+    const server = createServer(app);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  };
+
+  const url = await serve({});
+  const call = async (method: string, path: string, options: CallOptions = {}) => {
+    const base = options.base ?? url;
+    const key = options.key === undefined ? INTERNAL_KEY : options.key;
+    const headers: Record<string, string> = { ...(key ? { authorization: `Bearer ${key}` } : {}) };
+    let body: string | undefined;
+    if (options.rawBody !== undefined) body = options.rawBody;
+    else if (options.body !== undefined && method !== 'GET' && method !== 'HEAD') {
+      body = JSON.stringify(options.body);
+      headers['content-type'] = 'application/json';
+    }
+    const res = await fetch(`${base}${path}`, { method, headers: { ...headers, ...options.headers }, body });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      // not JSON: keep the text
+    }
+    return { status: res.status, body: parsed as any, headers: res.headers };
+  };
+
+  return {
+    url,
+    redis,
+    keys,
+    leases,
+    store,
+    db,
+    call,
+    twin: (overrides = {}) => serve(overrides),
+    async close() {
+      await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+      await producer.close();
+      await store.close();
+      await db.drop();
+      await redis.cleanup();
+    },
+  };
+}

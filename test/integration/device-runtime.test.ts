@@ -1,0 +1,135 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readDeviceCodes } from '../../src/devices/codes.js';
+import { createDeviceBed, eventually, startTestServer, type DeviceBed, type TestServer } from '../helpers/devices.js';
+
+// The device runtime with the simulated WhatsApp, on real Redis and a real store: linking,
+// resuming on another server, restoring from the store's snapshot, drops, the QR round limit.
+
+let bed: DeviceBed;
+let servers: TestServer[] = [];
+
+beforeAll(async () => {
+  bed = await createDeviceBed();
+});
+afterEach(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+  servers = [];
+});
+afterAll(async () => {
+  await bed.cleanup();
+});
+
+async function server(serverId: string, env: Record<string, string> = {}) {
+  const s = await startTestServer(bed, serverId, { env: { SESSION_SNAPSHOT_DELAY_MS: '20', ...env }, policy: { backoffBaseMs: 50, backoffCapMs: 400 } });
+  servers.push(s);
+  return s;
+}
+
+const pairings = async (deviceId: string) => Number((await bed.t.redis.hget(bed.keys.simPairings, deviceId)) ?? 0);
+const socketOwner = async (deviceId: string) => (await bed.t.redis.get(bed.keys.simSocket(deviceId)))?.split('#')[0];
+const connectedEvents = async (deviceId: string) =>
+  (await bed.connectionLog(deviceId)).filter((r) => r.event_type === 'connected').map((r) => ({ server: r.server_id, ...(r.details as { session: string }) }));
+
+/** Stops the device on `from` the way a drain does (socket first, then the lease). */
+async function handOver(deviceId: string, from: TestServer) {
+  await from.runtime.stop(deviceId, 'drain');
+  from.guard.drop(deviceId);
+  await bed.t.redis.del(bed.keys.lease(deviceId));
+}
+
+describe('device runtime (simulated WhatsApp)', () => {
+  it('a new device is shown a QR code any server can read, is linked, and connects; moved to another server it resumes with no new QR', async () => {
+    const a = await server('srv-a', { SIM_QR_INTERVAL_MS: '300' });
+    const deviceId = await bed.createDevice();
+    await a.start(deviceId);
+    await eventually(async () => (await readDeviceCodes(bed.t.redis, bed.keys, deviceId)).qr !== null, 10_000);
+    expect((await readDeviceCodes(bed.t.redis, bed.keys, deviceId)).qr!.qr).toMatch(new RegExp(`^sim-qr:${deviceId}:1:`));
+    await eventually(async () => (await socketOwner(deviceId)) === 'srv-a', 10_000);
+    expect(await pairings(deviceId)).toBe(1);
+    await eventually(async () => (await connectedEvents(deviceId)).length === 1);
+    expect((await connectedEvents(deviceId))[0]).toMatchObject({ server: 'srv-a', session: 'linked' });
+    expect(await readDeviceCodes(bed.t.redis, bed.keys, deviceId)).toEqual({ qr: null, pairing: null });
+    const types = (await bed.connectionLog(deviceId)).map((r) => r.event_type);
+    expect(types).toEqual(expect.arrayContaining(['connecting', 'qr', 'restart_required', 'connected']));
+    const credsOnA = await bed.t.redis.hget(bed.keys.authState(deviceId), 'creds');
+
+    const b = await server('srv-b');
+    await handOver(deviceId, a);
+    await b.start(deviceId);
+    await eventually(async () => (await socketOwner(deviceId)) === 'srv-b', 10_000);
+    await eventually(async () => (await connectedEvents(deviceId)).length === 2);
+    expect((await connectedEvents(deviceId))[1]).toMatchObject({ server: 'srv-b', session: 'resumed' });
+    expect(await pairings(deviceId)).toBe(1);
+    expect((await bed.connectionLog(deviceId)).filter((r) => r.event_type === 'qr')).toHaveLength(1);
+    expect(await bed.t.redis.hget(bed.keys.authState(deviceId), 'creds')).toBe(credsOnA);
+    expect(await bed.t.redis.hget(bed.keys.simConflicts, deviceId)).toBeNull();
+  });
+
+  it('Redis copy deleted, snapshot present: the device restores from the snapshot and needs no QR', async () => {
+    const a = await server('srv-a');
+    const deviceId = await bed.createDevice();
+    await a.start(deviceId);
+    await eventually(async () => (await socketOwner(deviceId)) === 'srv-a', 10_000);
+    const linkedCreds = JSON.parse((await bed.t.redis.hget(bed.keys.authState(deviceId), 'creds'))!) as { me: { id: string } };
+    await eventually(async () => ((await bed.store.getSession(deviceId))?.creds as { me?: unknown } | undefined)?.me !== undefined);
+
+    await handOver(deviceId, a);
+    await bed.t.redis.del(bed.keys.authState(deviceId)); // Redis lost the hot copy
+    const b = await server('srv-b');
+    await b.start(deviceId);
+    await eventually(async () => (await socketOwner(deviceId)) === 'srv-b', 10_000);
+    await eventually(async () => (await connectedEvents(deviceId)).length === 2);
+    expect((await connectedEvents(deviceId))[1]).toMatchObject({ server: 'srv-b', session: 'restored' });
+    const restored = (await bed.connectionLog(deviceId)).filter((r) => r.event_type === 'session_restored');
+    expect(restored).toHaveLength(1);
+    expect(restored[0]!.server_id).toBe('srv-b');
+    expect(await pairings(deviceId)).toBe(1);
+    const creds = JSON.parse((await bed.t.redis.hget(bed.keys.authState(deviceId), 'creds'))!) as { me: { id: string } };
+    expect(creds.me.id).toBe(linkedCreds.me.id);
+  });
+
+  it('random drops: the socket comes back by itself, resumed, with no new QR', async () => {
+    const a = await server('srv-a', { SIM_DROP_PER_MINUTE: '1', SIM_KEEPALIVE_TIMEOUT_MS: '150' });
+    const deviceId = await bed.createDevice();
+    await a.start(deviceId);
+    await eventually(async () => (await connectedEvents(deviceId)).length >= 3, 20_000);
+    const log = await bed.connectionLog(deviceId);
+    const drops = log.filter((r) => r.event_type === 'disconnected' && (r.details as { code: number }).code === 428);
+    expect(drops.length).toBeGreaterThanOrEqual(2);
+    expect((drops[0]!.details as { connectedForMs: number }).connectedForMs).toBeGreaterThanOrEqual(0);
+    expect((await connectedEvents(deviceId)).slice(1).every((e) => e.session === 'resumed')).toBe(true);
+    expect(await pairings(deviceId)).toBe(1);
+    expect(log.filter((r) => r.event_type === 'qr')).toHaveLength(1);
+  });
+
+  it('a device never scanned stops after the QR round limit: disconnected with a reason, desired state stopped', async () => {
+    const a = await server('srv-a', { SIM_SCAN_AFTER_CODES: '0', SIM_QR_INTERVAL_MS: '20', DEVICE_QR_MAX_ROUNDS: '2' });
+    const deviceId = await bed.createDevice();
+    await a.start(deviceId);
+    await eventually(() => !a.runtime.isRunning(deviceId), 15_000);
+    await eventually(async () => (await bed.store.getDevice(deviceId))?.status === 'disconnected');
+    const device = await bed.store.getDevice(deviceId);
+    expect(device).toMatchObject({ desiredState: 'stopped' });
+    expect(device!.errorMessage).toMatch(/not linked: 2 rounds \(10 codes\)/);
+    const qr = (await bed.connectionLog(deviceId)).filter((r) => r.event_type === 'qr');
+    expect(qr).toHaveLength(10);
+    expect(qr.at(-1)!.details).toMatchObject({ refresh: 10, round: 2, maxRounds: 2 });
+    expect(await bed.t.redis.exists(bed.keys.lease(deviceId))).toBe(0);
+    expect(await pairings(deviceId)).toBe(0);
+  });
+
+  it('logout on request: unlinked, session cleared in Redis and the store, logged_out', async () => {
+    const a = await server('srv-a');
+    const deviceId = await bed.createDevice();
+    const token = await a.start(deviceId);
+    await eventually(async () => (await socketOwner(deviceId)) === 'srv-a', 10_000);
+    await eventually(async () => (await bed.store.getSession(deviceId)) !== null);
+    expect(await a.runtime.logout(deviceId, token, 'logged out through the API')).toEqual({ redis: true, store: true });
+    expect(a.runtime.isRunning(deviceId)).toBe(false);
+    expect(await socketOwner(deviceId)).toBeUndefined();
+    expect(await bed.t.redis.exists(bed.keys.authState(deviceId))).toBe(0);
+    expect((await bed.store.getSession(deviceId))?.cleared).toBe(true);
+    expect(await bed.t.redis.hget(bed.keys.deviceStatus(deviceId), 'status')).toBe('logged_out');
+    await eventually(async () => (await bed.connectionLog(deviceId)).some((r) => r.event_type === 'logged_out'));
+  });
+});

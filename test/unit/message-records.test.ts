@@ -1,0 +1,59 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClusterKeys } from '../../src/cluster/keys.js';
+import { createMessageRecords, waMessageIdFor, type MessageRecords } from '../../src/queues/messages.js';
+import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+
+let t: TestRedis;
+let records: MessageRecords;
+const device = '0b9d3c0e-7a43-4a59-9d53-2f1c4e1f7a10';
+
+beforeAll(async () => {
+  t = await useTestRedis();
+  records = createMessageRecords({ redis: t.redis, keys: createClusterKeys(t.prefix), idempotencyMs: 60_000, retentionMs: 5_000 });
+});
+afterAll(async () => {
+  await t.cleanup();
+});
+
+describe('message records', () => {
+  it('accepts once per idempotency key, also when the same key arrives concurrently', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'hi' }, 'order-17')),
+    );
+    expect(new Set(results.map((r) => r.id)).size).toBe(1);
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    const other = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'hi' }, 'order-18');
+    expect(other.id).not.toBe(results[0]!.id);
+    const noKey = await Promise.all([1, 2].map(() => records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'x' })));
+    expect(noKey[0]!.id).not.toBe(noKey[1]!.id);
+  });
+
+  it('goes queued -> sending -> sent only for the lease holder, and never sends a sent message again', async () => {
+    const keys = createClusterKeys(t.prefix);
+    const { id } = await records.accept({ deviceId: device, to: '4915112345678', type: 'image', mediaUrl: 'https://x.example/a.png', caption: 'c' });
+    expect(await records.get(id)).toMatchObject({ id, status: 'queued', type: 'image', caption: 'c', attempts: 0, sentAt: null });
+    expect(await records.begin(id, device, 'srv-a', 3)).toEqual({ outcome: 'not_owner', holder: '' });
+    await t.redis.set(keys.lease(device), 'srv-a:3');
+    expect(await records.begin(id, device, 'srv-b', 3)).toEqual({ outcome: 'not_owner', holder: 'srv-a:3' });
+    expect(await records.begin(id, device, 'srv-a', 3)).toEqual({ outcome: 'go', attempt: 1 });
+    expect((await records.get(id))?.status).toBe('sending');
+    await records.finish(id, 'sent', waMessageIdFor(id));
+    expect(await records.get(id)).toMatchObject({ status: 'sent', waMessageId: waMessageIdFor(id), attempts: 1 });
+    expect(await records.begin(id, device, 'srv-a', 3)).toEqual({ outcome: 'sent', waMessageId: waMessageIdFor(id) });
+    await records.finish(id, 'failed', 'late failure');
+    expect((await records.get(id))?.status).toBe('sent');
+    const ttl = await t.redis.pttl(keys.message(id));
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(5_000);
+  });
+
+  it('keeps a failure with its reason, and derives a stable WhatsApp id', async () => {
+    const { id } = await records.accept({ deviceId: device, to: '123@g.us', type: 'text', text: 'x' });
+    await records.finish(id, 'failed', 'invalid number');
+    expect(await records.get(id)).toMatchObject({ status: 'failed', error: 'invalid number' });
+    expect(waMessageIdFor(id)).toBe(waMessageIdFor(id));
+    expect(waMessageIdFor(id)).toMatch(/^3EB0[0-9A-F]{16}$/);
+    expect(await records.get('nope')).toBeNull();
+    expect(await records.begin('nope', device, 'srv-a', 1)).toEqual({ outcome: 'missing' });
+  });
+});
