@@ -45,6 +45,8 @@ export interface ClusterKeys {
   rateLimit(scope: string, subject: string): string;
   /** hash: an outbound message's record (status, timestamps, WhatsApp id); kept for the retention period */
   message(messageId: string): string;
+  /** sorted set messageId -> send time (ms): the device's sends in its rate window */
+  sendTimes(deviceId: string): string;
   /** string: the first message accepted with this idempotency key for this device */
   idempotency(deviceId: string, key: string): string;
   /** BullMQ's key prefix: its queues share the hash tag, so they live in the same slot */
@@ -99,6 +101,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     rateLimit: (scope: string, subject: string) => `${tag}:ratelimit:${scope}:${subject}`,
     message: (messageId: string) => `${tag}:msg:${messageId}`,
     idempotency: (deviceId: string, key: string) => `${tag}:idem:${deviceId}:${key}`,
+    sendTimes: (deviceId: string) => `${tag}:sends:${deviceId}`,
     bullPrefix: `${tag}:bull`,
     singletonLock: (duty: string) => `${tag}:lock:${duty}`,
     all: `${tag}:*`,

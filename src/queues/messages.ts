@@ -11,7 +11,7 @@ import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
   accept: loadLuaScript(LUA, 'acceptMessage-2.lua'),
-  begin: loadLuaScript(LUA, 'beginSend-2.lua'),
+  begin: loadLuaScript(LUA, 'beginSend-3.lua'),
   finish: loadLuaScript(LUA, 'finishMessage-1.lua'),
 };
 
@@ -44,13 +44,15 @@ export type BeginSend =
   | { outcome: 'go'; attempt: number }
   | { outcome: 'sent'; waMessageId: string }
   | { outcome: 'not_owner'; holder: string }
+  | { outcome: 'wait'; ms: number }
   | { outcome: 'missing' };
 
 export interface MessageRecords {
   /** Records the message, or returns the first one accepted with the same idempotency key. */
   accept(message: OutboundMessage, idempotencyKey?: string): Promise<{ id: string; created: boolean }>;
   get(messageId: string): Promise<MessageRecord | null>;
-  begin(messageId: string, deviceId: string, serverId: string, token: number): Promise<BeginSend>;
+  /** `rate`: sends allowed per `windowMs` for the device (a sliding window). */
+  begin(messageId: string, deviceId: string, serverId: string, token: number, rate: { limit: number; windowMs: number }): Promise<BeginSend>;
   finish(messageId: string, outcome: 'sent' | 'failed', detail: string): Promise<void>;
 }
 
@@ -116,13 +118,17 @@ export function createMessageRecords({
       };
     },
 
-    async begin(messageId, deviceId, serverId, token) {
-      const [outcome, value] = await runLua<[string, string | number]>(redis, scripts.begin, [keys.message(messageId), keys.lease(deviceId)], [
-        `${serverId}:${token}`,
-      ]);
+    async begin(messageId, deviceId, serverId, token, rate) {
+      const [outcome, value] = await runLua<[string, string | number]>(
+        redis,
+        scripts.begin,
+        [keys.message(messageId), keys.lease(deviceId), keys.sendTimes(deviceId)],
+        [`${serverId}:${token}`, messageId, rate.limit, rate.windowMs],
+      );
       if (outcome === 'go') return { outcome, attempt: Number(value) };
       if (outcome === 'sent') return { outcome, waMessageId: String(value) };
       if (outcome === 'not_owner') return { outcome, holder: String(value) };
+      if (outcome === 'wait') return { outcome, ms: Number(value) };
       return { outcome: 'missing' };
     },
 

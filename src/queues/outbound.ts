@@ -8,8 +8,8 @@ import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
 import { waMessageIdFor, type MessageRecords, type OutboundMessage } from './messages.js';
 
 // Outbound messages on BullMQ: one queue per device, `wa-out-<deviceId>`, so a device's messages
-// keep their order (one worker, concurrency 1), carry their own rate limit (the worker's
-// limiter), and stay in Redis when the device moves: the new owner opens a worker on the same
+// keep their order (one worker, concurrency 1), are paced per device (a sliding window checked
+// in beginSend, the queue paused until a slot frees), and stay in Redis when the device moves: the new owner opens a worker on the same
 // queue and carries on. Only the lease holder runs a device's worker, and every send checks the
 // lease token immediately before it happens (beginSend).
 
@@ -40,8 +40,10 @@ export interface OutboundOptions {
   sender: MessageSender;
   log: Logger;
   serverId: string;
-  /** Messages per minute per device (ban protection). */
+  /** Messages per minute per device (ban protection): never more in any 60-second window. */
   ratePerMinute: number;
+  /** The rate window; 60 s in production, shorter in tests. */
+  rateWindowMs?: number;
   /** Random pause before each send, like the seed's broadcast delays; [0, 0] for none. */
   delayMs: readonly [number, number];
   attempts: number;
@@ -136,9 +138,13 @@ export function createOutbound(options: OutboundOptions): Outbound {
     if (!sender.ready(deviceId, token)) return later(250);
     const [min, max] = options.delayMs;
     if (max > 0) await new Promise((r) => setTimeout(r, min + Math.random() * (max - min)));
-    const begun = await records.begin(messageId, deviceId, options.serverId, token);
+    const begun = await records.begin(messageId, deviceId, options.serverId, token, {
+      limit: options.ratePerMinute,
+      windowMs: options.rateWindowMs ?? 60_000,
+    });
     if (begun.outcome === 'sent' || begun.outcome === 'missing') return;
     if (begun.outcome === 'not_owner') return later(1000);
+    if (begun.outcome === 'wait') return later(begun.ms);
     const record = await records.get(messageId);
     if (!record) return;
     const waMessageId = waMessageIdFor(messageId);
@@ -168,7 +174,6 @@ export function createOutbound(options: OutboundOptions): Outbound {
         connection: redis,
         prefix: keys.bullPrefix,
         concurrency: 1,
-        limiter: { max: options.ratePerMinute, duration: 60_000 },
         lockDuration: options.lockDurationMs,
         stalledInterval: Math.max(1000, Math.floor(options.lockDurationMs / 2)),
         // Started below, once a job the previous owner left active is back in line.

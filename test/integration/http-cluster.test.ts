@@ -51,6 +51,24 @@ describe('the API across servers', () => {
     expect((await call(a, 'GET', `/api/devices/${id}`)).body).toMatchObject({ desiredState: 'stopped', lease: null });
   });
 
+  it('a message accepted by one server for a device the other server holds is sent by the holder', async () => {
+    const created = await call(a, 'POST', '/api/devices', { userId: randomUUID(), name: 'messaging' });
+    const id = created.body.id as string;
+    await call(a, 'POST', `/api/devices/${id}/connect`);
+    await waitUntil(async () => (await cluster.connectedCount([id])) === 1, TTL * 5);
+    const owner = (await cluster.owners([id])).get(id)!;
+    const other = owner === 'api-a' ? b : a;
+    const accepted = await call(other, 'POST', `/api/devices/${id}/messages`, { to: '4915112345678', type: 'text', text: 'via the other server' });
+    expect(accepted.status).toBe(202);
+    await waitUntil(async () => (await call(other, 'GET', `/api/messages/${accepted.body.id}`)).body.status === 'sent', TTL * 5);
+    const [delivery] = (await cluster.redis.redis.lrange(cluster.keys.simLog(id), 0, -1)).map((line) => JSON.parse(line) as { serverId: string; text: string });
+    expect(delivery).toMatchObject({ serverId: owner, text: 'via the other server' });
+    const record = (await call(owner === 'api-a' ? a : b, 'GET', `/api/messages/${accepted.body.id}`)).body;
+    expect(record).toMatchObject({ status: 'sent', waMessageId: expect.stringMatching(/^3EB0/) });
+    await call(a, 'POST', `/api/devices/${id}/disconnect`);
+    await waitUntil(async () => (await cluster.redis.redis.exists(cluster.keys.lease(id))) === 0, TTL * 3);
+  });
+
   it('an admin drain through one server makes the other hand every device over and stop taking any', async () => {
     const devices = await cluster.addDevices(30);
     await waitUntil(async () => (await cluster.connectedCount(devices)) === 30, 30_000);

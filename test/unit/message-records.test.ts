@@ -6,6 +6,7 @@ import { useTestRedis, type TestRedis } from '../helpers/redis.js';
 let t: TestRedis;
 let records: MessageRecords;
 const device = '0b9d3c0e-7a43-4a59-9d53-2f1c4e1f7a10';
+const RATE = { limit: 1000, windowMs: 60_000 };
 
 beforeAll(async () => {
   t = await useTestRedis();
@@ -32,14 +33,14 @@ describe('message records', () => {
     const keys = createClusterKeys(t.prefix);
     const { id } = await records.accept({ deviceId: device, to: '4915112345678', type: 'image', mediaUrl: 'https://x.example/a.png', caption: 'c' });
     expect(await records.get(id)).toMatchObject({ id, status: 'queued', type: 'image', caption: 'c', attempts: 0, sentAt: null });
-    expect(await records.begin(id, device, 'srv-a', 3)).toEqual({ outcome: 'not_owner', holder: '' });
+    expect(await records.begin(id, device, 'srv-a', 3, RATE)).toEqual({ outcome: 'not_owner', holder: '' });
     await t.redis.set(keys.lease(device), 'srv-a:3');
-    expect(await records.begin(id, device, 'srv-b', 3)).toEqual({ outcome: 'not_owner', holder: 'srv-a:3' });
-    expect(await records.begin(id, device, 'srv-a', 3)).toEqual({ outcome: 'go', attempt: 1 });
+    expect(await records.begin(id, device, 'srv-b', 3, RATE)).toEqual({ outcome: 'not_owner', holder: 'srv-a:3' });
+    expect(await records.begin(id, device, 'srv-a', 3, RATE)).toEqual({ outcome: 'go', attempt: 1 });
     expect((await records.get(id))?.status).toBe('sending');
     await records.finish(id, 'sent', waMessageIdFor(id));
     expect(await records.get(id)).toMatchObject({ status: 'sent', waMessageId: waMessageIdFor(id), attempts: 1 });
-    expect(await records.begin(id, device, 'srv-a', 3)).toEqual({ outcome: 'sent', waMessageId: waMessageIdFor(id) });
+    expect(await records.begin(id, device, 'srv-a', 3, RATE)).toEqual({ outcome: 'sent', waMessageId: waMessageIdFor(id) });
     await records.finish(id, 'failed', 'late failure');
     expect((await records.get(id))?.status).toBe('sent');
     const ttl = await t.redis.pttl(keys.message(id));
@@ -54,6 +55,24 @@ describe('message records', () => {
     expect(waMessageIdFor(id)).toBe(waMessageIdFor(id));
     expect(waMessageIdFor(id)).toMatch(/^3EB0[0-9A-F]{16}$/);
     expect(await records.get('nope')).toBeNull();
-    expect(await records.begin('nope', device, 'srv-a', 1)).toEqual({ outcome: 'missing' });
+    expect(await records.begin('nope', device, 'srv-a', 1, RATE)).toEqual({ outcome: 'missing' });
+  });
+
+  it('paces a device with a sliding window: never more than the limit in any window', async () => {
+    const keys = createClusterKeys(t.prefix);
+    const paced = '7f0d3c0e-7a43-4a59-9d53-2f1c4e1f7a11';
+    await t.redis.set(keys.lease(paced), 'srv-a:1');
+    const rate = { limit: 3, windowMs: 400 };
+    const ids = [];
+    for (let i = 0; i < 4; i++) ids.push((await records.accept({ deviceId: paced, to: '4915112345678', type: 'text', text: `p${i}` })).id);
+    for (const id of ids.slice(0, 3)) expect((await records.begin(id, paced, 'srv-a', 1, rate)).outcome).toBe('go');
+    const waiting = await records.begin(ids[3]!, paced, 'srv-a', 1, rate);
+    expect(waiting.outcome).toBe('wait');
+    expect((waiting as { ms: number }).ms).toBeGreaterThan(0);
+    expect((waiting as { ms: number }).ms).toBeLessThanOrEqual(400);
+    // A retry of a message that already holds a slot is not counted twice.
+    expect((await records.begin(ids[0]!, paced, 'srv-a', 1, rate)).outcome).toBe('go');
+    await new Promise((r) => setTimeout(r, (waiting as { ms: number }).ms + 20));
+    expect((await records.begin(ids[3]!, paced, 'srv-a', 1, rate)).outcome).toBe('go');
   });
 });
