@@ -1,25 +1,33 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
 import type { ServerProcess } from '../helpers/processes.js';
 
-// Messages through real server processes and the simulated WhatsApp, with one server SIGKILLed
-// mid-run: every accepted message is delivered exactly once (by WhatsApp message id, in the
-// simulated delivery log), in the order it was accepted for its device.
+// Messages through real server processes and the simulated WhatsApp while devices move mid-run
+// (a server SIGKILLed, a server drained with SIGTERM, a server joining and rebalance moving
+// devices to it): every accepted message is delivered exactly once (by WhatsApp message id, in
+// the simulated delivery log), in the order it was accepted for its device.
 
 const KEY = 'messages-internal-key-0123456789abcdef';
 const TTL = Number(TEST_LEASE_ENV.LEASE_TTL_MS);
 const DEVICES = 30;
 const PER_DEVICE = 40;
+const ENV = {
+  INTERNAL_API_KEY: KEY,
+  MESSAGE_RATE_PER_MINUTE: '6000',
+  RATE_LIMIT_PER_MINUTE: '1000000',
+  RATE_LIMIT_IP_PER_MINUTE: '1000000',
+  REBALANCE_INTERVAL_MS: '1000',
+  REBALANCE_MIN_HOLD_MS: '1000',
+};
 let cluster: TestCluster;
-const servers: ServerProcess[] = [];
+let servers: ServerProcess[] = [];
 
-beforeAll(async () => {
+beforeEach(async () => {
   cluster = await startTestCluster();
-  const env = { INTERNAL_API_KEY: KEY, MESSAGE_RATE_PER_MINUTE: '6000', RATE_LIMIT_PER_MINUTE: '1000000', RATE_LIMIT_IP_PER_MINUTE: '1000000' };
-  servers.push(...(await Promise.all(['msg-a', 'msg-b', 'msg-c'].map((id) => cluster.start(id, env)))));
 });
-afterAll(async () => {
+afterEach(async () => {
   await cluster?.stop();
+  servers = [];
 });
 
 interface Delivery {
@@ -28,29 +36,40 @@ interface Delivery {
   deliveredAt: number;
 }
 
-describe('outbound messages across a failover', () => {
-  it(`${DEVICES * PER_DEVICE} messages over ${DEVICES} devices on 3 servers, one SIGKILLed mid-run: each delivered once, in order`, async () => {
+type Disruption = 'SIGKILL' | 'SIGTERM' | 'rebalance';
+
+describe('outbound messages while devices move', () => {
+  it.each<[Disruption, number, number]>([
+    ['SIGKILL', DEVICES, PER_DEVICE],
+    ['SIGTERM', 20, 30],
+    ['rebalance', 20, 30],
+  ])('%s halfway through: %i devices x %i messages on 3 servers, each delivered once, in order', async (disruption, DEVICES, PER_DEVICE) => {
+    // For a rebalance the third server joins halfway; otherwise all three run from the start.
+    const initial = disruption === 'rebalance' ? ['msg-a', 'msg-b'] : ['msg-a', 'msg-b', 'msg-c'];
+    servers = await Promise.all(initial.map((id) => cluster.start(id, ENV)));
     const devices = await cluster.addDevices(DEVICES);
     await waitUntil(async () => (await cluster.connectedCount(devices)) === DEVICES, 60_000);
-    const owners = await cluster.owners(devices);
     const victim = 'msg-a';
-    expect([...owners.values()]).toContain(victim);
 
     // Each device's messages are posted one after another (so "the order accepted" is defined),
     // devices in parallel, through all three servers in turn; the victim dies halfway.
     const accepted = new Map<string, Array<{ id: string; text: string; at: number }>>();
     let posted = 0;
     let killed = false;
+    // Posting pauses while a joining server comes up and rebalance hands it its first devices,
+    // so the second half of the messages really crosses a move.
+    let gate: Promise<unknown> = Promise.resolve();
     const started = Date.now();
     await Promise.all(
       devices.map(async (deviceId, d) => {
         const list: Array<{ id: string; text: string; at: number }> = [];
         accepted.set(deviceId, list);
         for (let i = 0; i < PER_DEVICE; i++) {
+          await gate;
           const text = `${deviceId.slice(0, 8)}-${i}`;
           let res: Response | undefined;
           for (let attempt = 0; attempt < 5 && !res; attempt++) {
-            const alive = servers.filter((s) => !(killed && s === servers[0]));
+            const alive = servers.filter((s) => !(killed && disruption !== 'rebalance' && s === servers[0]));
             const server = alive[(d + i + attempt) % alive.length]!;
             try {
               res = await fetch(`http://127.0.0.1:${server.port}/api/devices/${deviceId}/messages`, {
@@ -68,7 +87,11 @@ describe('outbound messages across a failover', () => {
           posted += 1;
           if (!killed && posted >= (DEVICES * PER_DEVICE) / 2) {
             killed = true;
-            servers[0]!.signal('SIGKILL');
+            if (disruption === 'rebalance') {
+              gate = cluster
+                .start('msg-c', ENV)
+                .then(() => waitUntil(async () => (await cluster.redis.redis.scard(cluster.keys.owned('msg-c'))) > 0, 30_000));
+            } else servers[0]!.signal(disruption);
           }
         }
       }),
@@ -100,8 +123,13 @@ describe('outbound messages across a failover', () => {
     console.log(
       `messages: ${DEVICES * PER_DEVICE} accepted in ${acceptedIn} ms, all delivered after ${finished - started} ms ` +
         `(${Math.round((DEVICES * PER_DEVICE * 1000) / (finished - started))}/s); accept-to-send p50 ${pct(50)} ms, p99 ${pct(99)} ms; ` +
-        `${victim} SIGKILLed halfway`,
+        (disruption === 'rebalance' ? 'msg-c joined halfway' : `${victim} got ${disruption} halfway`),
     );
     expect(await cluster.conflicts()).toBe(0);
+    if (disruption === 'rebalance') {
+      // Rebalance did move devices mid-stream: the new server delivered some of the messages.
+      const senders = new Set((await Promise.all(devices.map(logOf))).flat().map((entry) => (entry as Delivery & { serverId: string }).serverId));
+      expect(senders.has('msg-c')).toBe(true);
+    }
   });
 });
