@@ -128,7 +128,8 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       ratePerMinute: config.messages.ratePerMinute,
       delayMs: config.messages.delayMs,
       attempts: config.messages.attempts,
-      // A job locked by a server that died is retried by the next owner after this long.
+      // The next owner takes back a dead owner's job at once (reclaimActiveJobs); the lock only
+      // has to outlive a send.
       lockDurationMs: lease.ttlMs,
       retentionMs: config.messages.retentionMs,
     });

@@ -153,4 +153,15 @@ describe('loadConfig', () => {
     }
     expect(text).toContain('redis://default:***@cache:6379');
   });
+
+  it('.env.example is a valid configuration as it stands, and names every variable the schema reads', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { parseEnv } = await import('node:util');
+    const { envSchema } = await import('../../src/config/schema.js');
+    const example = parseEnv(readFileSync(new URL('../../.env.example', import.meta.url), 'utf8')) as Record<string, string>;
+    expect(() => loadConfig(example)).not.toThrow();
+    const documented = new Set(Object.keys(example));
+    const read = Object.keys(envSchema.shape);
+    expect(read.filter((name) => !documented.has(name))).toEqual([]);
+  });
 });
