@@ -101,6 +101,12 @@ export function createOutbound(options: OutboundOptions): Outbound {
   const { redis, keys, records, guard, sender, log } = options;
   const producer = createOutboundProducer(options);
   const workers = new Map<string, { worker: Worker; token: number }>();
+  const stopWorker = async (deviceId: string, token: number): Promise<void> => {
+    const current = workers.get(deviceId);
+    if (!current || current.token !== token) return;
+    workers.delete(deviceId);
+    await current.worker.close().catch(() => undefined);
+  };
   defineLuaScripts(redis, [reclaimScript]);
 
   /** Puts a job the previous owner left active back at the head of the queue (see the script). */
@@ -133,6 +139,9 @@ export function createOutbound(options: OutboundOptions): Outbound {
     try {
       guard.check(deviceId, token);
     } catch {
+      // The device stopped here without the coordinator (retired: logged out, never scanned):
+      // nothing will run this queue under this token again, so the worker goes too.
+      if (guard.tokenOf(deviceId) !== token && !guard.isFenced()) void stopWorker(deviceId, token);
       return later(1000);
     }
     if (!sender.ready(deviceId, token)) return later(250);
@@ -197,8 +206,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
 
     async stopDevice(deviceId) {
       const current = workers.get(deviceId);
-      workers.delete(deviceId);
-      await current?.worker.close().catch(() => undefined);
+      if (current) await stopWorker(deviceId, current.token);
     },
 
     async stopAllDevices() {

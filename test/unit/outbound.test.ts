@@ -142,4 +142,29 @@ describe('outbound queue per device', () => {
     expect(sent[7]! - sent[0]!).toBeGreaterThanOrEqual(2 * windowMs - 50);
     await outbound.close();
   });
+
+  it('a device retired here (dropped from the guard) leaves its queued messages waiting for a later owner', async () => {
+    const sent: string[] = [];
+    const { keys, records, guard, outbound } = setup(async (_d, _t, message) => {
+      sent.push(message.text!);
+    });
+    const device = randomUUID();
+    await t.redis.set(keys.lease(device), 'srv-a:1');
+    guard.hold(device, 1);
+    outbound.startDevice(device, 1);
+    guard.drop(device, 1);
+    const { id } = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'after retirement' });
+    await outbound.enqueue(id, device);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(sent).toEqual([]);
+    expect((await records.get(id))?.status).toBe('queued');
+    const base = `${keys.bullPrefix}:wa-out-${device}`;
+    expect(await t.redis.lrange(`${base}:wait`, 0, -1)).toEqual([id]);
+    // Nothing works the queue any more: its worker went with the device.
+    const { Queue } = await import('bullmq');
+    const queue = new Queue(`wa-out-${device}`, { connection: t.redis, prefix: keys.bullPrefix });
+    expect(await queue.getWorkersCount()).toBe(0);
+    await queue.close();
+    await outbound.close();
+  });
 });
