@@ -12,12 +12,12 @@ import { createStoreRecorder } from './cluster/recorder.js';
 import { ensureMarker, reseedFences, type RedisResetDeps } from './cluster/redis-reset.js';
 import { createSingletonRunner } from './cluster/singleton.js';
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
-import { readDeviceCodes } from './devices/codes.js';
 import { createDevices } from './devices/index.js';
 import { createHttpApp, type HealthReport } from './http/app.js';
 import { withOutboundWork } from './queues/device-work.js';
 import { createMessageRecords } from './queues/messages.js';
 import { createOutbound } from './queues/outbound.js';
+import { createSessionAccess } from './http/api/sessions.js';
 import { createAuthenticator } from './http/auth.js';
 import { probeHealth } from './http/probe.js';
 import { createRateLimiter } from './http/rate-limit.js';
@@ -293,17 +293,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         authenticator,
         log: log.child({ module: 'api' }),
         place: (deviceId) => activeCoordinator.place(deviceId),
-        async readLinkCode(deviceId, kind) {
-          const codes = await readDeviceCodes(redis, keys, deviceId);
-          const code = kind === 'qr' ? codes.qr && { code: codes.qr.qr, expiresAt: codes.qr.expiresAt } : codes.pairing && { code: codes.pairing.pairingCode, expiresAt: codes.pairing.expiresAt };
-          return code ? { code: code.code, expiresAt: new Date(code.expiresAt).toISOString() } : null;
-        },
-        // Nobody holds the device and it is no longer wanted, so nobody can claim it: the Redis copy
-        // may go, and the store keeps a tombstone at `epoch` that no older owner can overwrite.
-        async clearSession(deviceId, epoch) {
-          await redis.del(keys.authState(deviceId), keys.qrCode(deviceId), keys.pairingCode(deviceId));
-          await store.clearSession(deviceId, epoch);
-        },
+        ...createSessionAccess({ redis, keys, store }),
         probeHealth,
         messages,
         enqueueMessage: (messageId, deviceId) => outbound.enqueue(messageId, deviceId),

@@ -96,6 +96,34 @@ export interface LeaseStore {
 export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterKeys }): LeaseStore {
   defineLuaScripts(redis, Object.values(scripts));
 
+  const queueRenew: LeaseStore['queueRenew'] = (pipeline, serverId, ttlMs, leases) => {
+    const first = pipeline.length;
+    for (let start = 0; start < leases.length; start += RENEW_CHUNK) {
+      const chunk = leases.slice(start, start + RENEW_CHUNK);
+      const args: (string | number)[] = [serverId, ttlMs];
+      for (const lease of chunk) args.push(lease.deviceId, lease.token);
+      queueLua(
+        pipeline,
+        scripts.renew,
+        [keys.deadlines, keys.owned(serverId), ...chunk.map((l) => keys.lease(l.deviceId))],
+        args,
+      );
+    }
+    const last = pipeline.length;
+    return (results) => {
+      const lost: LostLease[] = [];
+      for (const [err, reply] of results.slice(first, last)) {
+        if (err) throw err;
+        const flat = reply as string[];
+        for (let i = 0; i < flat.length; i += 2) {
+          lost.push({ deviceId: flat[i]!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
+        }
+      }
+      return lost;
+    };
+  };
+
+
   return {
     async claim(deviceId, serverId, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
       const [code, value] = await runLua<[number, string]>(
@@ -124,37 +152,12 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       return { outcome: 'held', ...holder };
     },
 
-    queueRenew(pipeline, serverId, ttlMs, leases) {
-      const first = pipeline.length;
-      for (let start = 0; start < leases.length; start += RENEW_CHUNK) {
-        const chunk = leases.slice(start, start + RENEW_CHUNK);
-        const args: (string | number)[] = [serverId, ttlMs];
-        for (const lease of chunk) args.push(lease.deviceId, lease.token);
-        queueLua(
-          pipeline,
-          scripts.renew,
-          [keys.deadlines, keys.owned(serverId), ...chunk.map((l) => keys.lease(l.deviceId))],
-          args,
-        );
-      }
-      const last = pipeline.length;
-      return (results) => {
-        const lost: LostLease[] = [];
-        for (const [err, reply] of results.slice(first, last)) {
-          if (err) throw err;
-          const flat = reply as string[];
-          for (let i = 0; i < flat.length; i += 2) {
-            lost.push({ deviceId: flat[i]!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
-          }
-        }
-        return lost;
-      };
-    },
+    queueRenew,
 
     async renew(serverId, ttlMs, leases) {
       if (leases.length === 0) return [];
       const pipeline = redis.pipeline();
-      const lostFrom = this.queueRenew(pipeline, serverId, ttlMs, leases);
+      const lostFrom = queueRenew(pipeline, serverId, ttlMs, leases);
       return lostFrom((await pipeline.exec()) ?? []);
     },
 

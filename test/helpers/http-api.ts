@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
+import { createSessionAccess } from '../../src/http/api/sessions.js';
 import { createHttpApp, type HttpOptions } from '../../src/http/app.js';
 import { createAuthenticator } from '../../src/http/auth.js';
 import { probeHealth } from '../../src/http/probe.js';
@@ -77,16 +78,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}):
         authenticator: createAuthenticator({ internalApiKey: INTERNAL_KEY, store, cacheMs: 0 }),
         log,
         place: async (deviceId) => leases.place(deviceId, await redis.redis.smembers(keys.servers), 60_000),
-        async readLinkCode(deviceId, kind) {
-          const raw = await redis.redis.get(kind === 'qr' ? keys.qrCode(deviceId) : keys.pairingCode(deviceId));
-          if (!raw) return null;
-          const parsed = JSON.parse(raw) as { qr?: string; pairingCode?: string; expiresAt: number };
-          return { code: (parsed.qr ?? parsed.pairingCode)!, expiresAt: new Date(parsed.expiresAt).toISOString() };
-        },
-        async clearSession(deviceId, epoch) {
-          await redis.redis.del(keys.authState(deviceId), keys.qrCode(deviceId), keys.pairingCode(deviceId));
-          await store.clearSession(deviceId, epoch);
-        },
+        ...createSessionAccess({ redis: redis.redis, keys, store }),
         probeHealth,
         messages,
         enqueueMessage: (messageId, deviceId) => producer.enqueue(messageId, deviceId),

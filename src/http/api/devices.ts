@@ -2,6 +2,7 @@ import { HttpError } from '../errors.js';
 import { route, type RouteSpec } from '../routes.js';
 import { deviceIdParams, createDeviceBody, listDevicesQuery } from './schemas.js';
 import { deviceView, deviceViews, loadDevice, tellOwner, type ApiDeps } from './context.js';
+import { deviceSessionKeys } from './sessions.js';
 
 const COMMON = { 401: 'No or unknown API key', 403: 'The key may not act on this device', 404: 'No such device', 422: 'Invalid id' };
 
@@ -133,7 +134,7 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
         await tellOwner(deps, params.id, 'stop');
         await deps.store.deleteDevice(params.id);
         // The session goes with the device (the store's cascades with the row).
-        await deps.redis.del(deps.keys.deviceStatus(params.id), deps.keys.authState(params.id), deps.keys.qrCode(params.id), deps.keys.pairingCode(params.id));
+        await deps.redis.del(deps.keys.deviceStatus(params.id), ...deviceSessionKeys(deps.keys, params.id));
         return { status: 204 };
       },
     }),
