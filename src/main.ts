@@ -8,15 +8,17 @@ import { createLeaseGuard } from './cluster/lease-guard.js';
 import { createLeaseStore } from './cluster/lease-store.js';
 import { createRebalancer } from './cluster/rebalance.js';
 import { createReconciler } from './cluster/reconcile.js';
-import { createStoreRecorder } from './cluster/recorder.js';
+import { createWriteBehindRecorder } from './cluster/recorder.js';
 import { ensureMarker, reseedFences, type RedisResetDeps } from './cluster/redis-reset.js';
 import { createSingletonRunner } from './cluster/singleton.js';
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
+import { createSnapshotWriter } from './devices/auth-state/auth-state.js';
 import { createDevices } from './devices/index.js';
 import { createHttpApp, type HealthReport } from './http/app.js';
 import { withOutboundWork } from './queues/device-work.js';
 import { createMessageRecords } from './queues/messages.js';
 import { createOutbound } from './queues/outbound.js';
+import { createStoreSync } from './queues/store-sync.js';
 import { createSessionAccess } from './http/api/sessions.js';
 import { createAuthenticator } from './http/auth.js';
 import { probeHealth } from './http/probe.js';
@@ -88,7 +90,22 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const keys = createClusterKeys(config.redis.keyPrefix);
     const leases = createLeaseStore({ redis, keys });
     const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: lease.selfFenceMs });
-    const recorder = createStoreRecorder({ store, log: log.child({ module: 'recorder' }) });
+    // BullMQ's blocking reads need a connection without retry limits (outbound and write-behind).
+    const bull = redis.duplicate({ connectionName: `wafleet:${serverId}:bullmq`, maxRetriesPerRequest: null, commandTimeout: undefined });
+    cleanups.push({ name: 'bullmq connection', run: async () => bull.disconnect() });
+    // Records reach the store behind the lease core, through BullMQ; every server works the queue.
+    const storeSync = createStoreSync({
+      redis: bull,
+      keys,
+      store,
+      snapshots: createSnapshotWriter({ redis, keys, store }),
+      log: log.child({ module: 'store-sync' }),
+      retentionMs: config.messages.retentionMs,
+      lockDurationMs: lease.ttlMs,
+    });
+    cleanups.push({ name: 'store sync', run: () => storeSync.close() });
+    await storeSync.startWorkers();
+    const recorder = createWriteBehindRecorder(storeSync);
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs };
     await ensureMarker(resetDeps);
 
@@ -107,9 +124,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     cleanups.push({ name: 'connector', run: () => connector.close() });
 
     // Outbound messages: records and idempotency in Redis, one BullMQ queue per device, worked off
-    // only where the device runs. BullMQ's blocking reads need a connection without retry limits.
-    const bull = redis.duplicate({ connectionName: `wafleet:${serverId}:bullmq`, maxRetriesPerRequest: null, commandTimeout: undefined });
-    cleanups.push({ name: 'bullmq connection', run: async () => bull.disconnect() });
+    // only where the device runs.
     const messages = createMessageRecords({ redis, keys, idempotencyMs: config.messages.idempotencyMs, retentionMs: config.messages.retentionMs });
     const outbound = createOutbound({
       redis: bull,
@@ -296,6 +311,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         ...createSessionAccess({ redis, keys, store }),
         probeHealth,
         messages,
+        defaultRatePerMinute: config.messages.ratePerMinute,
         enqueueMessage: (messageId, deviceId) => outbound.enqueue(messageId, deviceId),
       },
     });
@@ -316,10 +332,14 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
           httpServer.close(() => resolve());
           httpServer.closeIdleConnections();
         });
+        // The last records go into the queue (Redis), not straight to the store: a store that is
+        // down now must not lose them; another server's worker applies them.
+        recorder.serverLog({ serverId, level: 'info', event: 'server_stopped', message: `Server ${serverId} stopped (${reason})` });
+        await recorder.flush().catch((err) => log.error({ err }, 'write-behind records could not be queued'));
+        const settled = await storeSync.settle(Math.min(5000, config.shutdownTimeoutMs / 3)).catch(() => false);
+        if (!settled) log.warn('write-behind records still pending at exit; they wait in Redis for the next server');
         try {
-          await recorder.flush();
           await store.markServerInactive(serverId);
-          await store.appendServerLog({ serverId, level: 'info', event: 'server_stopped', message: `Server ${serverId} stopped (${reason})` });
         } catch (err) {
           log.error({ err }, 'could not mark the server inactive in the store');
         }

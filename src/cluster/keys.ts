@@ -47,6 +47,8 @@ export interface ClusterKeys {
   message(messageId: string): string;
   /** sorted set messageId -> send time (ms): the device's sends in its rate window */
   sendTimes(deviceId: string): string;
+  /** Hash deviceId -> messages per minute, for devices whose limit differs from the default. */
+  readonly rateOverrides: string;
   /** string: the first message accepted with this idempotency key for this device */
   idempotency(deviceId: string, key: string): string;
   /** BullMQ's key prefix: its queues share the hash tag, so they live in the same slot */
@@ -102,6 +104,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     message: (messageId: string) => `${tag}:msg:${messageId}`,
     idempotency: (deviceId: string, key: string) => `${tag}:idem:${deviceId}:${key}`,
     sendTimes: (deviceId: string) => `${tag}:sends:${deviceId}`,
+    rateOverrides: `${tag}:rate-limits`,
     bullPrefix: `${tag}:bull`,
     singletonLock: (duty: string) => `${tag}:lock:${duty}`,
     all: `${tag}:*`,

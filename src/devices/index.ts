@@ -52,7 +52,7 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
     serverId,
     log: log.child({ module: 'devices' }),
     policy: settings.reconnect,
-    authStates: createAuthStateStore({ redis, keys, store, log: log.child({ module: 'auth-state' }), snapshotDelayMs: settings.sessionSnapshotDelayMs }),
+    authStates: createAuthStateStore({ redis, keys, store, snapshots: recorder.snapshots, log: log.child({ module: 'auth-state' }), snapshotDelayMs: settings.sessionSnapshotDelayMs }),
     codes: createCodePublisher({ redis, keys }),
     async recordStatus(deviceId, token, status, detail) {
       const written = await leases.setStatus(deviceId, serverId, token, status, detail);

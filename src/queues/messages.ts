@@ -11,7 +11,7 @@ import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
   accept: loadLuaScript(LUA, 'acceptMessage-2.lua'),
-  begin: loadLuaScript(LUA, 'beginSend-3.lua'),
+  begin: loadLuaScript(LUA, 'beginSend-4.lua'),
   finish: loadLuaScript(LUA, 'finishMessage-1.lua'),
 };
 
@@ -54,6 +54,10 @@ export interface MessageRecords {
   /** `rate`: sends allowed per `windowMs` for the device (a sliding window). */
   begin(messageId: string, deviceId: string, serverId: string, token: number, rate: { limit: number; windowMs: number }): Promise<BeginSend>;
   finish(messageId: string, outcome: 'sent' | 'failed', detail: string): Promise<void>;
+  /** The device's own messages-per-minute limit, or null when it follows the default. */
+  rateOverride(deviceId: string): Promise<number | null>;
+  /** Sets (or with null removes) the device's own limit; the next send on any server obeys it. */
+  setRateOverride(deviceId: string, perMinute: number | null): Promise<void>;
 }
 
 /**
@@ -122,8 +126,8 @@ export function createMessageRecords({
       const [outcome, value] = await runLua<[string, string | number]>(
         redis,
         scripts.begin,
-        [keys.message(messageId), keys.lease(deviceId), keys.sendTimes(deviceId)],
-        [`${serverId}:${token}`, messageId, rate.limit, rate.windowMs],
+        [keys.message(messageId), keys.lease(deviceId), keys.sendTimes(deviceId), keys.rateOverrides],
+        [`${serverId}:${token}`, messageId, rate.limit, rate.windowMs, deviceId],
       );
       if (outcome === 'go') return { outcome, attempt: Number(value) };
       if (outcome === 'sent') return { outcome, waMessageId: String(value) };
@@ -134,6 +138,16 @@ export function createMessageRecords({
 
     async finish(messageId, outcome, detail) {
       await runLua(redis, scripts.finish, [keys.message(messageId)], [outcome, detail, retentionMs]);
+    },
+
+    async rateOverride(deviceId) {
+      const value = await redis.hget(keys.rateOverrides, deviceId);
+      return value === null ? null : Number(value);
+    },
+
+    async setRateOverride(deviceId, perMinute) {
+      if (perMinute === null) await redis.hdel(keys.rateOverrides, deviceId);
+      else await redis.hset(keys.rateOverrides, deviceId, perMinute);
     },
   };
 }

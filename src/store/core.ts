@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { OPERATIONS, type CallOperation } from './operations.js';
 import { asRows, mapApiKey, mapDevice, mapLeaseEvent, mapServer, mapSession } from './rows.js';
-import type { DeviceStatus, MigrationReport, Store } from './types.js';
+import type { ApplyRecordsReport, DeviceStatus, MigrationReport, Store } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -197,6 +197,18 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
 
     async recentLeaseEvents(limit) {
       return asRows(await call('recentLeaseEvents', { p_limit: limit })).map(mapLeaseEvent);
+    },
+
+    async applyRecords(records) {
+      if (records.length === 0) return { applied: 0, duplicate: 0, fenced: 0, rejected: 0, errors: [] };
+      const report = (await call('applyRecords', { p_records: records })) as Partial<ApplyRecordsReport> | null;
+      return {
+        applied: Number(report?.applied ?? 0),
+        duplicate: Number(report?.duplicate ?? 0),
+        fenced: Number(report?.fenced ?? 0),
+        rejected: Number(report?.rejected ?? 0),
+        errors: Array.isArray(report?.errors) ? report.errors : [],
+      };
     },
 
     async appendServerLog(entry) {

@@ -70,6 +70,7 @@ export const OPERATIONS = {
     returns: 'void',
     params: { p_device_id: 'uuid', p_server_id: 'text', p_event_type: 'text', p_details: 'jsonb' },
   },
+  applyRecords: { fn: 'wafleet_apply_records', returns: 'scalar', params: { p_records: 'jsonb' } },
   listWantedDevices: {
     fn: 'wafleet_list_wanted_devices',
     returns: 'rows',

@@ -101,6 +101,28 @@ export interface ConnectionLogEntry {
 }
 
 /**
+ * One write-behind record (see migrations/005_write_behind.sql). `at` is when it happened (ISO
+ * time); `id` makes applying an appended record twice a no-op.
+ */
+export type StoreRecord =
+  | ({ kind: 'lease_event'; id: string; at: string } & LeaseEventEntry)
+  | ({ kind: 'connection_event'; id: string; at: string } & ConnectionLogEntry)
+  | ({ kind: 'server_log'; id: string; at: string } & ServerLogEntry)
+  | { kind: 'assignment'; at: string; deviceId: string; serverId: string | null; epoch: number }
+  | { kind: 'status'; at: string; deviceId: string; status: DeviceStatus; epoch: number; errorMessage: string | null };
+
+export interface ApplyRecordsReport {
+  applied: number;
+  /** Appended records already in the store (the batch ran before). */
+  duplicate: number;
+  /** Assignments and status refused: the device has a newer epoch. */
+  fenced: number;
+  /** Records the database refused (a device deleted meanwhile, a value out of range). */
+  rejected: number;
+  errors: Array<{ index: number; message: string }>;
+}
+
+/**
  * A device's Baileys auth state as stored: `creds` and `keys` are JSON values as produced by
  * `JSON.parse(JSON.stringify(x, BufferJSON.replacer))`; the store never looks inside.
  */
@@ -190,6 +212,8 @@ export interface Store {
   recordHealthCheck(serverId: string, healthy: boolean, responseTimeMs: number | null): Promise<BackendServer | null>;
   deviceStatusCounts(): Promise<Partial<Record<DeviceStatus, number>>>;
   recentLeaseEvents(limit: number): Promise<LeaseEvent[]>;
+  /** Applies write-behind records in order, in one round trip; never fails on a single record. */
+  applyRecords(records: StoreRecord[]): Promise<ApplyRecordsReport>;
   appendServerLog(entry: ServerLogEntry): Promise<void>;
   appendLeaseEvent(entry: LeaseEventEntry): Promise<void>;
   appendConnectionLog(entry: ConnectionLogEntry): Promise<void>;

@@ -5,11 +5,13 @@ import pino from 'pino';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseGuard, type LeaseGuard } from '../../src/cluster/lease-guard.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
-import { createStoreRecorder, type LeaseRecorder } from '../../src/cluster/recorder.js';
+import { createWriteBehindRecorder, type LeaseRecorder } from '../../src/cluster/recorder.js';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import type { DeviceConnector } from '../../src/devices/connector.js';
+import { createSnapshotWriter } from '../../src/devices/auth-state/auth-state.js';
 import { createDevices, type Devices } from '../../src/devices/index.js';
 import type { ReconnectPolicy } from '../../src/devices/reconnect-policy.js';
+import { createStoreSync, type StoreSync } from '../../src/queues/store-sync.js';
 import { monotonicNow } from '../../src/shared/clock.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
@@ -33,7 +35,11 @@ export interface DeviceBed {
   claim(deviceId: string, serverId: string, ttlMs?: number): Promise<number>;
   /** What another server does: the lease deleted and claimed for `thief`; returns its token. */
   steal(deviceId: string, thief: string): Promise<number>;
-  /** device_connection_logs rows of the device, oldest first. */
+  /** The write-behind queues of the bed's test servers; the store reads below wait for them. */
+  syncs: Set<StoreSync>;
+  /** Resolves when every record the bed's servers made so far is in the store. */
+  settled(): Promise<void>;
+  /** device_connection_logs rows of the device, oldest first, once the write-behind has settled. */
   connectionLog(deviceId: string): Promise<Array<{ event_type: string; server_id: string | null; details: Record<string, unknown> }>>;
   cleanup(): Promise<void>;
 }
@@ -54,6 +60,11 @@ export async function createDeviceBed(): Promise<DeviceBed> {
     const result = await leases.claim(deviceId, serverId, ttlMs);
     if (result.outcome !== 'claimed') throw new Error(`claim of ${deviceId} for ${serverId}: ${JSON.stringify(result)}`);
     return result.token;
+  };
+  const syncs = new Set<StoreSync>();
+  const settled = async () => {
+    for (const sync of syncs) await sync.flush();
+    for (const sync of syncs) await sync.settle(10_000);
   };
   return {
     t,
@@ -76,7 +87,10 @@ export async function createDeviceBed(): Promise<DeviceBed> {
       await t.redis.del(keys.lease(deviceId));
       return claim(deviceId, thief);
     },
+    syncs,
+    settled,
     async connectionLog(deviceId) {
+      await settled();
       const client = new pg.Client({ connectionString: db.url });
       await client.connect();
       try {
@@ -120,7 +134,12 @@ export async function startTestServer(
   const settings = { ...config.devices, reconnect: { ...config.devices.reconnect, ...options.policy } };
   const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: 3_600_000 });
   guard.renewed(monotonicNow());
-  const recorder = createStoreRecorder({ store: bed.store, log: silentLog });
+  // Records go to the store written behind, through the store-sync queue, as in a server.
+  const bull = new Redis(bed.t.url, { maxRetriesPerRequest: null });
+  const storeSync = createStoreSync({ redis: bull, keys: bed.keys, store: bed.store, snapshots: createSnapshotWriter({ redis, keys: bed.keys, store: bed.store }), log: silentLog, retentionMs: 60_000, lockDurationMs: 5000 });
+  await storeSync.startWorkers();
+  bed.syncs.add(storeSync);
+  const recorder = createWriteBehindRecorder(storeSync);
   const leases = createLeaseStore({ redis, keys: bed.keys });
   const devices = await createDevices({
     settings,
@@ -153,6 +172,10 @@ export async function startTestServer(
         await devices.runtime.stopAll('test over');
         await devices.connector.close();
         await recorder.flush();
+        await storeSync.settle(10_000);
+        bed.syncs.delete(storeSync);
+        await storeSync.close();
+        bull.disconnect();
         redis.disconnect();
         subscriber.disconnect();
       })();

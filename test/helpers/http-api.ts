@@ -81,6 +81,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}):
         ...createSessionAccess({ redis: redis.redis, keys, store }),
         probeHealth,
         messages,
+        defaultRatePerMinute: 20,
         enqueueMessage: (messageId, deviceId) => producer.enqueue(messageId, deviceId),
       },
     });

@@ -9,6 +9,13 @@ import net from 'node:net';
 export interface TcpProxy {
   port: number;
   blackhole(on: boolean): void;
+  /**
+   * The service stopped, as a client sees it: open connections reset, new ones refused. The
+   * opposite of a blackhole: errors at once, and whatever was in flight is gone.
+   */
+  stop(): Promise<void>;
+  /** The service is back on the same port. */
+  resume(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -37,16 +44,20 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address() as net.AddressInfo;
+  const closeListener = () =>
+    new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      if (!server.listening) resolve();
+      else server.close(() => resolve());
+    });
   return {
     port: address.port,
+    stop: closeListener,
+    resume: () => new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.port, '127.0.0.1', () => resolve())),
     blackhole(on) {
       blackholed = on;
       if (!on) for (const deliver of held.splice(0)) deliver();
     },
-    close: () =>
-      new Promise((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
+    close: closeListener,
   };
 }

@@ -334,6 +334,26 @@ describe('messages', () => {
     expect((await api.call('GET', `/api/messages/${sent.body.id}`, { key: bob.key })).status).toBe(200);
     expect(await waiting(bobs.id)).toEqual([sent.body.id]);
   });
+
+  it("sets a device's own send rate, reads it back, resets it, and refuses bad values and other users", async () => {
+    const owner = await userKey();
+    const other = await userKey();
+    const device = await newDevice(owner.userId);
+    const path = `/api/devices/${device.id}/rate-limit`;
+    expect((await api.call('GET', path, { key: owner.key })).body).toEqual({ deviceId: device.id, messagesPerMinute: 20, source: 'default' });
+    const set = await api.call('PUT', path, { key: owner.key, body: { messagesPerMinute: 7 } });
+    expect(set).toMatchObject({ status: 200, body: { deviceId: device.id, messagesPerMinute: 7, source: 'device' } });
+    // Where every server's send script reads it.
+    expect(await api.redis.redis.hget(api.keys.rateOverrides, device.id)).toBe('7');
+    for (const bad of [{ messagesPerMinute: 0 }, { messagesPerMinute: 1.5 }, { messagesPerMinute: 'fast' }, {}, { messagesPerMinute: 5, burst: 2 }]) {
+      expect((await api.call('PUT', path, { key: owner.key, body: bad })).status).toBe(422);
+    }
+    expect((await api.call('PUT', path, { key: other.key, body: { messagesPerMinute: 100 } })).status).toBe(403);
+    expect((await api.call('GET', `/api/devices/${randomUUID()}/rate-limit`)).status).toBe(404);
+    expect((await api.call('GET', path, { key: owner.key })).body).toMatchObject({ messagesPerMinute: 7 });
+    expect((await api.call('PUT', path, { key: owner.key, body: { messagesPerMinute: null } })).body).toMatchObject({ messagesPerMinute: 20, source: 'default' });
+    expect(await api.redis.redis.hexists(api.keys.rateOverrides, device.id)).toBe(0);
+  });
 });
 
 describe('servers and cluster (admin)', () => {

@@ -14,6 +14,7 @@ import {
   type ServerRegistration,
   type Store,
 } from '../../src/store/index.js';
+import type { StoreRecord } from '../../src/store/types.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -581,6 +582,48 @@ function storeContract(target: Target) {
         '23514',
       );
       await expectQueryError(store.appendServerLog({ serverId: id('log'), level: 'fatal' as never, event: 'x', message: '' }), '23514');
+    });
+
+    it('applies write-behind batches in order, once, fenced, and reports what it refused', async () => {
+      const id = ids();
+      await store.registerServer(registration(id('wb')));
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-wb', connectionMethod: 'qr' });
+      const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+      const claimId = randomUUID();
+      const batch: StoreRecord[] = [
+        { kind: 'assignment', at: at(1), deviceId: device.id, serverId: id('wb'), epoch: 3 },
+        { kind: 'lease_event', id: claimId, at: at(1), deviceId: device.id, serverId: id('wb'), eventType: 'claim', epoch: 3, details: { via: 'sweep' } },
+        { kind: 'status', at: at(2), deviceId: device.id, status: 'connecting', epoch: 3, errorMessage: null },
+        { kind: 'connection_event', id: randomUUID(), at: at(2), deviceId: device.id, serverId: id('wb'), eventType: 'connecting' },
+        { kind: 'status', at: at(3), deviceId: device.id, status: 'connected', epoch: 3, errorMessage: null },
+        { kind: 'server_log', id: randomUUID(), at: at(4), serverId: id('wb'), level: 'info', event: 'wb_test', message: 'hello' },
+        // An old owner's late write: fenced, changes nothing.
+        { kind: 'status', at: at(5), deviceId: device.id, status: 'error', epoch: 2, errorMessage: 'stale' },
+        // Refused by the database (a check constraint), reported, and the batch goes on.
+        { kind: 'connection_event', id: randomUUID(), at: at(6), deviceId: device.id, serverId: id('wb'), eventType: 'exploded' },
+        { kind: 'lease_event', id: randomUUID(), at: at(7), deviceId: device.id, serverId: id('wb'), eventType: 'release', epoch: 3 },
+      ];
+      const first = await store.applyRecords(batch);
+      expect(first).toMatchObject({ applied: 7, duplicate: 0, fenced: 1, rejected: 1 });
+      expect(first.errors).toHaveLength(1);
+      expect(first.errors[0]).toMatchObject({ index: 7 });
+
+      // The same batch again (a worker died before BullMQ heard it was done): nothing twice.
+      const again = await store.applyRecords(batch);
+      expect(again).toMatchObject({ applied: 3, duplicate: 4, fenced: 1, rejected: 1 });
+
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: id('wb'), leaseEpoch: 3, status: 'connected', errorMessage: null });
+      const events = await probe(
+        `select record_id::text, event_type, created_at from device_lease_events where device_id = $1 order by id`,
+        [device.id],
+      );
+      expect(events.map((e) => e.event_type)).toEqual(['claim', 'release']);
+      expect(events[0]).toMatchObject({ record_id: claimId });
+      // Each record keeps the time it happened, however late it arrives.
+      expect((events[0]!.created_at as Date).toISOString()).toBe(at(1));
+      expect(await probe('select event_type from device_connection_logs where device_id = $1', [device.id])).toEqual([{ event_type: 'connecting' }]);
+      expect(await probe('select event, message from server_logs where server_id = $1', [id('wb')])).toEqual([{ event: 'wb_test', message: 'hello' }]);
+      expect(await store.applyRecords([])).toMatchObject({ applied: 0, rejected: 0 });
     });
 
     it('keeps server_logs when the server row is deleted, and unassigns its devices', async () => {

@@ -6,7 +6,7 @@ import { freePort, startEphemeralRedis } from '../../scripts/lib/local-redis.js'
 import { createClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore } from '../../src/cluster/lease-store.js';
 import { createStore } from '../../src/store/index.js';
-import { createAuthStateStore, type AuthStateStore } from '../../src/devices/auth-state/auth-state.js';
+import { createAuthStateStore, createSnapshotWriter, type AuthStateStore } from '../../src/devices/auth-state/auth-state.js';
 import { SIGNAL_KEY_TYPES } from '../../src/devices/auth-state/codec.js';
 import { AuthStateFencedError } from '../../src/devices/errors.js';
 import { createDeviceBed, eventually, silentLog, type DeviceBed } from '../helpers/devices.js';
@@ -18,7 +18,7 @@ const connections: Redis[] = [];
 function authStore(snapshotDelayMs = 60_000, url = bed.t.url, keys = bed.keys, owned = connections): AuthStateStore {
   const redis = new Redis(url);
   owned.push(redis);
-  return createAuthStateStore({ redis, keys, store: bed.store, log: silentLog, snapshotDelayMs });
+  return createAuthStateStore({ redis, keys, store: bed.store, snapshots: createSnapshotWriter({ redis, keys, store: bed.store }), log: silentLog, snapshotDelayMs });
 }
 
 /** The local guard of a server that has not noticed anything yet: only the fence in Redis can stop it. */
@@ -291,7 +291,7 @@ describe('shared auth state', () => {
     const unreachable = await createStore({ kind: 'postgres', databaseUrl: `postgres://postgres@127.0.0.1:${await freePort()}/none`, poolMax: 1 }, { log: silentLog });
     const redis = new Redis(bed.t.url);
     connections.push(redis);
-    const auth = createAuthStateStore({ redis, keys: bed.keys, store: unreachable, log: silentLog, snapshotDelayMs: 50 });
+    const auth = createAuthStateStore({ redis, keys: bed.keys, store: unreachable, snapshots: createSnapshotWriter({ redis, keys: bed.keys, store: unreachable }), log: silentLog, snapshotDelayMs: 50 });
     try {
       await expect(auth.forDevice(deviceId, { serverId: 'srv-a', token, guard: unaware }).load()).rejects.toThrow();
       expect(await bed.t.redis.exists(bed.keys.authState(deviceId))).toBe(0);

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuthStateStore } from '../../src/devices/auth-state/auth-state.js';
+import { createAuthStateStore, createSnapshotWriter } from '../../src/devices/auth-state/auth-state.js';
 import { isLinked } from '../../src/devices/auth-state/codec.js';
 import type { DeviceConnector, DeviceSocketEvents, OpenDeviceOptions } from '../../src/devices/connector.js';
 import { createSimulatedConnector, type SimulatedConnectorOptions } from '../../src/devices/simulated/connector.js';
@@ -45,7 +45,7 @@ async function authFor(deviceId: string, serverId: string, linked: boolean): Pro
   const token = await bed.claim(deviceId, serverId);
   const redis = new Redis(bed.t.url);
   connections.push(redis);
-  const auth = createAuthStateStore({ redis, keys: bed.keys, store: bed.store, log, snapshotDelayMs: 60_000 }).forDevice(deviceId, {
+  const auth = createAuthStateStore({ redis, keys: bed.keys, store: bed.store, snapshots: createSnapshotWriter({ redis, keys: bed.keys, store: bed.store }), log, snapshotDelayMs: 60_000 }).forDevice(deviceId, {
     serverId,
     token,
     guard: () => undefined,
@@ -147,7 +147,7 @@ describe('simulated WhatsApp', () => {
     expect(await bed.t.redis.exists(bed.keys.simSocket(device))).toBe(0); // never connected while unlinked
     expect(await bed.t.redis.hget(bed.keys.simPairings, device)).toBe('1');
     // The link is in Redis, where the next socket (on any server) reads it.
-    const stored = await createAuthStateStore({ redis: bed.t.redis, keys: bed.keys, store: bed.store, log, snapshotDelayMs: 60_000 })
+    const stored = await createAuthStateStore({ redis: bed.t.redis, keys: bed.keys, store: bed.store, snapshots: createSnapshotWriter({ redis: bed.t.redis, keys: bed.keys, store: bed.store }), log, snapshotDelayMs: 60_000 })
       .forDevice(device, { serverId: 'srv-a', token: auth.token, guard: () => undefined })
       .load();
     expect(isLinked(stored.state.creds)).toBe(true);

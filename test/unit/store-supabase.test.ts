@@ -4,7 +4,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadMigrations } from '../../src/store/migrate.js';
 import { OPERATIONS } from '../../src/store/operations.js';
-import { StoreQueryError, StoreSchemaError, StoreUnavailableError, createStore, type Store } from '../../src/store/index.js';
+import { StoreQueryError, StoreSchemaError, StoreUnavailableError, createStore, type Store, type StoreRecord } from '../../src/store/index.js';
 
 // The supabase adapter against a local HTTP server that answers like PostgREST: what goes over
 // the wire (path, named-parameter body, auth headers) and how answers map back.
@@ -283,6 +283,17 @@ describe('supabase adapter request shapes', () => {
     expectRpc('wafleet_clear_session', { p_device_id: deviceRow.id, p_epoch: 3 });
   });
 
+  it('write-behind batches go as one RPC with the records as JSON, and the report is read back', async () => {
+    const store = await open();
+    const records: StoreRecord[] = [
+      { kind: 'assignment', at: '2026-01-01T00:00:00.000Z', deviceId: deviceRow.id, serverId: 'srv-1', epoch: 2 },
+      { kind: 'server_log', id: deviceRow.id, at: '2026-01-01T00:00:01.000Z', serverId: 'srv-1', level: 'info', event: 'x', message: 'y' },
+    ];
+    answers.set('wafleet_apply_records', { status: 200, body: { applied: 1, duplicate: 0, fenced: 1, rejected: 0, errors: [] } });
+    expect(await store.applyRecords(records)).toEqual({ applied: 1, duplicate: 0, fenced: 1, rejected: 0, errors: [] });
+    expectRpc('wafleet_apply_records', { p_records: records });
+  });
+
   it('HTTP API operations: API keys, device listing and deletion, server admin, cluster overview', async () => {
     const store = await open();
     const hash = 'a'.repeat(64);
@@ -315,6 +326,7 @@ describe('supabase adapter request shapes', () => {
         'wafleet_append_connection_log',
         'wafleet_append_lease_event',
         'wafleet_append_server_log',
+        'wafleet_apply_records',
         'wafleet_clear_session',
         'wafleet_configure_server',
         'wafleet_create_api_key',

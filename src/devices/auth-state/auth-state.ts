@@ -55,17 +55,25 @@ export interface AuthStateStore {
   forDevice(deviceId: string, lease: AuthLease): DeviceAuthState;
 }
 
+/** Where a device's durable session snapshot is written (the server writes it behind, queued). */
+export interface SessionSnapshotWriter {
+  /** Copies the device's hot auth state to the store under `epoch`; false when fenced or gone. */
+  save(deviceId: string, epoch: number): Promise<boolean>;
+}
+
 export interface AuthStateStoreOptions {
   redis: Redis;
   keys: ClusterKeys;
-  store: Pick<Store, 'saveSession' | 'getSession' | 'clearSession'>;
+  store: Pick<Store, 'getSession' | 'clearSession'>;
+  /** Where snapshots go: written behind through the store-sync queue in the server. */
+  snapshots: SessionSnapshotWriter;
   log: Logger;
   /** The durable snapshot trails Redis by at most this long (0: after every write). */
   snapshotDelayMs: number;
 }
 
 export function createAuthStateStore(options: AuthStateStoreOptions): AuthStateStore {
-  const { redis, keys, store, log, snapshotDelayMs } = options;
+  const { redis, keys, store, snapshots, log, snapshotDelayMs } = options;
   defineLuaScripts(redis, Object.values(scripts));
 
   return {
@@ -170,9 +178,7 @@ export function createAuthStateStore(options: AuthStateStoreOptions): AuthStateS
           }
           dirty = false;
           try {
-            const session = hashToSession(await redis.hgetall(hashKey));
-            if (!session) return false;
-            const saved = await store.saveSession(deviceId, session.creds, session.keys, lease.token);
+            const saved = await snapshots.save(deviceId, lease.token);
             if (!saved) deviceLog.info('session snapshot refused: the store has a newer epoch');
             return saved;
           } catch (err) {
@@ -241,6 +247,20 @@ export function createAuthStateStore(options: AuthStateStoreOptions): AuthStateS
         },
       };
       return auth;
+    },
+  };
+}
+
+/**
+ * Copies a device's hot auth state from Redis to the store, fenced by `epoch`. Reading at write
+ * time means a delayed snapshot carries the newest state, never an older one than it was asked for.
+ */
+export function createSnapshotWriter({ redis, keys, store }: { redis: Redis; keys: ClusterKeys; store: Pick<Store, 'saveSession'> }): SessionSnapshotWriter {
+  return {
+    async save(deviceId, epoch) {
+      const session = hashToSession(await redis.hgetall(keys.authState(deviceId)));
+      if (!session) return false;
+      return store.saveSession(deviceId, session.creds, session.keys, epoch);
     },
   };
 }

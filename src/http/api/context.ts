@@ -32,6 +32,8 @@ export interface ApiDeps {
   /** GET <url>/health with a timeout. */
   probeHealth(url: string): Promise<{ healthy: boolean; responseTimeMs: number | null }>;
   messages: MessageRecords;
+  /** MESSAGE_RATE_PER_MINUTE: the send rate of a device without its own. */
+  defaultRatePerMinute: number;
   /** Queues an accepted message on its device's queue (idempotent by message id). */
   enqueueMessage(messageId: string, deviceId: string): Promise<void>;
 }

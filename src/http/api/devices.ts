@@ -135,6 +135,7 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
         await deps.store.deleteDevice(params.id);
         // The session goes with the device (the store's cascades with the row).
         await deps.redis.del(deps.keys.deviceStatus(params.id), ...deviceSessionKeys(deps.keys, params.id));
+        await deps.messages.setRateOverride(params.id, null);
         return { status: 204 };
       },
     }),

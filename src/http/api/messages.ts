@@ -2,7 +2,7 @@ import type { OutboundMessage } from '../../queues/messages.js';
 import { HttpError } from '../errors.js';
 import { route, type RouteSpec } from '../routes.js';
 import { loadDevice, type ApiDeps } from './context.js';
-import { deviceIdParams, idempotencyKey, messageIdParams, seedSendMessageBody, sendMessageBody } from './schemas.js';
+import { deviceIdParams, idempotencyKey, messageIdParams, rateLimitBody, seedSendMessageBody, sendMessageBody } from './schemas.js';
 
 // Messages are accepted by any server: recorded (once per idempotency key) and queued on the
 // device's own queue, which only the device's lease holder works off.
@@ -16,6 +16,11 @@ async function accept(deps: ApiDeps, message: OutboundMessage, key: string | und
   // accepting server died in between). A job id is unique, so this cannot queue it twice.
   if (created || record?.status === 'queued') await deps.enqueueMessage(id, message.deviceId);
   return { id, status: record?.status ?? 'queued' };
+}
+
+async function rateView(deps: ApiDeps, deviceId: string) {
+  const own = await deps.messages.rateOverride(deviceId);
+  return { deviceId, messagesPerMinute: own ?? deps.defaultRatePerMinute, source: own === null ? 'default' : 'device' };
 }
 
 function keyFrom(header: string | string[] | undefined): string | undefined {
@@ -43,6 +48,36 @@ export function messageRoutes(deps: ApiDeps): RouteSpec[] {
         await loadDevice(deps, caller, params.id);
         const result = await accept(deps, { deviceId: params.id, ...body }, keyFrom(req.headers['idempotency-key']));
         return { status: 202, body: result };
+      },
+    }),
+
+    route({
+      method: 'get',
+      path: '/api/devices/:id/rate-limit',
+      tag: 'messages',
+      summary: "The device's send rate (messages in any 60-second window) and whether it is its own",
+      access: 'any',
+      params: deviceIdParams,
+      responses: { 200: '{deviceId, messagesPerMinute, source: "device"|"default"}', ...COMMON },
+      async handler({ params, caller }) {
+        await loadDevice(deps, caller, params.id);
+        return { status: 200, body: await rateView(deps, params.id) };
+      },
+    }),
+
+    route({
+      method: 'put',
+      path: '/api/devices/:id/rate-limit',
+      tag: 'messages',
+      summary: "Set the device's own send rate (null: back to the default); the next send on any server obeys it",
+      access: 'any',
+      params: deviceIdParams,
+      body: rateLimitBody,
+      responses: { 200: '{deviceId, messagesPerMinute, source}', 400: 'Malformed JSON', ...COMMON, 413: 'Body too large', 415: 'Not JSON' },
+      async handler({ params, body, caller }) {
+        await loadDevice(deps, caller, params.id);
+        await deps.messages.setRateOverride(params.id, body.messagesPerMinute);
+        return { status: 200, body: await rateView(deps, params.id) };
       },
     }),
 

@@ -99,6 +99,11 @@ export const sendMessageBody = z
   })
   .superRefine(checkContent);
 
+/** A device's own send rate; null goes back to MESSAGE_RATE_PER_MINUTE. */
+export const rateLimitBody = z.strictObject({
+  messagesPerMinute: z.number().int().min(1).max(10_000).nullable(),
+});
+
 /** The seed's POST /send-message body, kept for existing clients. */
 export const seedSendMessageBody = z
   .strictObject({

@@ -10,10 +10,12 @@
     KEYS[1]  message record  {p}:msg:<messageId>
     KEYS[2]  lease key       {p}:lease:<deviceId>
     KEYS[3]  send times      {p}:sends:<deviceId> (sorted set: messageId -> send time, ms)
+    KEYS[4]  rate overrides  {p}:rate-limits (hash: deviceId -> sends allowed per window)
     ARGV[1]  "serverId:token" of the sender
     ARGV[2]  messageId
-    ARGV[3]  rate limit: sends allowed per window
+    ARGV[3]  default rate limit: sends allowed per window (a device's override in KEYS[4] wins)
     ARGV[4]  window ms
+    ARGV[5]  deviceId
 
   Output:
     { "go", attempt }            send now (attempt counts every begun send, this one included)
@@ -36,10 +38,12 @@ end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local window = tonumber(ARGV[4])
+-- Read here, at the send, so a changed limit applies to the very next message on any server.
+local limit = tonumber(redis.call('HGET', KEYS[4], ARGV[5]) or ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
 -- A retry of this very message after a failed send already holds its slot.
 if not redis.call('ZSCORE', KEYS[3], ARGV[2]) then
-  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[3]) then
+  if redis.call('ZCARD', KEYS[3]) >= limit then
     local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
     return { 'wait', math.max(1, tonumber(oldest[2]) + window - now) }
   end
