@@ -12,7 +12,7 @@ const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
   accept: loadLuaScript(LUA, 'acceptMessage-2.lua'),
   begin: loadLuaScript(LUA, 'beginSend-4.lua'),
-  finish: loadLuaScript(LUA, 'finishMessage-1.lua'),
+  finish: loadLuaScript(LUA, 'finishMessage-2.lua'),
 };
 
 export const MESSAGE_TYPES = ['text', 'image', 'video', 'document'] as const;
@@ -53,7 +53,8 @@ export interface MessageRecords {
   get(messageId: string): Promise<MessageRecord | null>;
   /** `rate`: sends allowed per `windowMs` for the device (a sliding window). */
   begin(messageId: string, deviceId: string, serverId: string, token: number, rate: { limit: number; windowMs: number }): Promise<BeginSend>;
-  finish(messageId: string, outcome: 'sent' | 'failed', detail: string): Promise<void>;
+  /** `windowMs`: the device's rate window, whose slot for this message moves to the delivery. */
+  finish(messageId: string, deviceId: string, outcome: 'sent' | 'failed', detail: string, windowMs?: number): Promise<void>;
   /** The device's own messages-per-minute limit, or null when it follows the default. */
   rateOverride(deviceId: string): Promise<number | null>;
   /** Sets (or with null removes) the device's own limit; the next send on any server obeys it. */
@@ -136,8 +137,8 @@ export function createMessageRecords({
       return { outcome: 'missing' };
     },
 
-    async finish(messageId, outcome, detail) {
-      await runLua(redis, scripts.finish, [keys.message(messageId)], [outcome, detail, retentionMs]);
+    async finish(messageId, deviceId, outcome, detail, windowMs = 0) {
+      await runLua(redis, scripts.finish, [keys.message(messageId), keys.sendTimes(deviceId)], [outcome, detail, retentionMs, windowMs]);
     },
 
     async rateOverride(deviceId) {

@@ -162,14 +162,14 @@ export function createOutbound(options: OutboundOptions): Outbound {
     } catch (err) {
       const reason = (err as Error).message;
       if (err instanceof PermanentSendError || begun.attempt >= options.attempts) {
-        await records.finish(messageId, 'failed', reason);
+        await records.finish(messageId, deviceId, 'failed', reason);
         log.warn({ deviceId, messageId, attempt: begun.attempt, reason }, 'message failed');
         throw new UnrecoverableError(reason);
       }
       log.info({ deviceId, messageId, attempt: begun.attempt, reason }, 'message send failed; retrying');
       return later(Math.min(60_000, 1000 * 2 ** (begun.attempt - 1)));
     }
-    await records.finish(messageId, 'sent', waMessageId);
+    await records.finish(messageId, deviceId, 'sent', waMessageId, options.rateWindowMs ?? 60_000);
   };
 
   return {
@@ -190,7 +190,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
       });
       worker.on('failed', (job, err) => {
         // Unexpected errors (Redis trouble inside the processor): the record says why.
-        if (job && !(err instanceof UnrecoverableError)) void records.finish(job.data.messageId, 'failed', err.message).catch(() => undefined);
+        if (job && !(err instanceof UnrecoverableError)) void records.finish(job.data.messageId, deviceId, 'failed', err.message).catch(() => undefined);
       });
       worker.on('error', (err) => log.warn({ deviceId, err: { message: err.message } }, 'outbound worker error'));
       workers.set(deviceId, { worker, token });

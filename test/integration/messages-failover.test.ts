@@ -9,8 +9,9 @@ import type { ServerProcess } from '../helpers/processes.js';
 
 const KEY = 'messages-internal-key-0123456789abcdef';
 const TTL = Number(TEST_LEASE_ENV.LEASE_TTL_MS);
-const DEVICES = 30;
-const PER_DEVICE = 40;
+// 10,000 messages per run: 100 devices x 100.
+const DEVICES = 100;
+const PER_DEVICE = 100;
 const ENV = {
   INTERNAL_API_KEY: KEY,
   MESSAGE_RATE_PER_MINUTE: '6000',
@@ -41,8 +42,8 @@ type Disruption = 'SIGKILL' | 'SIGTERM' | 'rebalance';
 describe('outbound messages while devices move', () => {
   it.each<[Disruption, number, number]>([
     ['SIGKILL', DEVICES, PER_DEVICE],
-    ['SIGTERM', 20, 30],
-    ['rebalance', 20, 30],
+    ['SIGTERM', DEVICES, PER_DEVICE],
+    ['rebalance', DEVICES, PER_DEVICE],
   ])('%s halfway through: %i devices x %i messages on 3 servers, each delivered once, in order', async (disruption, DEVICES, PER_DEVICE) => {
     // For a rebalance the third server joins halfway; otherwise all three run from the start.
     const initial = disruption === 'rebalance' ? ['msg-a', 'msg-b'] : ['msg-a', 'msg-b', 'msg-c'];
@@ -131,5 +132,5 @@ describe('outbound messages while devices move', () => {
       const senders = new Set((await Promise.all(devices.map(logOf))).flat().map((entry) => (entry as Delivery & { serverId: string }).serverId));
       expect(senders.has('msg-c')).toBe(true);
     }
-  });
+  }, 600_000);
 });

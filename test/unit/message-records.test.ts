@@ -38,10 +38,10 @@ describe('message records', () => {
     expect(await records.begin(id, device, 'srv-b', 3, RATE)).toEqual({ outcome: 'not_owner', holder: 'srv-a:3' });
     expect(await records.begin(id, device, 'srv-a', 3, RATE)).toEqual({ outcome: 'go', attempt: 1 });
     expect((await records.get(id))?.status).toBe('sending');
-    await records.finish(id, 'sent', waMessageIdFor(id));
+    await records.finish(id, device, 'sent', waMessageIdFor(id));
     expect(await records.get(id)).toMatchObject({ status: 'sent', waMessageId: waMessageIdFor(id), attempts: 1 });
     expect(await records.begin(id, device, 'srv-a', 3, RATE)).toEqual({ outcome: 'sent', waMessageId: waMessageIdFor(id) });
-    await records.finish(id, 'failed', 'late failure');
+    await records.finish(id, device, 'failed', 'late failure');
     expect((await records.get(id))?.status).toBe('sent');
     const ttl = await t.redis.pttl(keys.message(id));
     expect(ttl).toBeGreaterThan(0);
@@ -50,7 +50,7 @@ describe('message records', () => {
 
   it('keeps a failure with its reason, and derives a stable WhatsApp id', async () => {
     const { id } = await records.accept({ deviceId: device, to: '123@g.us', type: 'text', text: 'x' });
-    await records.finish(id, 'failed', 'invalid number');
+    await records.finish(id, device, 'failed', 'invalid number');
     expect(await records.get(id)).toMatchObject({ status: 'failed', error: 'invalid number' });
     expect(waMessageIdFor(id)).toBe(waMessageIdFor(id));
     expect(waMessageIdFor(id)).toMatch(/^3EB0[0-9A-F]{16}$/);
@@ -74,5 +74,37 @@ describe('message records', () => {
     expect((await records.begin(ids[0]!, paced, 'srv-a', 1, rate)).outcome).toBe('go');
     await new Promise((r) => setTimeout(r, (waiting as { ms: number }).ms + 20));
     expect((await records.begin(ids[3]!, paced, 'srv-a', 1, rate)).outcome).toBe('go');
+  });
+
+  it("counts a send's slot from its delivery, so a slow send cannot let the next window start early", async () => {
+    const keys = createClusterKeys(t.prefix);
+    const slow = '5b1e8f0a-2c3d-4e5f-8a9b-0c1d2e3f4a5b';
+    await t.redis.set(keys.lease(slow), 'srv-a:1');
+    const rate = { limit: 1, windowMs: 500 };
+    const first = (await records.accept({ deviceId: slow, to: '4915112345678', type: 'text', text: 's1' })).id;
+    const second = (await records.accept({ deviceId: slow, to: '4915112345678', type: 'text', text: 's2' })).id;
+    expect((await records.begin(first, slow, 'srv-a', 1, rate)).outcome).toBe('go');
+    await new Promise((r) => setTimeout(r, 300)); // the send takes 300 ms
+    await records.finish(first, slow, 'sent', waMessageIdFor(first), rate.windowMs);
+    const waiting = await records.begin(second, slow, 'srv-a', 1, rate);
+    // Measured from the delivery, not from when the send began: close to a whole window again.
+    expect(waiting.outcome).toBe('wait');
+    expect((waiting as { ms: number }).ms).toBeGreaterThan(400);
+  });
+
+  it("obeys a device's own limit over the default, read at each send", async () => {
+    const keys = createClusterKeys(t.prefix);
+    const own = '9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d';
+    await t.redis.set(keys.lease(own), 'srv-a:1');
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await records.accept({ deviceId: own, to: '4915112345678', type: 'text', text: `o${i}` })).id);
+    await records.setRateOverride(own, 2);
+    expect(await records.rateOverride(own)).toBe(2);
+    expect((await records.begin(ids[0]!, own, 'srv-a', 1, RATE)).outcome).toBe('go');
+    expect((await records.begin(ids[1]!, own, 'srv-a', 1, RATE)).outcome).toBe('go');
+    expect((await records.begin(ids[2]!, own, 'srv-a', 1, RATE)).outcome).toBe('wait');
+    await records.setRateOverride(own, null);
+    expect(await records.rateOverride(own)).toBeNull();
+    expect((await records.begin(ids[2]!, own, 'srv-a', 1, RATE)).outcome).toBe('go');
   });
 });
