@@ -1,5 +1,6 @@
-// pm2 layout of a wafleet cluster on one host: the embedded store host and three servers, each
-// with its own SERVER_ID and PORT. `npm start` runs `pm2 start ecosystem.config.js` after making
+// pm2 layout of a wafleet cluster on one host: the embedded store host, three servers, each
+// with its own SERVER_ID and PORT, and the monitor (BullBoard and the cluster page on
+// MONITORING_PORT, 3001 by default). `npm start` runs `pm2 start ecosystem.config.js` after making
 // sure Redis answers; `npm stop` removes the apps. Anything set in the environment of the pm2
 // command (or in .env) reaches every app; the values below win for the per-server ones.
 //
@@ -60,4 +61,14 @@ export const apps = [
       DEVICE_DRIVER: process.env.DEVICE_DRIVER ?? 'simulated',
     },
   })),
+  {
+    ...common,
+    name: 'wafleet-monitor',
+    args: ['src/monitor.ts'],
+    out_file: 'logs/wafleet-monitor.out.log',
+    error_file: 'logs/wafleet-monitor.err.log',
+    // It needs ADMIN_PASSWORD (in .env or the environment); without one it exits 1 and says why,
+    // and `npm start` leaves it out rather than let pm2 restart it in vain.
+    env: { SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS) },
+  },
 ];

@@ -15,6 +15,8 @@ import { describeConfig, loadConfigFromProcess, type Config } from './config/ind
 import { createSnapshotWriter } from './devices/auth-state/auth-state.js';
 import { createDevices } from './devices/index.js';
 import { createHttpApp, type HealthReport } from './http/app.js';
+import { createMetrics } from './metrics/index.js';
+import { startMetricsPublisher } from './metrics/publish.js';
 import { withOutboundWork } from './queues/device-work.js';
 import { createMessageRecords } from './queues/messages.js';
 import { createOutbound } from './queues/outbound.js';
@@ -25,6 +27,7 @@ import { probeHealth } from './http/probe.js';
 import { createRateLimiter } from './http/rate-limit.js';
 import { monotonicNow } from './shared/clock.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
+import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
 import { createLogger, type Logger } from './shared/logger.js';
 import { connectRedis } from './shared/redis.js';
 import { createStore } from './store/index.js';
@@ -34,13 +37,14 @@ interface RunningServer {
   shutdown(reason: string): Promise<void>;
 }
 
-type Cleanup = { name: string; run: () => Promise<unknown> };
 
 async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const { identity } = config.server;
   const serverId = identity.id;
   const { lease } = config;
   log.info({ config: describeConfig(config) }, `Server identified: ${serverId} (from ${identity.source})`);
+  // One registry per process, handed to whatever counts (heartbeat, coordinator, outbound).
+  const metrics = createMetrics({ serverId });
 
   const cleanups: Cleanup[] = [];
   let state: { draining: boolean; ready: boolean; health: () => Omit<HealthReport, 'status' | 'timestamp' | 'serverId' | 'draining'> & { fenced: boolean } } = {
@@ -102,6 +106,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       log: log.child({ module: 'store-sync' }),
       retentionMs: config.messages.retentionMs,
       lockDurationMs: lease.ttlMs,
+      metrics,
     });
     cleanups.push({ name: 'store sync', run: () => storeSync.close() });
     await storeSync.startWorkers();
@@ -147,6 +152,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       // has to outlive a send.
       lockDurationMs: lease.ttlMs,
       retentionMs: config.messages.retentionMs,
+      metrics,
     });
     cleanups.push({ name: 'outbound', run: () => outbound.close() });
     const runtime = withOutboundWork(deviceRuntime, outbound);
@@ -197,6 +203,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       onFenced: () => coordinator?.onFenced(),
       onUnfenced: () => coordinator?.onUnfenced(),
       onRedisReset,
+      metrics,
     });
     coordinator = createCoordinator({
       redis,
@@ -220,10 +227,12 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         if (!cleared.redis || !cleared.store) log.warn({ deviceId, token, cleared }, 'session clear refused somewhere: a newer owner holds it');
       },
       onDrainRequested: () => void drainOnRequest(),
+      metrics,
     });
     const activeCoordinator = coordinator;
     await activeCoordinator.start();
     cleanups.push({ name: 'coordinator', run: () => activeCoordinator.stop() });
+    log.info({ ttlMs: lease.ttlMs, renewIntervalMs: lease.renewIntervalMs }, 'Server assignment service ready');
 
     const singleton = createSingletonRunner(redis);
     const reconciler = createReconciler({
@@ -252,6 +261,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         .catch((err) => log.warn({ err: { message: (err as Error).message } }, 'store health write failed'));
     }, config.storeHealthIntervalMs);
     storeHealth.unref();
+    log.info({ intervalMs: config.storeHealthIntervalMs }, 'Server health monitoring started');
     const stopStoreHealth = async () => {
       clearInterval(storeHealth);
       await healthWrite;
@@ -282,6 +292,18 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       ready: true,
       health: () => ({ activeConnections: runtime.activeConnections, leases: guard.size, fenced: guard.isFenced() }),
     };
+    metrics.setSources({
+      leasesHeld: () => guard.size,
+      socketsByStatus: () => runtime.statusCounts(),
+      draining: () => state.draining,
+      fenced: () => guard.isFenced(),
+      storeSyncLagSeconds: async () => (await storeSync.stats()).lagMs / 1000,
+    });
+    metrics.watchQueue('outbound', () => outbound.jobCounts());
+    metrics.watchQueue('store-sync', () => storeSync.jobCounts());
+    // Snapshots for the monitoring port's aggregate; the key goes when the server does.
+    const publisher = startMetricsPublisher({ redis, keys, metrics, serverId, intervalMs: lease.renewIntervalMs, log: log.child({ module: 'metrics' }) });
+    cleanups.push({ name: 'metrics snapshot', run: () => publisher.stop() });
 
     const authenticator = createAuthenticator({ internalApiKey: config.internalApiKey, store });
     if (!config.internalApiKey) log.warn('INTERNAL_API_KEY is not set: admin and service calls are refused; user API keys still work');
@@ -298,6 +320,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         };
       },
       ready: () => state.ready && !state.draining,
+      metrics,
       rateLimiter: createRateLimiter({ redis, keys }),
       options: { production: config.nodeEnv === 'production', ...config.http },
       api: {
@@ -320,7 +343,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       server.once('error', reject);
       server.listen(config.server.port, () => resolve(server));
     });
-    log.info({ port: config.server.port }, 'http listening');
+    log.info({ port: config.server.port }, `HTTP Server listening on port ${config.server.port}`);
 
     let shuttingDown: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
@@ -355,17 +378,6 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
   }
 }
 
-/** Cleanups run newest first, each guarded, so one failure never skips the rest. */
-async function runCleanups(cleanups: Cleanup[], log: Logger): Promise<void> {
-  for (const cleanup of cleanups.splice(0).reverse()) {
-    try {
-      await cleanup.run();
-    } catch (err) {
-      log.warn({ err, cleanup: cleanup.name }, 'cleanup failed');
-    }
-  }
-}
-
 async function main(): Promise<void> {
   let config: Config;
   try {
@@ -391,22 +403,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  const onSignal = (signal: NodeJS.Signals) => {
-    // The hard stop keeps a wedged cleanup from outliving pm2's kill timeout silently.
-    const hardStop = setTimeout(() => {
-      log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown deadline passed; exiting');
-      log.flush();
-      process.exit(1);
-    }, config.shutdownTimeoutMs);
-    hardStop.unref();
-    void server.shutdown(signal).then(() => {
-      log.flush();
-      process.exit(0);
-    });
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled promise rejection'));
+  exitOnSignals({ log, shutdownTimeoutMs: config.shutdownTimeoutMs, shutdown: (signal) => server.shutdown(signal) });
 }
 
 // This module is the server's entry point (npm run server, pm2 via scripts/launch.mjs); nothing

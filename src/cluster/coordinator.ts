@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { DeviceRuntime } from '../devices/runtime.js';
+import type { Metrics } from '../metrics/index.js';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import type { Heartbeat } from './heartbeat.js';
@@ -42,6 +43,7 @@ export interface CoordinatorOptions {
   onDrainRequested(): void;
   /** Devices released concurrently per drain batch. */
   drainBatchSize?: number;
+  metrics?: Pick<Metrics, 'claims' | 'claimSeconds' | 'failovers' | 'drains' | 'releases'>;
 }
 
 export interface Coordinator {
@@ -64,7 +66,7 @@ const INBOX_GROUP = 'owner';
 const SWEEP_BATCH = 500;
 
 export function createCoordinator(options: CoordinatorOptions): Coordinator {
-  const { redis, inboxReader, subscriber, keys, leases, guard, heartbeat, runtime, recorder, log, serverId, ttlMs } = options;
+  const { redis, inboxReader, subscriber, keys, leases, guard, heartbeat, runtime, recorder, log, serverId, ttlMs, metrics } = options;
   const drainBatchSize = options.drainBatchSize ?? 100;
   let draining = false;
   let stopped = false;
@@ -80,7 +82,16 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
 
   const claim = async (deviceId: string, via: string): Promise<void> => {
     if (draining || stopped || guard.isFenced()) return;
+    const sentAt = options.clock();
     const result = await leases.claim(deviceId, serverId, ttlMs, { viaPlacement: via === 'placement' });
+    metrics?.claimSeconds.observe((options.clock() - sentAt) / 1000);
+    metrics?.claims.inc({ outcome: result.outcome });
+    if (result.outcome === 'held' && result.serverId !== serverId) {
+      // The seed's operators grep for this line: another server runs the device, so this one
+      // leaves it alone.
+      log.info({ deviceId, owner: result.serverId, token: result.token, via }, 'Device not assigned to this server - skipping');
+      return;
+    }
     if (result.outcome !== 'claimed') {
       log.debug({ deviceId, result }, 'claim not taken');
       return;
@@ -89,8 +100,15 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     heldSince.set(deviceId, options.clock());
     runtime.start(deviceId, result.token);
     recorder.assignment(deviceId, serverId, result.token);
-    recorder.leaseEvent({ deviceId, serverId, eventType: 'claim', epoch: result.token, details: { via } });
-    log.info({ deviceId, token: result.token, via }, 'lease claimed');
+    const { expired } = result;
+    recorder.leaseEvent({ deviceId, serverId, eventType: 'claim', epoch: result.token, details: { via, ...(expired ? { expiredFrom: expired } : {}) } });
+    if (expired) {
+      // The lease ran out and this claim came before any sweep: the failover is counted here,
+      // and the sweep, finding a live lease, counts nothing.
+      metrics?.failovers.inc();
+      log.info({ deviceId, from: expired.serverId, fromToken: expired.token, token: result.token }, 'Failover: lease expired; device taken over here before any sweep');
+    }
+    log.info({ deviceId, token: result.token, via }, 'Device assigned to server');
   };
 
   const createInboxGroup = async (): Promise<void> => {
@@ -151,6 +169,8 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     guard.drop(deviceId, token);
     heldSince.delete(deviceId);
     if (!(await leases.release(deviceId, serverId, token))) return false;
+    metrics?.releases.inc({ reason: eventType });
+    log.info({ deviceId, token, reason: eventType }, 'Device released');
     recorder.leaseEvent({ deviceId, serverId, eventType, epoch: token, details: { reason } });
     await leases.place(deviceId, servers, options.placementTimeoutMs, serverId);
     return true;
@@ -163,12 +183,17 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
    */
   const stopHeld = async (deviceId: string, why: 'stop' | 'logout'): Promise<void> => {
     const token = guard.tokenOf(deviceId);
-    if (token === undefined) return;
+    if (token === undefined) {
+      log.info({ deviceId, request: why }, 'Device not assigned to this server - skipping');
+      return;
+    }
     if (why === 'logout') await options.logout(deviceId, token);
     else await runtime.stop(deviceId, 'stopped through the API');
     guard.drop(deviceId, token);
     heldSince.delete(deviceId);
     if (await leases.release(deviceId, serverId, token)) {
+      metrics?.releases.inc({ reason: why });
+      log.info({ deviceId, token, reason: why }, 'Device released');
       recorder.leaseEvent({ deviceId, serverId, eventType: 'release', epoch: token, details: { reason: why } });
     }
   };
@@ -189,14 +214,16 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
 
   const place = async (deviceId: string, exclude = ''): Promise<PlaceResult> => {
     const result = await leases.place(deviceId, await candidates(), options.placementTimeoutMs, exclude);
-    if (result.outcome === 'none') log.warn({ deviceId }, 'no server can take the device now; will retry');
+    if (result.outcome === 'none') log.warn({ deviceId }, 'Failed to assign device to server: no live server has room now; the sweep retries');
+    else if (result.outcome === 'placed') log.info({ deviceId, target: result.serverId }, `Auto-assigning device to server: ${result.serverId}`);
     else log.debug({ deviceId, result }, 'placed');
     return result;
   };
 
   const sweepOnce = async (): Promise<void> => {
     const servers = await candidates();
-    const orphans: string[] = [];
+    /** Orphans to place; `from` is the owner whose lease expired (a failover), if any. */
+    const orphans: Array<{ deviceId: string; from?: { serverId: string; token: number } | null }> = [];
     for (const { deviceId, holder } of await leases.findExpired(SWEEP_BATCH)) {
       const outcome = await leases.expire(deviceId, holder);
       if (outcome !== 'expired') continue;
@@ -208,10 +235,22 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
         epoch: previous?.token ?? 0,
         details: { sweptBy: serverId },
       });
-      orphans.push(deviceId);
+      // expire() succeeds for one sweeper at most, and only if no claim came first (which then
+      // counts it), so the cluster counts each failover once.
+      metrics?.failovers.inc();
+      orphans.push({ deviceId, from: previous });
     }
-    for (const { deviceId } of await leases.findDuePlacements(SWEEP_BATCH)) orphans.push(deviceId);
-    await Promise.all(orphans.map((deviceId) => leases.place(deviceId, servers, options.placementTimeoutMs)));
+    for (const { deviceId } of await leases.findDuePlacements(SWEEP_BATCH)) orphans.push({ deviceId });
+    await Promise.all(
+      orphans.map(async ({ deviceId, from }) => {
+        const placed = await leases.place(deviceId, servers, options.placementTimeoutMs);
+        if (from === undefined) return;
+        const fields = { deviceId, from: from?.serverId ?? null, token: from?.token ?? null };
+        if (placed.outcome === 'placed') log.info({ ...fields, target: placed.serverId }, `Failover: lease expired; device placed on ${placed.serverId}`);
+        else if (placed.outcome === 'none') log.warn(fields, 'Failover: lease expired, but no live server has room now; the sweep retries');
+        else log.info({ ...fields, outcome: placed.outcome }, `Failover: lease expired; placement ${placed.outcome}`);
+      }),
+    );
     if (orphans.length > 0) log.info({ orphans: orphans.length }, 'swept orphans and placed them');
   };
 
@@ -272,6 +311,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     drain(reason) {
       drained ??= (async () => {
         draining = true;
+        metrics?.drains.inc();
         log.info({ reason, leases: guard.size }, 'draining: handing devices to other servers');
         // Publish `draining` first so no placement picks this server from now on.
         await heartbeat.beat();

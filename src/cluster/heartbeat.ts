@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
+import type { Metrics } from '../metrics/index.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
 import type { LeaseStore, LostLease } from './lease-store.js';
@@ -40,6 +41,7 @@ export interface HeartbeatOptions {
   onUnfenced(): void;
   /** Redis lost wafleet's data or restarted (marker gone or run id changed). */
   onRedisReset(reason: string): void;
+  metrics?: Pick<Metrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences'>;
 }
 
 export interface Heartbeat {
@@ -52,7 +54,7 @@ export interface Heartbeat {
 }
 
 export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
-  const { redis, keys, leases, guard, clock, log, serverId, ttlMs, intervalMs } = options;
+  const { redis, keys, leases, guard, clock, log, serverId, ttlMs, intervalMs, metrics } = options;
   let timer: NodeJS.Timeout | undefined;
   let fenceTimer: NodeJS.Timeout | undefined;
   let inFlight: Promise<void> | undefined;
@@ -72,6 +74,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
     if (guard.isFenced()) {
       if (!fenced) {
         fenced = true;
+        metrics?.selfFences.inc();
         log.error({ ttlMs }, 'self-fenced: no successful lease renewal in time; stopping every device');
         options.onFenced();
       }
@@ -107,6 +110,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       const currentRunId = /run_id:(\w+)/.exec(info)?.[1];
 
       lastRoundTripMs = clock() - sentAt;
+      metrics?.renewalSeconds.observe(lastRoundTripMs / 1000);
       const restarted = runId !== undefined && currentRunId !== undefined && currentRunId !== runId;
       if (currentRunId) runId = currentRunId;
       // A marker other than the one this server last saw means another server already noticed
@@ -124,7 +128,10 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       if (restarted) options.onRedisReset('Redis run id changed: it restarted');
 
       guard.renewed(sentAt);
-      if (lost.length > 0) options.onLost(lost);
+      if (lost.length > 0) {
+        metrics?.renewalsLost.inc(lost.length);
+        options.onLost(lost);
+      }
       // A renewal that was sent too long ago (it hung through a partition) proves nothing now.
       if (fenced && !guard.isFenced()) {
         fenced = false;
@@ -132,6 +139,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       }
       armFenceWatch();
     } catch (err) {
+      metrics?.heartbeatFailures.inc();
       log.warn({ err: { message: (err as Error).message }, remainingMs: Math.round(guard.remainingMs()) }, 'heartbeat failed');
       checkFence();
     }

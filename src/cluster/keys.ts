@@ -72,6 +72,11 @@ export interface ClusterKeys {
   simLog(deviceId: string): string;
   /** Simulated WhatsApp: hash deviceId -> times a phone linked the device (a new QR was needed) */
   readonly simPairings: string;
+  /**
+   * string JSON, PX TTL of a few heartbeats: the server's metrics (prom-client's
+   * getMetricsAsJSON), from which the monitoring port's /metrics aggregates every live server
+   */
+  metrics(serverId: string): string;
 }
 
 export const DEFAULT_KEY_PREFIX = 'wa';
@@ -114,5 +119,6 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     simPairings: `${tag}:sim:pairings`,
     simSeen: (deviceId: string) => `${tag}:sim:seen:${deviceId}`,
     simLog: (deviceId: string) => `${tag}:sim:log:${deviceId}`,
+    metrics: (serverId: string) => `${tag}:metrics:${serverId}`,
   });
 }

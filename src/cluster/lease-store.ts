@@ -27,7 +27,8 @@ export interface HeldLease {
 }
 
 export type ClaimResult =
-  | { outcome: 'claimed'; token: number }
+  /** `expired`: the previous holder, when its lease ran out unreleased and unswept (a failover). */
+  | { outcome: 'claimed'; token: number; expired?: { serverId: string; token: number } }
   | { outcome: 'held'; serverId: string; token: number }
   | { outcome: 'embargoed' }
   | { outcome: 'not_live' }
@@ -126,7 +127,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
 
   return {
     async claim(deviceId, serverId, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
-      const [code, value] = await runLua<[number, string]>(
+      const [code, value, expiredHolder] = await runLua<[number, string, string?]>(
         redis,
         scripts.claim,
         [
@@ -143,7 +144,10 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
         ],
         [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0'],
       );
-      if (code > 0) return { outcome: 'claimed', token: code };
+      if (code > 0) {
+        const expired = expiredHolder ? parseLeaseValue(expiredHolder) : null;
+        return expired ? { outcome: 'claimed', token: code, expired } : { outcome: 'claimed', token: code };
+      }
       if (code === -2) return { outcome: 'embargoed' };
       if (code === -3) return { outcome: 'not_live' };
       if (code === -4) return { outcome: 'not_reserved' };

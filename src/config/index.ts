@@ -4,8 +4,10 @@ import { redactUrl } from '../shared/redact.js';
 import type { StoreOptions, ServerType } from '../store/types.js';
 import { envSchema, type Env } from './schema.js';
 import { resolveServerIdentity, type ServerIdentity } from './identity.js';
+import { adminPasswordProblems } from './admin-password.js';
 
 export { serverIdProblems, resolveServerIdentity, generateServerId } from './identity.js';
+export { adminPasswordProblems, adminPasswordWeaknesses, ADMIN_PASSWORD_MIN_LENGTH } from './admin-password.js';
 export type { ServerIdentity, ServerIdSource } from './identity.js';
 
 export interface Config {
@@ -22,7 +24,13 @@ export interface Config {
     priority: number;
     port: number;
   };
-  monitoring: { port: number; adminUsername: string; adminPassword: string | undefined };
+  monitoring: {
+    port: number;
+    adminUsername: string;
+    adminPassword: string | undefined;
+    /** Wrong basic-auth logins per client IP per minute before the monitoring port answers 429. */
+    loginFailuresPerMinute: number;
+  };
   internalApiKey: string | undefined;
   messages: {
     ratePerMinute: number;
@@ -74,10 +82,18 @@ export interface Config {
 type RawEnv = Readonly<Record<string, string | undefined>>;
 
 /**
+ * Which process reads the configuration. Both read the same environment (pm2 gives every app the
+ * same one): a `server` validates its identity and INTERNAL_API_KEY and ignores the admin password;
+ * the `monitor` (src/monitor.ts) is no server, so neither of those matters to it, but it needs
+ * the password.
+ */
+export type ConfigRole = 'server' | 'monitor';
+
+/**
  * Parses and validates the whole environment at once, so an operator sees every problem in one
  * message instead of fixing them one restart at a time. Throws ConfigError.
  */
-export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
+export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: ConfigRole = 'server'): Config {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(rawEnv)) {
     if (value !== undefined && value.trim() !== '') env[key] = value;
@@ -85,7 +101,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
 
   const problems: string[] = [];
   const { identity, problems: identityProblems } = resolveServerIdentity(env, generateId);
-  problems.push(...identityProblems);
+  if (role === 'server') problems.push(...identityProblems);
 
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
@@ -93,6 +109,15 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
       const name = issue.path.join('.') || '(environment)';
       problems.push(`${name}: ${issue.message}`);
     }
+  }
+  // Each role's own rules read the raw values, so they are reported together with any other problem.
+  if (role === 'server' && env.NODE_ENV === 'production' && (env.INTERNAL_API_KEY ?? '').length < 32) {
+    problems.push('INTERNAL_API_KEY: must be set and at least 32 characters long in production');
+  }
+  if (role === 'monitor') {
+    problems.push(
+      ...adminPasswordProblems({ username: env.ADMIN_USERNAME ?? 'admin', password: env.ADMIN_PASSWORD, production: env.NODE_ENV === 'production' }),
+    );
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
 
@@ -117,6 +142,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
       port: e.MONITORING_PORT,
       adminUsername: e.ADMIN_USERNAME,
       adminPassword: e.ADMIN_PASSWORD,
+      loginFailuresPerMinute: e.ADMIN_LOGIN_FAILURES_PER_MINUTE,
     },
     internalApiKey: e.INTERNAL_API_KEY,
     messages: {
@@ -174,7 +200,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string): Config {
   };
 }
 
-function storeOptions(e: Env): StoreOptions {
+export function storeOptions(e: Env): StoreOptions {
   switch (e.STORE) {
     case 'postgres':
       // The schema guarantees DATABASE_URL for STORE=postgres.
@@ -225,7 +251,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
  * The one place in wafleet that reads process.env. A `.env` file in the working directory fills
  * in what the environment leaves unset; the environment always wins.
  */
-export function loadConfigFromProcess(envFile = '.env'): Config {
+export function loadConfigFromProcess(envFile = '.env', role: ConfigRole = 'server'): Config {
   if (existsSync(envFile)) process.loadEnvFile(envFile);
-  return loadConfig(process.env);
+  return loadConfig(process.env, undefined, role);
 }

@@ -92,6 +92,8 @@ export interface DeviceRuntime {
   /** Devices with an open, connected socket. */
   readonly activeConnections: number;
   readonly running: number;
+  /** Running devices by the status their socket last reported (for metrics). */
+  statusCounts(): Partial<Record<DeviceStatus, number>>;
   isRunning(deviceId: string): boolean;
   /** What the runtime knows about a running device, for status pages and tests. */
   describe(deviceId: string): DeviceRunState | null;
@@ -116,6 +118,8 @@ interface Running {
   retry?: NodeJS.Timeout;
   stopped: boolean;
   connected: boolean;
+  /** The status last reported for this socket. */
+  status: DeviceStatus;
   connectedAt: number;
   openedAt: number;
   session: Session;
@@ -139,12 +143,14 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
   const clock = options.clock ?? monotonicNow;
   const devices = new Map<string, Running>();
 
-  const report = (entry: Running, status: DeviceStatus, detail?: Record<string, unknown>): Promise<void> =>
-    recordStatus(entry.deviceId, entry.token, status, detail)
+  const report = (entry: Running, status: DeviceStatus, detail?: Record<string, unknown>): Promise<void> => {
+    entry.status = status;
+    return recordStatus(entry.deviceId, entry.token, status, detail)
       .then((written) => {
         if (!written) entry.log.warn({ status }, 'fenced status write refused: lease not held');
       })
       .catch((err) => entry.log.warn({ err: { message: message(err) }, status }, 'status write failed'));
+  };
 
   const event = (entry: Running, type: ConnectionLogEventType, details?: Record<string, unknown>) => {
     try {
@@ -491,6 +497,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         generation: 0,
         stopped: false,
         connected: false,
+        status: 'connecting',
         connectedAt: 0,
         openedAt: 0,
         session: 'new',
@@ -550,6 +557,11 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     },
     get running() {
       return devices.size;
+    },
+    statusCounts() {
+      const counts: Partial<Record<DeviceStatus, number>> = {};
+      for (const entry of devices.values()) counts[entry.status] = (counts[entry.status] ?? 0) + 1;
+      return counts;
     },
     isRunning: (deviceId) => devices.has(deviceId),
     describe(deviceId) {

@@ -34,6 +34,8 @@ export interface HttpDeps {
   api: ApiDeps;
   rateLimiter: RateLimiter;
   options: HttpOptions;
+  /** Prometheus text for `GET /metrics` (no key, like /health); absent: no such route. */
+  metrics?: { contentType: string; text(): Promise<string> };
 }
 
 export const BODY_LIMIT = '256kb';
@@ -85,6 +87,18 @@ export function createHttpApp(deps: HttpDeps): Express {
   router.get('/openapi.json', (_req, res) => {
     res.json(document);
   });
+  const { metrics } = deps;
+  if (metrics) {
+    // Outside the API's declarations: a scraper sends no key and reads text, not JSON.
+    router.get('/metrics', async (_req, res, next) => {
+      try {
+        const text = await metrics.text();
+        res.set('Content-Type', metrics.contentType).set('Cache-Control', 'no-store').send(text);
+      } catch (err) {
+        next(err);
+      }
+    });
+  }
   mountRoutes(router, routes, { authenticator: deps.api.authenticator, rateLimiter: deps.rateLimiter, limits: deps.options.limits, log: deps.log });
   app.use(router);
 

@@ -31,6 +31,7 @@ export function withOutboundWork(runtime: DeviceRuntime, outbound: Outbound): De
     get running() {
       return runtime.running;
     },
+    statusCounts: () => runtime.statusCounts(),
     isRunning: (deviceId) => runtime.isRunning(deviceId),
     describe: (deviceId) => runtime.describe(deviceId),
   };

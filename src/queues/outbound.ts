@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { Logger } from '../shared/logger.js';
+import type { Metrics, QueueCounts } from '../metrics/index.js';
 import { WafleetError } from '../shared/errors.js';
 import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
 import { waMessageIdFor, type MessageRecords, type OutboundMessage } from './messages.js';
@@ -50,6 +51,7 @@ export interface OutboundOptions {
   /** How long a job stays locked by its worker; a dead owner's job is retried after this. */
   lockDurationMs: number;
   retentionMs: number;
+  metrics?: Pick<Metrics, 'jobs' | 'messagesSent' | 'messagesFailed'>;
 }
 
 export interface OutboundProducer {
@@ -94,11 +96,14 @@ export interface Outbound extends OutboundProducer {
   /** Stops the device's worker (lease lost, drain, stop); its jobs wait for the next owner. */
   stopDevice(deviceId: string): Promise<void>;
   stopAllDevices(): Promise<void>;
+  /** Jobs by state over the queues of the devices this server runs, in one round trip. */
+  jobCounts(): Promise<QueueCounts>;
   close(): Promise<void>;
 }
 
 export function createOutbound(options: OutboundOptions): Outbound {
-  const { redis, keys, records, guard, sender, log } = options;
+  const { redis, keys, records, guard, sender, log, metrics } = options;
+  const counted = (outcome: 'completed' | 'failed' | 'retried' | 'deferred') => metrics?.jobs.inc({ queue: 'outbound', outcome });
   const producer = createOutboundProducer(options);
   const workers = new Map<string, { worker: Worker; token: number }>();
   const stopWorker = async (deviceId: string, token: number): Promise<void> => {
@@ -132,7 +137,8 @@ export function createOutbound(options: OutboundOptions): Outbound {
    */
   const processFor = (deviceId: string, token: number, worker: () => Worker) => async (job: Job<{ messageId: string }>) => {
     const { messageId } = job.data;
-    const later = async (ms: number): Promise<never> => {
+    const later = async (ms: number, outcome: 'retried' | 'deferred' = 'deferred'): Promise<never> => {
+      counted(outcome);
       await worker().rateLimit(ms);
       throw Worker.RateLimitError();
     };
@@ -151,11 +157,17 @@ export function createOutbound(options: OutboundOptions): Outbound {
       limit: options.ratePerMinute,
       windowMs: options.rateWindowMs ?? 60_000,
     });
-    if (begun.outcome === 'sent' || begun.outcome === 'missing') return;
+    if (begun.outcome === 'sent' || begun.outcome === 'missing') {
+      counted('completed');
+      return;
+    }
     if (begun.outcome === 'not_owner') return later(1000);
     if (begun.outcome === 'wait') return later(begun.ms);
     const record = await records.get(messageId);
-    if (!record) return;
+    if (!record) {
+      counted('completed');
+      return;
+    }
     const waMessageId = waMessageIdFor(messageId);
     try {
       await sender.send(deviceId, token, record, waMessageId);
@@ -163,13 +175,17 @@ export function createOutbound(options: OutboundOptions): Outbound {
       const reason = (err as Error).message;
       if (err instanceof PermanentSendError || begun.attempt >= options.attempts) {
         await records.finish(messageId, deviceId, 'failed', reason);
+        counted('failed');
+        metrics?.messagesFailed.inc();
         log.warn({ deviceId, messageId, attempt: begun.attempt, reason }, 'message failed');
         throw new UnrecoverableError(reason);
       }
       log.info({ deviceId, messageId, attempt: begun.attempt, reason }, 'message send failed; retrying');
-      return later(Math.min(60_000, 1000 * 2 ** (begun.attempt - 1)));
+      return later(Math.min(60_000, 1000 * 2 ** (begun.attempt - 1)), 'retried');
     }
     await records.finish(messageId, deviceId, 'sent', waMessageId, options.rateWindowMs ?? 60_000);
+    counted('completed');
+    metrics?.messagesSent.inc();
   };
 
   return {
@@ -190,7 +206,11 @@ export function createOutbound(options: OutboundOptions): Outbound {
       });
       worker.on('failed', (job, err) => {
         // Unexpected errors (Redis trouble inside the processor): the record says why.
-        if (job && !(err instanceof UnrecoverableError)) void records.finish(job.data.messageId, deviceId, 'failed', err.message).catch(() => undefined);
+        if (job && !(err instanceof UnrecoverableError)) {
+          counted('failed');
+          metrics?.messagesFailed.inc();
+          void records.finish(job.data.messageId, deviceId, 'failed', err.message).catch(() => undefined);
+        }
       });
       worker.on('error', (err) => log.warn({ deviceId, err: { message: err.message } }, 'outbound worker error'));
       workers.set(deviceId, { worker, token });
@@ -213,6 +233,32 @@ export function createOutbound(options: OutboundOptions): Outbound {
       const running = [...workers.values()];
       workers.clear();
       await Promise.allSettled(running.map(({ worker }) => worker.close()));
+    },
+
+    async jobCounts() {
+      const deviceIds = [...workers.keys()];
+      if (deviceIds.length === 0) return { waiting: 0, active: 0, delayed: 0, failed: 0 };
+      // BullMQ's own key layout (the same one reclaim uses): raw reads pipelined in one round
+      // trip, rather than one getJobCounts script per device queue.
+      const pipeline = redis.pipeline();
+      for (const deviceId of deviceIds) {
+        const base = `${keys.bullPrefix}:${outboundQueueName(deviceId)}`;
+        pipeline.llen(`${base}:wait`).llen(`${base}:paused`).zcard(`${base}:prioritized`).llen(`${base}:active`).zcard(`${base}:delayed`).zcard(`${base}:failed`);
+      }
+      const results = (await pipeline.exec()) ?? [];
+      const n = (i: number) => {
+        const [err, value] = results[i] ?? [null, 0];
+        if (err) throw err;
+        return Number(value) || 0;
+      };
+      const counts = { waiting: 0, active: 0, delayed: 0, failed: 0 };
+      for (let i = 0; i < results.length; i += 6) {
+        counts.waiting += n(i) + n(i + 1) + n(i + 2);
+        counts.active += n(i + 3);
+        counts.delayed += n(i + 4);
+        counts.failed += n(i + 5);
+      }
+      return counts;
     },
 
     async close() {

@@ -3,6 +3,7 @@ import { Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { SessionSnapshotWriter } from '../devices/auth-state/auth-state.js';
+import type { Metrics, QueueCounts } from '../metrics/index.js';
 import type { Logger } from '../shared/logger.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { ApplyRecordsReport, Store, StoreRecord } from '../store/types.js';
@@ -60,6 +61,8 @@ export interface StoreSyncOptions {
    * check puts the batch back: the lease TTL is the natural bound.
    */
   lockDurationMs: number;
+  /** Counts batches applied (`completed`) and put back while the store is down (`deferred`). */
+  metrics?: Pick<Metrics, 'jobs'>;
 }
 
 export interface StoreSyncStats {
@@ -77,6 +80,8 @@ export interface StoreSync {
   /** Starts this server's share of the workers (every server runs one per shard). */
   startWorkers(): Promise<void>;
   stats(): Promise<StoreSyncStats>;
+  /** Jobs by state over every shard, for the queue-depth metric. */
+  jobCounts(): Promise<QueueCounts>;
   /**
    * Waits until no record is pending in any shard (true) or `timeoutMs` passes (false). A server
    * that stops calls it after flush so its last records reach the store while its workers still
@@ -186,6 +191,7 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
       try {
         const report = await applyBatch(job.data.records);
         backoff = firstBackoffMs;
+        options.metrics?.jobs.inc({ queue: 'store-sync', outcome: 'completed' });
         if (report.rejected > 0) log.warn({ shard, jobId: job.id, rejected: report.rejected, errors: report.errors }, 'store refused some write-behind records');
         return { applied: report.applied, duplicate: report.duplicate, fenced: report.fenced, rejected: report.rejected };
       } catch (err) {
@@ -195,6 +201,7 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
         const fields = { shard, jobId: job.id, retryInMs: backoff, err: { message: (err as Error).message } };
         if (unavailable) log.warn(fields, 'store unavailable; write-behind paused');
         else log.error(fields, 'write-behind batch failed; retrying');
+        options.metrics?.jobs.inc({ queue: 'store-sync', outcome: 'deferred' });
         const wait = backoff;
         backoff = Math.min(maxBackoffMs, backoff * 2);
         await worker().rateLimit(wait);
@@ -251,6 +258,18 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
         }
       }
       return { pending, lagMs: pending === 0 ? 0 : now - oldest };
+    },
+
+    async jobCounts() {
+      const total = { waiting: 0, active: 0, delayed: 0, failed: 0 };
+      for (const queue of queues) {
+        const counts = await queue.getJobCounts('wait', 'active', 'delayed', 'failed');
+        total.waiting += counts.wait ?? 0;
+        total.active += counts.active ?? 0;
+        total.delayed += counts.delayed ?? 0;
+        total.failed += counts.failed ?? 0;
+      }
+      return total;
     },
 
     async settle(timeoutMs) {

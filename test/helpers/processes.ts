@@ -20,10 +20,22 @@ export interface ServerProcess {
  * test runner's own environment.
  */
 export function spawnServer(env: Record<string, string>, port: number): ServerProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  // DEVICE_DRIVER defaults to baileys, which cannot reach WhatsApp from a test: simulated unless a test says otherwise.
+  return spawnEntry('src/main.ts', { DEVICE_DRIVER: 'simulated', PORT: String(port), ...env }, port);
+}
+
+/**
+ * Starts the monitor (`src/monitor.ts`) as a real process, answering on `port` (its
+ * MONITORING_PORT), with exactly `env` plus PATH/HOME, like spawnServer.
+ */
+export function spawnMonitor(env: Record<string, string>, port: number): ServerProcess {
+  return spawnEntry('src/monitor.ts', { MONITORING_PORT: String(port), ...env }, port);
+}
+
+function spawnEntry(entry: string, env: Record<string, string>, port: number): ServerProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: ROOT,
-    // DEVICE_DRIVER defaults to baileys, which cannot reach WhatsApp from a test: simulated unless a test says otherwise.
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', DEVICE_DRIVER: 'simulated', PORT: String(port), ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -46,7 +58,7 @@ export function spawnServer(env: Record<string, string>, port: number): ServerPr
     async waitForHealth(timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       while (Date.now() < deadline) {
-        if (ended) throw new Error(`server on port ${port} exited before answering /health:\n${output}`);
+        if (ended) throw new Error(`${entry} on port ${port} exited before answering /health:\n${output}`);
         try {
           const res = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(1000) });
           if (res.ok) return (await res.json()) as Record<string, unknown>;
@@ -55,7 +67,7 @@ export function spawnServer(env: Record<string, string>, port: number): ServerPr
         }
         await new Promise((r) => setTimeout(r, 100));
       }
-      throw new Error(`server on port ${port} did not answer /health within ${timeoutMs} ms:\n${output}`);
+      throw new Error(`${entry} on port ${port} did not answer /health within ${timeoutMs} ms:\n${output}`);
     },
   };
 }

@@ -94,7 +94,8 @@ describe('renew', () => {
     const stolen = devices[1234]!;
     const vanished = devices[2]!;
     await t.redis.del(keys.lease(stolen), keys.lease(vanished));
-    expect(await leases.claim(stolen, 'srv-b', 3000)).toEqual({ outcome: 'claimed', token: 2 });
+    // srv-a never released it: the claim names it as the holder whose lease ran out.
+    expect(await leases.claim(stolen, 'srv-b', 3000)).toEqual({ outcome: 'claimed', token: 2, expired: { serverId: 'srv-a', token: 1 } });
 
     const before = await t.redis.pttl(keys.lease(devices[0]!));
     await new Promise((r) => setTimeout(r, 50));

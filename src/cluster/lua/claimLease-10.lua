@@ -22,7 +22,10 @@
              was stopped, must not start it); "0" otherwise
 
   Output:
-    { token, "serverId:token" }   claimed
+    { token, "serverId:token", expired }
+                                  claimed; `expired` is the holder ("serverId:token") of a lease
+                                  that ran out without being released or swept (a failover that
+                                  this claim completes before any sweep did), else ""
     { -1, current value }         the lease is held (by anyone, this server included)
     { -2, "" }                    claims are embargoed (Redis lost its data less than one TTL ago)
     { -3, "" }                    the claiming server is not live (no server key): heartbeat first
@@ -53,6 +56,9 @@ if token < floor then
 end
 
 local value = serverId .. ':' .. token
+-- A release and a sweep both forget the holder, so one still named here held a lease that
+-- simply ran out: the sweep that would have counted this failover finds the new lease instead.
+local expired = redis.call('HGET', KEYS[4], deviceId) or ''
 redis.call('SET', KEYS[1], value, 'PX', ttl)
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -63,4 +69,4 @@ redis.call('SADD', KEYS[5], deviceId)
 redis.call('ZREM', KEYS[8], deviceId)
 redis.call('ZREM', KEYS[9], deviceId)
 redis.call('HDEL', KEYS[10], deviceId)
-return { token, value }
+return { token, value, expired }
