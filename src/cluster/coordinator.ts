@@ -77,6 +77,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   let drained: Promise<{ released: number }> | undefined;
   /** When this server claimed each device it holds (monotonic), for the rebalance hold time. */
   const heldSince = new Map<string, number>();
+  let fenceStop: Promise<unknown> = Promise.resolve();
 
   const candidates = () => redis.smembers(keys.servers);
 
@@ -367,14 +368,19 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
 
     onFenced() {
       recorder.serverLog({ serverId, level: 'error', event: 'self_fenced', message: 'no lease renewal in time; every device stopped' });
-      void runtime.stopAll('self-fenced');
+      fenceStop = runtime.stopAll('self-fenced').catch((err) => log.error({ err }, 'stopping devices on self-fence failed'));
     },
 
     onUnfenced() {
-      // The renewal that lifted the fence proved the remaining leases are still ours.
-      for (const { deviceId, token } of guard.held()) {
-        if (!runtime.isRunning(deviceId)) runtime.start(deviceId, token);
-      }
+      // The renewal that lifted the fence proved the remaining leases are still ours. Restart
+      // only once the fence's stop has finished: a device still stopping counts as running, and
+      // would not be started again.
+      void fenceStop.then(() => {
+        if (guard.isFenced()) return;
+        for (const { deviceId, token } of guard.held()) {
+          if (!runtime.isRunning(deviceId)) runtime.start(deviceId, token);
+        }
+      });
     },
   };
   return coordinator;

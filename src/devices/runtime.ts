@@ -203,9 +203,13 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     })()
       .catch((err) => {
         if (!current()) return;
-        if (err instanceof LeaseLostError || err instanceof SelfFencedError) {
-          // The guard refused: the core stops the device (lease lost), or restarts it when the
-          // fence lifts; opening now could fight.
+        if (err instanceof SelfFencedError) {
+          entry.log.info({ reason: message(err) }, 'not opening while self-fenced');
+          waitOutFence(entry);
+          return;
+        }
+        if (err instanceof LeaseLostError) {
+          // The guard refused: the core stops the device; opening now could fight.
           entry.log.info({ reason: message(err) }, 'not opening: lease no longer held');
           return;
         }
@@ -377,6 +381,11 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     later(entry, delayMs);
   };
 
+  // The core stops every device when the server self-fences, and starts the held ones again when
+  // the fence lifts. A device that escaped that stop (it was starting at the moment) would be
+  // left held but never opened; it checks again until the fence lifts or the core stops it.
+  const waitOutFence = (entry: Running) => later(entry, backoffDelay(1, policy, random).delayMs);
+
   const later = (entry: Running, delayMs: number) => {
     clearTimeout(entry.retry);
     entry.retry = setTimeout(() => {
@@ -393,6 +402,10 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     try {
       guard.check(entry.deviceId, entry.token);
     } catch (err) {
+      if (err instanceof SelfFencedError) {
+        waitOutFence(entry);
+        return;
+      }
       entry.log.info({ reason: message(err) }, 'not reconnecting: lease no longer held');
       return;
     }

@@ -282,6 +282,10 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
     },
 
     async close() {
+      // Records pushed since the last flush (devices stopping during shutdown) still go to Redis,
+      // unless Redis itself is gone: then they are lost with this process, and the log says so.
+      const left = Promise.race([this.flush().then(() => true), new Promise<boolean>((resolve) => setTimeout(resolve, 2000, false).unref())]);
+      if (!(await left)) log.warn({ records: buffers.reduce((n, b) => n + b.length, 0) }, 'write-behind records not queued at close');
       closed = true;
       clearTimeout(timer);
       await Promise.allSettled(workers.splice(0).map((worker) => worker.close()));

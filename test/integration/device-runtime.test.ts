@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readDeviceCodes } from '../../src/devices/codes.js';
+import { monotonicNow } from '../../src/shared/clock.js';
 import { createDeviceBed, eventually, startTestServer, type DeviceBed, type TestServer } from '../helpers/devices.js';
 
 // The device runtime with the simulated WhatsApp, on real Redis and a real store: linking,
@@ -131,5 +132,20 @@ describe('device runtime (simulated WhatsApp)', () => {
     expect((await bed.store.getSession(deviceId))?.cleared).toBe(true);
     expect(await bed.t.redis.hget(bed.keys.deviceStatus(deviceId), 'status')).toBe('logged_out');
     await eventually(async () => (await bed.connectionLog(deviceId)).some((r) => r.event_type === 'logged_out'));
+  });
+
+  it('a device started while its server is self-fenced opens by itself once the fence lifts', async () => {
+    const a = await server('srv-a');
+    const deviceId = await bed.createDevice();
+    // No renewal for longer than the self-fence deadline: the guard refuses every use of a lease.
+    a.guard.revoke();
+    expect(a.guard.isFenced()).toBe(true);
+    await a.start(deviceId);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await socketOwner(deviceId)).toBeUndefined();
+    expect(a.runtime.isRunning(deviceId)).toBe(true);
+    // A renewal lifts the fence; nobody starts the device again, yet it connects.
+    a.guard.renewed(monotonicNow());
+    await eventually(async () => (await socketOwner(deviceId)) === 'srv-a', 10_000);
   });
 });

@@ -261,6 +261,21 @@ describe('concurrency', () => {
     expect(await leases.place(pending, candidates, 60_000)).toEqual({ outcome: 'pending', serverId: (first as { serverId: string }).serverId });
   });
 
+  it('a placement left for a device that is owned meanwhile is dropped, so it cannot stay due forever', async () => {
+    await goLive('o-1', { capacity: 10 });
+    const device = await wantedDevice();
+    // Placed while claims were refused (after a Redis data loss), then the old holder re-asserted
+    // its lease under another id: the reservation is never claimed.
+    expect(await leases.place(device, ['o-1'], 1)).toEqual({ outcome: 'placed', serverId: 'o-1' });
+    await t.redis.set(keys.lease(device), 'o-2:7', 'PX', 60_000);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await leases.findDuePlacements(10)).toEqual([{ deviceId: device, target: 'o-1' }]);
+    expect(await leases.place(device, ['o-1'], 60_000)).toEqual({ outcome: 'owned', serverId: 'o-2', token: 7 });
+    expect(await t.redis.zscore(keys.placements, device)).toBeNull();
+    expect(await t.redis.hexists(keys.placementTargets, device)).toBe(0);
+    expect(await leases.findDuePlacements(10)).toEqual([]);
+  });
+
   it('a claim by the target consumes its reservation', async () => {
     await goLive('r-1', { capacity: 1 });
     const device = await wantedDevice();

@@ -24,7 +24,8 @@
 
   Output:
     { "placed", serverId }    reserved on serverId and announced in its inbox
-    { "owned", value }        the device already has a lease ("serverId:token")
+    { "owned", value }        the device already has a lease ("serverId:token"); any placement
+                              left for it is dropped
     { "unwanted", "" }        the device is not wanted (stopped or deleted); any placement is dropped
     { "pending", serverId }   an unexpired reservation already exists
     { "none", "" }            no server can take it now; the device is left due in the
@@ -34,6 +35,11 @@ local deviceId, reservationMs, exclude = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 local current = redis.call('GET', KEYS[1])
 if current then
+  -- A placement left for an owned device (made while claims were embargoed after a Redis data
+  -- loss, then the holder re-asserted its lease) is moot; kept, it would stay due forever, and
+  -- the sweep, which reads the oldest due placements first, would re-read it instead of newer ones.
+  redis.call('ZREM', KEYS[2], deviceId)
+  redis.call('HDEL', KEYS[3], deviceId)
   return { 'owned', current }
 end
 if redis.call('SISMEMBER', KEYS[4], deviceId) == 0 then
