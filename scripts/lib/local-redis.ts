@@ -52,6 +52,8 @@ async function waitForRedis(host: string, port: number, timeoutMs: number): Prom
 
 export interface LocalRedis {
   port: number;
+  /** The redis-server child's pid (ephemeral ones), for a last-resort kill when its parent crashes. */
+  pid?: number;
   /** Stops a Redis this process started; a no-op for a daemonised one. */
   stop(): Promise<void>;
 }
@@ -93,6 +95,7 @@ export async function startEphemeralRedis(port: number): Promise<LocalRedis> {
   await waitForRedis('127.0.0.1', port, 10_000);
   return {
     port,
+    ...(child.pid === undefined ? {} : { pid: child.pid }),
     stop: () =>
       new Promise((done) => {
         if (child.exitCode !== null) return done();

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { inject } from 'vitest';
 
 export interface TestRedis {
   url: string;
@@ -11,9 +10,15 @@ export interface TestRedis {
   cleanup(): Promise<void>;
 }
 
-/** `url`: a Redis of the test's own (e.g. one it restarts); default: the run's shared Redis. */
-export async function useTestRedis(url: string = inject('redisUrl')): Promise<TestRedis> {
-  const prefix = `t${randomBytes(5).toString('hex')}`;
+/**
+ * `url`: a Redis of the test's own (e.g. one it restarts); default: the run's shared Redis.
+ * `label` starts the prefix, so a benchmark's keys can be told apart from a test's.
+ */
+export async function useTestRedis(url?: string, label = 't'): Promise<TestRedis> {
+  // vitest is imported only when asked for the run's Redis, so the benchmarks (scripts/bench),
+  // which run outside vitest and always pass a URL, can use these helpers too.
+  url ??= (await import('vitest')).inject('redisUrl');
+  const prefix = `${label}${randomBytes(5).toString('hex')}`;
   const redis = new Redis(url, { maxRetriesPerRequest: 3 });
   return {
     url,
