@@ -73,6 +73,11 @@ export interface ClusterKeys {
   /** Simulated WhatsApp: hash deviceId -> times a phone linked the device (a new QR was needed) */
   readonly simPairings: string;
   /**
+   * Simulated WhatsApp: stream of what it saw (socket opened/closed, message delivered or dropped
+   * as a repeat), stamped by Redis; the chaos run's history reads it (capped, about 100,000)
+   */
+  readonly simHistory: string;
+  /**
    * string JSON, PX TTL of a few heartbeats: the server's metrics (prom-client's
    * getMetricsAsJSON), from which the monitoring port's /metrics aggregates every live server
    */
@@ -117,6 +122,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     qrCode: (deviceId: string) => `${tag}:qr:${deviceId}`,
     pairingCode: (deviceId: string) => `${tag}:pairing:${deviceId}`,
     simPairings: `${tag}:sim:pairings`,
+    simHistory: `${tag}:sim:history`,
     simSeen: (deviceId: string) => `${tag}:sim:seen:${deviceId}`,
     simLog: (deviceId: string) => `${tag}:sim:log:${deviceId}`,
     metrics: (serverId: string) => `${tag}:metrics:${serverId}`,

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
 import type { ServerProcess } from '../helpers/processes.js';
+import { seededRandom } from '../../scripts/chaos/schedule.js';
 
 // Thousands of malformed requests against a real server process: every answer must be a 4xx,
 // the process must stay up without an unhandled rejection, and nothing may be written.
@@ -12,18 +13,6 @@ const REQUESTS = 2400;
 let cluster: TestCluster;
 let server: ServerProcess;
 let userKey: string;
-
-/** Deterministic, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const BAD_IDS = [
   'not-a-uuid',
@@ -67,7 +56,8 @@ interface FuzzRequest {
 }
 
 function generate(count: number): FuzzRequest[] {
-  const random = prng(20261128);
+  // Deterministic, so a failure can be replayed.
+  const random = seededRandom(20261128);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const requests: FuzzRequest[] = [];
   const withBody = (request: FuzzRequest): FuzzRequest => {

@@ -4,6 +4,7 @@ import { createAuthStateStore, createSnapshotWriter } from '../../src/devices/au
 import { isLinked } from '../../src/devices/auth-state/codec.js';
 import type { DeviceConnector, DeviceSocketEvents, OpenDeviceOptions } from '../../src/devices/connector.js';
 import { createSimulatedConnector, type SimulatedConnectorOptions } from '../../src/devices/simulated/connector.js';
+import { createSimHistoryReader } from '../../scripts/chaos/sim-history.js';
 import { createDeviceBed, eventually, silentLog as log, type DeviceBed } from '../helpers/devices.js';
 
 let bed: DeviceBed;
@@ -187,5 +188,36 @@ describe('simulated WhatsApp', () => {
     await eventually(() => events.closes.length === 1, 3000);
     expect(events.closes[0]!.code).toBe(428);
     expect(await bed.t.redis.exists(bed.keys.simSocket(device))).toBe(0);
+  });
+
+  it('writes what it sees to the history stream: opens (with the kicked socket), closes, deliveries and dropped repeats', async () => {
+    const [a, b] = [await connector(), await connector()];
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
+    const first = await a.open(openOptions(device, 'srv-a', 1, auth, recorder().events));
+    const second = await b.open(openOptions(device, 'srv-b', 2, auth, recorder().events));
+    const message = { to: '4915112345678', type: 'text' as const, text: 'hi' };
+    await second.send!(message, 'WA-1');
+    await second.send!(message, 'WA-1');
+    await second.close();
+    await first.close(); // kicked already: WhatsApp logs nothing for it
+
+    const reader = createSimHistoryReader({ redis: bed.t.redis, keys: bed.keys, messageOf: (wa) => (wa === 'WA-1' ? 'msg-1' : undefined) });
+    const events = (await reader.read()).filter((e) => 'deviceId' in e && e.deviceId === device);
+    const firstId = (events[0] as { socketId: string }).socketId;
+    const secondId = (events[1] as { socketId: string }).socketId;
+    expect(events.map(({ t: _t, ...rest }) => rest)).toEqual([
+      { kind: 'socket_open', deviceId: device, serverId: 'srv-a', token: 1, socketId: firstId, kicked: '' },
+      { kind: 'socket_open', deviceId: device, serverId: 'srv-b', token: 2, socketId: secondId, kicked: firstId },
+      { kind: 'send', deviceId: device, messageId: 'msg-1', serverId: 'srv-b', token: 2, duplicate: false },
+      { kind: 'send', deviceId: device, messageId: 'msg-1', serverId: 'srv-b', token: 2, duplicate: true },
+      { kind: 'socket_close', deviceId: device, socketId: secondId, reason: 'closed' },
+    ]);
+    const times = events.map((e) => e.t);
+    expect([...times].sort((x, y) => x - y)).toEqual(times);
+    expect(Math.abs(times[0]! - Date.now())).toBeLessThan(60_000);
+    // Read entries are trimmed, and a second read starts where the first ended.
+    expect(await reader.read()).toEqual([]);
+    expect(await bed.t.redis.xlen(bed.keys.simHistory)).toBeLessThanOrEqual(1);
   });
 });

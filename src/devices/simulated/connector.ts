@@ -19,11 +19,17 @@ import { DisconnectCode, type DeviceConnector, type DeviceSocket, type OpenDevic
 
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
-  open: loadLuaScript(LUA, 'openSimSocket-3.lua'),
+  open: loadLuaScript(LUA, 'openSimSocket-4.lua'),
   ping: loadLuaScript(LUA, 'pingSimSocket-1.lua'),
-  close: loadLuaScript(LUA, 'closeSimSocket-1.lua'),
-  send: loadLuaScript(LUA, 'sendSimMessage-3.lua'),
+  close: loadLuaScript(LUA, 'closeSimSocket-2.lua'),
+  send: loadLuaScript(LUA, 'sendSimMessage-4.lua'),
 };
+
+/**
+ * The history stream `{p}:sim:history` keeps about this many entries: a chaos run reads and trims
+ * it far more often, and a demo left running never grows it past a few megabytes.
+ */
+export const SIM_HISTORY_CAP = 100_000;
 
 export interface SimulatedConnectorOptions {
   redis: Redis;
@@ -182,12 +188,17 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
             ended = true;
             stopTimer();
             open.delete(socketId);
-            await runLua(redis, scripts.close, [socketKey], [socketId]);
+            await runLua(redis, scripts.close, [socketKey, keys.simHistory], [socketId, deviceId, 'closed', SIM_HISTORY_CAP]);
           },
           async send(message, waMessageId) {
             guard();
             const entryJson = JSON.stringify({ waMessageId, to: message.to, type: message.type, text: message.text ?? null, serverId, token });
-            const delivered = await runLua<number>(redis, scripts.send, [socketKey, keys.simSeen(deviceId), keys.simLog(deviceId)], [socketId, waMessageId, entryJson]);
+            const delivered = await runLua<number>(
+              redis,
+              scripts.send,
+              [socketKey, keys.simSeen(deviceId), keys.simLog(deviceId), keys.simHistory],
+              [socketId, waMessageId, entryJson, deviceId, SIM_HISTORY_CAP],
+            );
             if (delivered === -1) throw new Error('simulated socket is not open');
           },
         },
@@ -207,7 +218,7 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
         pinging = true;
         if (dropPerTick > 0 && random() < dropPerTick) {
           // WhatsApp closed the socket: gone on its side first, so the reconnect is no conflict.
-          runLua(redis, scripts.close, [socketKey], [socketId])
+          runLua(redis, scripts.close, [socketKey, keys.simHistory], [socketId, deviceId, 'dropped', SIM_HISTORY_CAP])
             .catch((err) => deviceLog.warn({ err }, 'simulated drop failed'))
             .finally(() => {
               pinging = false;
@@ -229,8 +240,8 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
       const kicked = await runLua<string>(
         redis,
         scripts.open,
-        [socketKey, keys.simConflicts, keys.simConnects],
-        [deviceId, socketId, keepAliveTimeoutMs, keys.simKickChannel],
+        [socketKey, keys.simConflicts, keys.simConnects, keys.simHistory],
+        [deviceId, socketId, keepAliveTimeoutMs, keys.simKickChannel, SIM_HISTORY_CAP],
       );
       if (kicked) deviceLog.warn({ kicked }, 'simulated WhatsApp kicked an older socket (conflict)');
       if (!ended) events.status('connected');

@@ -1,0 +1,316 @@
+import type { FaultType, HistoryEvent } from './history.js';
+
+// Reads a chaos run's history (see history.ts) and either proves the run's guarantees or names the
+// exact events that break them. Pure: no I/O, so planted histories test it directly.
+//
+// What it checks:
+//  - one socket per device: the simulated WhatsApp replaced no socket that was still open (a
+//    `socket_open` with `kicked` set is two sockets open at once) and counted zero conflicts;
+//  - fencing: every write that counted (a delivered message, a socket opened, a store write)
+//    carried the newest token granted for its device at that moment;
+//  - messages: every accepted message delivered exactly once, in accept order per device;
+//  - recovery: every device that went down after a fault was connected again within the
+//    fault's bound (TTL + the configured slack, chosen by the runner) of the fault, or, for an
+//    outage that began later than that, of its own start;
+//  - the end: every device owned, and connected by its owner.
+
+export type CheckName = 'double_ownership' | 'conflicts' | 'stale_write' | 'lost_message' | 'duplicate_send' | 'order' | 'recovery' | 'unowned';
+
+export interface Violation {
+  check: CheckName;
+  message: string;
+  events: HistoryEvent[];
+}
+
+export interface FaultFigures {
+  count: number;
+  /** The slowest device's time back, from the fault's reference moment; 0 when none went down. */
+  worstRecoveryMs: number;
+  /** Devices that went down after faults of this type. */
+  devicesDown: number;
+}
+
+export interface CheckResult {
+  ok: boolean;
+  violations: Violation[];
+  stats: {
+    events: number;
+    devices: number;
+    socketsOpened: number;
+    accepted: number;
+    delivered: number;
+    /** Resends the simulated WhatsApp dropped because it had delivered the id already. */
+    duplicatesDropped: number;
+    /** Accepted messages that were still queued when Redis lost its data (see checkHistory). */
+    lostWithRedis: number;
+    conflicts: number;
+    faults: Partial<Record<FaultType, FaultFigures>>;
+  };
+}
+
+export interface CheckOptions {
+  /** Bound for a fault event that carries none. */
+  defaultBoundMs: number;
+  /**
+   * Queued messages live in Redis (BullMQ) only, so a Redis restart that loses its data loses the
+   * messages still queued. When false (the default) such messages are counted in `lostWithRedis`
+   * and not reported as violations; when true they are `lost_message` violations like any other.
+   */
+  strictRedisLoss?: boolean;
+  /** Violations listed per check at most (the count is always exact in the message). */
+  maxPerCheck?: number;
+}
+
+/** Faults whose devices cannot come back before the fault is undone: measured from its end. */
+const MEASURED_FROM_END = new Set<FaultType>(['redis_restart']);
+
+type Of<K extends HistoryEvent['kind']> = Extract<HistoryEvent, { kind: K }>;
+
+/** Stable sort by time: events from one source keep their file order on equal times. */
+const byTime = (events: readonly HistoryEvent[]) =>
+  events
+    .map((e, i) => [e, i] as const)
+    .sort((a, b) => a[0].t - b[0].t || a[1] - b[1])
+    .map(([e]) => e);
+
+export function checkHistory(history: readonly HistoryEvent[], options: CheckOptions): CheckResult {
+  const events = byTime(history);
+  const maxPerCheck = options.maxPerCheck ?? 20;
+  const found = new Map<CheckName, Violation[]>();
+  const counts = new Map<CheckName, number>();
+  const report = (check: CheckName, message: string, evidence: HistoryEvent[]) => {
+    counts.set(check, (counts.get(check) ?? 0) + 1);
+    const list = found.get(check) ?? [];
+    if (list.length < maxPerCheck) list.push({ check, message, events: evidence });
+    found.set(check, list);
+  };
+
+  const devices = new Set<string>();
+  const newestClaim = new Map<string, Of<'claim'>>();
+  const openSocket = new Map<string, Of<'socket_open'>>();
+  const socketsById = new Map<string, Of<'socket_open'>>();
+  const closedSockets = new Set<string>();
+  const accepted = new Map<string, Of<'accept'>>();
+  const deliveries = new Map<string, Of<'send'>[]>();
+  const lastDelivered = new Map<string, { accept: Of<'accept'>; send: Of<'send'> }>();
+  const resets: Of<'sim_reset'>[] = [];
+  let socketsOpened = 0;
+  let duplicatesDropped = 0;
+  let conflicts = 0;
+  let conflictsEvent: Of<'conflicts'> | undefined;
+
+  const checkToken = (e: HistoryEvent & { deviceId: string; token: number }, what: string) => {
+    const claim = newestClaim.get(e.deviceId);
+    if (claim && e.token < claim.token) {
+      report('stale_write', `${what} for ${e.deviceId} carried token ${e.token} after token ${claim.token} was granted to ${claim.serverId}`, [claim, e]);
+    }
+  };
+
+  for (const e of events) {
+    if ('deviceId' in e) devices.add(e.deviceId);
+    switch (e.kind) {
+      case 'claim': {
+        const previous = newestClaim.get(e.deviceId);
+        if (previous && e.token <= previous.token) {
+          report('stale_write', `claim of ${e.deviceId} by ${e.serverId} got token ${e.token}, not above ${previous.token} already granted`, [previous, e]);
+        }
+        if (!previous || e.token > previous.token) newestClaim.set(e.deviceId, e);
+        break;
+      }
+      case 'socket_open': {
+        socketsOpened += 1;
+        socketsById.set(e.socketId, e);
+        checkToken(e, `socket opened by ${e.serverId}`);
+        if (e.kicked) {
+          const older = socketsById.get(e.kicked);
+          report('double_ownership', `${e.deviceId} had two sockets open at once: ${e.kicked} was still open when ${e.socketId} opened`, older ? [older, e] : [e]);
+        }
+        // An older socket replaced without a kick had timed out on the WhatsApp side already.
+        openSocket.set(e.deviceId, e);
+        break;
+      }
+      case 'socket_close': {
+        const current = openSocket.get(e.deviceId);
+        if (current?.socketId === e.socketId) {
+          openSocket.delete(e.deviceId);
+          closedSockets.add(e.socketId);
+          break;
+        }
+        // WhatsApp logs a close only for the device's open socket: closing one that a newer
+        // socket had replaced means both were open in between.
+        const older = socketsById.get(e.socketId);
+        if (older && current && !closedSockets.has(e.socketId) && current.kicked !== e.socketId) {
+          report('double_ownership', `${e.deviceId} had two sockets open at once: ${e.socketId} closed only after ${current.socketId} had opened`, [older, current, e]);
+        }
+        closedSockets.add(e.socketId);
+        break;
+      }
+      case 'sim_reset':
+        resets.push(e);
+        openSocket.clear();
+        break;
+      case 'accept':
+        accepted.set(e.messageId, e);
+        break;
+      case 'send': {
+        if (e.duplicate) {
+          duplicatesDropped += 1;
+          break;
+        }
+        checkToken(e, `message ${e.messageId} sent by ${e.serverId}`);
+        const list = deliveries.get(e.messageId) ?? [];
+        list.push(e);
+        deliveries.set(e.messageId, list);
+        if (list.length > 1) report('duplicate_send', `message ${e.messageId} for ${e.deviceId} was delivered ${list.length} times`, [...list]);
+        const accept = accepted.get(e.messageId);
+        if (accept && list.length === 1) {
+          const last = lastDelivered.get(e.deviceId);
+          if (last && accept.seq < last.accept.seq) {
+            report('order', `${e.deviceId}: message ${e.messageId} (#${accept.seq}) was delivered after ${last.accept.messageId} (#${last.accept.seq})`, [last.send, e]);
+          } else {
+            lastDelivered.set(e.deviceId, { accept, send: e });
+          }
+        }
+        break;
+      }
+      case 'store_write':
+        checkToken(e, `store write${e.what ? ` (${e.what})` : ''} by ${e.serverId}`);
+        break;
+      case 'conflicts':
+        conflicts = e.total;
+        conflictsEvent = e;
+        break;
+      default:
+        break;
+    }
+  }
+
+  if (conflicts > 0 && conflictsEvent) report('conflicts', `the simulated WhatsApp counted ${conflicts} conflicts`, [conflictsEvent]);
+
+  let lostWithRedis = 0;
+  for (const accept of accepted.values()) {
+    if (deliveries.has(accept.messageId)) continue;
+    const reset = resets.find((r) => r.t >= accept.t);
+    if (reset && !options.strictRedisLoss) {
+      lostWithRedis += 1;
+      continue;
+    }
+    report('lost_message', `message ${accept.messageId} (#${accept.seq}) accepted for ${accept.deviceId} was never delivered${reset ? ' (queued when Redis lost its data)' : ''}`, reset ? [accept, reset] : [accept]);
+  }
+
+  const faults = checkRecovery(events, options, report);
+
+  for (const e of events) {
+    if (e.kind !== 'final') continue;
+    if (e.owner === null) report('unowned', `${e.deviceId} ended with no owner`, [e]);
+    else if (e.socketServer !== e.owner) report('unowned', `${e.deviceId} ended owned by ${e.owner} but ${e.socketServer ? `connected by ${e.socketServer}` : 'not connected'}`, [e]);
+  }
+
+  const violations: Violation[] = [];
+  for (const [check, list] of found) {
+    const total = counts.get(check) ?? list.length;
+    if (total > list.length) list[list.length - 1]!.message += ` (and ${total - list.length} more ${check} violations)`;
+    violations.push(...list);
+  }
+  return {
+    ok: violations.length === 0,
+    violations,
+    stats: {
+      events: events.length,
+      devices: devices.size,
+      socketsOpened,
+      accepted: accepted.size,
+      delivered: deliveries.size,
+      duplicatesDropped,
+      lostWithRedis,
+      conflicts,
+      faults,
+    },
+  };
+}
+
+/**
+ * Each fault owns the devices that went down between its start and the next fault's start; each
+ * of those must be up again within the fault's bound of its reference moment.
+ */
+function checkRecovery(
+  events: readonly HistoryEvent[],
+  options: CheckOptions,
+  report: (check: CheckName, message: string, events: HistoryEvent[]) => void,
+): Partial<Record<FaultType, FaultFigures>> {
+  interface Instance {
+    start: Of<'fault'>;
+    end?: Of<'fault'>;
+  }
+  const instances = new Map<number, Instance>();
+  for (const e of events) {
+    if (e.kind !== 'fault') continue;
+    const instance = instances.get(e.id);
+    if (e.phase === 'start' && !instance) instances.set(e.id, { start: e });
+    else if (e.phase === 'end' && instance) instance.end = e;
+  }
+  const ordered = [...instances.values()].sort((a, b) => a.start.t - b.start.t);
+
+  // Down intervals per device from the runner's probe: [down event, next up event or none].
+  const downs: Array<{ down: Of<'connectivity'>; up?: Of<'connectivity'> }> = [];
+  const openDown = new Map<string, { down: Of<'connectivity'>; up?: Of<'connectivity'> }>();
+  for (const e of events) {
+    if (e.kind !== 'connectivity') continue;
+    const current = openDown.get(e.deviceId);
+    if (!e.up && !current) {
+      const interval = { down: e };
+      downs.push(interval);
+      openDown.set(e.deviceId, interval);
+    } else if (e.up && current) {
+      current.up = e;
+      openDown.delete(e.deviceId);
+    }
+  }
+
+  const figures: Partial<Record<FaultType, FaultFigures>> = {};
+  ordered.forEach((instance, i) => {
+    const { start } = instance;
+    const type = start.fault;
+    const from = MEASURED_FROM_END.has(type) ? (instance.end ?? start).t : start.t;
+    const until = ordered[i + 1]?.start.t ?? Number.POSITIVE_INFINITY;
+    const bound = start.boundMs ?? options.defaultBoundMs;
+    const f = (figures[type] ??= { count: 0, worstRecoveryMs: 0, devicesDown: 0 });
+    f.count += 1;
+    for (const interval of downs) {
+      if (interval.down.t < start.t || interval.down.t >= until) continue;
+      f.devicesDown += 1;
+      // An outage that starts within the bound is the fault's doing and counts from the fault; a
+      // later one (a rebalance once the cluster changed, say) is a blip of its own, and counts
+      // from when it began. Either way no device may stay down longer than the bound.
+      const since = interval.down.t - from <= bound ? from : interval.down.t;
+      const back = interval.up ? Math.max(0, interval.up.t - since) : Number.POSITIVE_INFINITY;
+      f.worstRecoveryMs = Math.max(f.worstRecoveryMs, back);
+      if (back > bound) {
+        const how = interval.up ? `was connected again ${back} ms after${since === from ? '' : ' going down during'}` : 'was never connected again after';
+        report('recovery', `${interval.down.deviceId} ${how} ${type} #${start.id} (bound ${bound} ms)`, interval.up ? [start, interval.down, interval.up] : [start, interval.down]);
+      }
+    }
+  });
+  return figures;
+}
+
+/** A human summary: faults by type with the worst recovery, then the verdict and its evidence. */
+export function formatReport(result: CheckResult): string {
+  const { stats } = result;
+  const lines = [
+    `history: ${stats.events} events, ${stats.devices} devices, ${stats.socketsOpened} sockets opened`,
+    `messages: ${stats.accepted} accepted, ${stats.delivered} delivered, ${stats.duplicatesDropped} resends dropped by WhatsApp, ${stats.lostWithRedis} lost with Redis data`,
+    `conflicts counted by the simulated WhatsApp: ${stats.conflicts}`,
+    'faults:',
+  ];
+  for (const [type, f] of Object.entries(stats.faults)) {
+    const worst = Number.isFinite(f.worstRecoveryMs) ? `${f.worstRecoveryMs} ms` : 'never';
+    lines.push(`  ${type.padEnd(18)} ${String(f.count).padStart(3)} injected, ${String(f.devicesDown).padStart(5)} device outages, worst recovery ${worst}`);
+  }
+  lines.push(result.ok ? 'verdict: PASS (no violation)' : `verdict: FAIL (${result.violations.length} violations listed)`);
+  for (const v of result.violations) {
+    lines.push(`  [${v.check}] ${v.message}`);
+    for (const e of v.events) lines.push(`      ${JSON.stringify(e)}`);
+  }
+  return lines.join('\n');
+}

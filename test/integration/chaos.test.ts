@@ -1,0 +1,51 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { formatReport } from '../../scripts/chaos/checker.js';
+import { parseHistory } from '../../scripts/chaos/history.js';
+import { runChaos } from '../../scripts/chaos/run.js';
+import { FAULT_TYPES } from '../../scripts/chaos/schedule.js';
+
+// The short chaos run (issue 9): 3 real servers, 200 simulated devices, a message load, and every
+// fault type at least once; the checker must find nothing. About 90 s on an idle machine.
+
+const dir = mkdtempSync(join(tmpdir(), 'wafleet-chaos-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('chaos run', () => {
+  it('3 servers, 200 devices, every fault once: no device owned twice, no message lost or sent twice, every device back within its bound', { timeout: 600_000 }, async () => {
+    const historyFile = join(dir, 'history.jsonl');
+    const outcome = await runChaos({
+      servers: 3,
+      devices: 200,
+      durationMs: 1000, // the first round (every fault type once) always runs in full
+      seed: 9,
+      historyFile,
+      ttlMs: 3000,
+      slackMs: 10_000, // generous: a shared 2-core CI machine; the bound is behaviour, not speed
+      messagesPerSecond: 5,
+      progress: () => undefined,
+    });
+    const report = formatReport(outcome.result);
+    console.log(report);
+
+    expect(outcome.result.violations, report).toEqual([]);
+    expect(outcome.result.ok).toBe(true);
+    expect(new Set(outcome.faults.map((f) => f.type))).toEqual(new Set(FAULT_TYPES));
+    const { stats } = outcome.result;
+    expect(stats.devices).toBe(200);
+    expect(stats.accepted).toBeGreaterThan(0);
+    expect(stats.delivered + stats.lostWithRedis).toBeGreaterThanOrEqual(stats.accepted);
+    // Faults that take a server's devices away really did: the check had something to check.
+    expect(stats.faults.sigkill?.devicesDown).toBeGreaterThan(0);
+    expect(stats.faults.redis_restart?.devicesDown).toBeGreaterThan(0);
+
+    // The file is the history the checker read.
+    const history = parseHistory(readFileSync(historyFile, 'utf8'));
+    expect(history.length).toBe(stats.events);
+    for (const kind of ['claim', 'socket_open', 'accept', 'send', 'fault', 'final', 'connectivity', 'sim_reset'] as const) {
+      expect(history.some((e) => e.kind === kind), kind).toBe(true);
+    }
+  });
+});
