@@ -1,3 +1,4 @@
+import { waMessageIdFor } from '../../src/queues/messages.js';
 import type { FaultType, HistoryEvent } from './history.js';
 
 // Reads a chaos run's history (see history.ts) and either proves the run's guarantees or names the
@@ -98,6 +99,16 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
   let duplicatesDropped = 0;
   let conflicts = 0;
   let conflictsEvent: Of<'conflicts'> | undefined;
+  // The run records an accept when the 202 reaches it, which can be after the simulated WhatsApp
+  // has already delivered the message (and before the run could name the WhatsApp id it saw):
+  // sends are matched to accepts over the whole history, by our id or the WhatsApp id made from it.
+  const byWaMessageId = new Map<string, string>();
+  for (const e of events) {
+    if (e.kind !== 'accept') continue;
+    accepted.set(e.messageId, e);
+    byWaMessageId.set(waMessageIdFor(e.messageId), e.messageId);
+  }
+  const messageOf = (sent: Of<'send'>) => (sent.messageId.startsWith('wa:') ? (byWaMessageId.get(sent.messageId.slice(3)) ?? sent.messageId) : sent.messageId);
 
   const checkToken = (e: HistoryEvent & { deviceId: string; token: number }, what: string) => {
     const claim = newestClaim.get(e.deviceId);
@@ -149,26 +160,24 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
         resets.push(e);
         openSocket.clear();
         break;
-      case 'accept':
-        accepted.set(e.messageId, e);
-        break;
       case 'send': {
         if (e.duplicate) {
           duplicatesDropped += 1;
           break;
         }
-        checkToken(e, `message ${e.messageId} sent by ${e.serverId}`);
-        const list = deliveries.get(e.messageId) ?? [];
-        list.push(e);
-        deliveries.set(e.messageId, list);
-        if (list.length > 1) report('duplicate_send', `message ${e.messageId} for ${e.deviceId} was delivered ${list.length} times`, [...list]);
-        const accept = accepted.get(e.messageId);
+        const sent: Of<'send'> = { ...e, messageId: messageOf(e) };
+        checkToken(sent, `message ${sent.messageId} sent by ${sent.serverId}`);
+        const list = deliveries.get(sent.messageId) ?? [];
+        list.push(sent);
+        deliveries.set(sent.messageId, list);
+        if (list.length > 1) report('duplicate_send', `message ${sent.messageId} for ${sent.deviceId} was delivered ${list.length} times`, [...list]);
+        const accept = accepted.get(sent.messageId);
         if (accept && list.length === 1) {
-          const last = lastDelivered.get(e.deviceId);
+          const last = lastDelivered.get(sent.deviceId);
           if (last && accept.seq < last.accept.seq) {
-            report('order', `${e.deviceId}: message ${e.messageId} (#${accept.seq}) was delivered after ${last.accept.messageId} (#${last.accept.seq})`, [last.send, e]);
+            report('order', `${sent.deviceId}: message ${sent.messageId} (#${accept.seq}) was delivered after ${last.accept.messageId} (#${last.accept.seq})`, [last.send, sent]);
           } else {
-            lastDelivered.set(e.deviceId, { accept, send: e });
+            lastDelivered.set(sent.deviceId, { accept, send: sent });
           }
         }
         break;

@@ -134,6 +134,30 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
         await sleep(250);
       }
     };
+    /** The devices `serverId` holds now, with their tokens. */
+    const leasesOf = async (serverId: string) => {
+      const values = devices.length ? await redis.mget(devices.map((d) => keys.lease(d))) : [];
+      const held = new Map<string, number>();
+      values.forEach((value, i) => {
+        const lease = value ? parseLeaseValue(value) : null;
+        if (lease?.serverId === serverId) held.set(devices[i]!, lease.token);
+      });
+      return held;
+    };
+    /**
+     * Until every lease in `held` has been taken over under a new token. A killed or frozen
+     * server's simulated sockets look open (and its leases valid) until they time out, so "all
+     * connected" means nothing before this; the next fault would land in the middle of the failover.
+     */
+    const waitTakenOver = async (held: Map<string, number>, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      const ids = [...held.keys()];
+      while (ids.length > 0 && Date.now() < deadline) {
+        const values = await redis.mget(ids.map((d) => keys.lease(d))).catch(() => null);
+        if (values && values.every((value, i) => value !== null && parseLeaseValue(value)?.token !== held.get(ids[i]!))) return;
+        await sleep(250);
+      }
+    };
     /** What the devices not connected say about themselves, for the error when they never do. */
     const notConnected = async () => {
       const down = devices.filter((d) => up.get(d) !== true);
@@ -253,9 +277,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
       switch (type) {
         case 'sigkill': {
           target = await pickServer(planned.pick);
+          const held = await leasesOf(target);
           start();
           cluster.servers.get(target)!.signal('SIGKILL');
           await cluster.servers.get(target)!.exited;
+          await waitTakenOver(held, bound * 3);
           await waitAllUp(bound * 3);
           await startServer(target);
           end();
@@ -264,10 +290,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
         case 'sigstop': {
           target = await pickServer(planned.pick);
           const server = cluster.servers.get(target)!;
+          const held = await leasesOf(target);
           start();
           server.signal('SIGSTOP');
           await sleep(Math.round(ttlMs * 1.5));
           server.signal('SIGCONT');
+          await waitTakenOver(held, bound * 3);
           end();
           break;
         }

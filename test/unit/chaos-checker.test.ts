@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { checkHistory, formatReport } from '../../scripts/chaos/checker.js';
 import { formatHistoryLine, parseHistory, type HistoryEvent } from '../../scripts/chaos/history.js';
 import { FAULT_TYPES, faultSchedule } from '../../scripts/chaos/schedule.js';
+import { waMessageIdFor } from '../../src/queues/messages.js';
 
 // A clean history of two devices through a SIGKILL failover, then each violation planted into it.
 
@@ -55,6 +56,19 @@ describe('chaos history checker', () => {
     const text = [...history].reverse().map(formatHistoryLine).join('');
     expect(check(parseHistory(text)).ok).toBe(true);
     expect(() => parseHistory('{"t":1,"kind":"claim"}\nnot json\n')).toThrow(/line 2/);
+  });
+
+  it('matches a send the run saw before the 202 (known then only by its WhatsApp id) to its accept', () => {
+    const history = cleanHistory().map((e) =>
+      // m1 delivered before the run had its id: recorded under the WhatsApp id, 5 ms before the accept.
+      e.kind === 'send' && e.messageId === 'm1' && !e.duplicate ? { ...e, t: 1095, messageId: `wa:${waMessageIdFor('m1')}` } : e,
+    );
+    const result = check(history);
+    expect(result.violations).toEqual([]);
+    expect(result.stats).toMatchObject({ accepted: 2, delivered: 2 });
+    // A WhatsApp id that no accepted message makes is still a send of an unknown message.
+    const stray = [...cleanHistory(), { t: 1200, kind: 'send', deviceId: D1, messageId: 'wa:3EB0FFFFFFFFFFFFFFFF', serverId: 's1', token: 1, duplicate: false } as HistoryEvent];
+    expect(check(stray).stats.delivered).toBe(3);
   });
 
   it('catches a device owned twice: a socket kicked while still open', () => {
