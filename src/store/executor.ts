@@ -53,6 +53,14 @@ export function createPoolExecutor({ pool, target, pgliteHost, log }: PoolExecut
   async function withClient<T>(fn: (run: (sql: string, params?: readonly unknown[]) => Promise<Row[]>) => Promise<T>): Promise<T> {
     const client = await connect();
     let broken = false;
+    // pg-pool listens for errors only on idle connections. One that breaks while lent out but
+    // between two queries (the store stopped, a proxy cut it) would otherwise emit an unhandled
+    // 'error' and crash the server; it is discarded instead.
+    const onError = (err: Error) => {
+      broken = true;
+      log.warn({ err: { message: err.message }, target }, 'store connection dropped while in use');
+    };
+    client.on('error', onError);
     const run = async (sql: string, params?: readonly unknown[]) => {
       try {
         return (await client.query(sql, params as unknown[] | undefined)).rows as Row[];
@@ -64,6 +72,7 @@ export function createPoolExecutor({ pool, target, pgliteHost, log }: PoolExecut
     try {
       return await fn(run);
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }

@@ -71,7 +71,14 @@ describe('store outage', () => {
     const failoverMs = await waitUntil(
       async () => (await cluster.connectedCount(victims, ['outage-a', 'outage-c'])) === victims.length,
       OUTAGE_MS - 5000,
-      async () => `${await cluster.connectedCount(victims, ['outage-a', 'outage-c'])}/${victims.length} moved`,
+      async () =>
+        `${await cluster.connectedCount(victims, ['outage-a', 'outage-c'])}/${victims.length} moved; leases by owner ${await byOwner()}\n` +
+        ['outage-a', 'outage-c']
+          .map((id) => {
+            const p = cluster.servers.get(id)!;
+            return `== ${id} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'}):\n${p.output().slice(-3000)}`;
+          })
+          .join('\n'),
     );
     console.log(`store down: ${victims.length} devices failed over in ${failoverMs} ms after the SIGKILL`);
     // Its records are held in the queue meanwhile, not dropped.
