@@ -156,6 +156,12 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
 
   const workers: Worker[] = [];
 
+  /** Jobs not yet applied, over every shard. */
+  const pendingJobs = async (): Promise<number> => {
+    const counts = await Promise.all(queues.map((queue) => queue.getJobCounts('wait', 'active', 'prioritized', 'delayed')));
+    return counts.reduce((n, c) => n + Object.values(c).reduce((sum, k) => sum + k, 0), 0);
+  };
+
   const applyBatch = async (records: SyncRecord[]): Promise<ApplyRecordsReport> => {
     const total: ApplyRecordsReport = { applied: 0, duplicate: 0, fenced: 0, rejected: 0, errors: [] };
     let run: StoreRecord[] = [];
@@ -248,34 +254,24 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
 
     async stats() {
       const now = Date.now();
-      let pending = 0;
-      let oldest = now;
-      for (const queue of queues) {
-        const counts = await queue.getJobCounts('wait', 'active', 'prioritized', 'delayed');
-        pending += Object.values(counts).reduce((sum, n) => sum + n, 0);
-        for (const job of await queue.getJobs(['active', 'wait'], 0, 0, true)) {
-          if (job?.timestamp) oldest = Math.min(oldest, job.timestamp);
-        }
-      }
-      return { pending, lagMs: pending === 0 ? 0 : now - oldest };
+      const pending = await pendingJobs();
+      if (pending === 0) return { pending, lagMs: 0 };
+      // Only a backlog has an age: the oldest job of each shard, read when there is one.
+      const heads = await Promise.all(queues.map((queue) => queue.getJobs(['active', 'wait'], 0, 0, true)));
+      const oldest = Math.min(now, ...heads.flat().map((job) => job?.timestamp ?? now));
+      return { pending, lagMs: now - oldest };
     },
 
     async jobCounts() {
-      const total = { waiting: 0, active: 0, delayed: 0, failed: 0 };
-      for (const queue of queues) {
-        const counts = await queue.getJobCounts('wait', 'active', 'delayed', 'failed');
-        total.waiting += counts.wait ?? 0;
-        total.active += counts.active ?? 0;
-        total.delayed += counts.delayed ?? 0;
-        total.failed += counts.failed ?? 0;
-      }
-      return total;
+      const counts = await Promise.all(queues.map((queue) => queue.getJobCounts('wait', 'active', 'delayed', 'failed')));
+      const sum = (state: string) => counts.reduce((n, c) => n + (c[state] ?? 0), 0);
+      return { waiting: sum('wait'), active: sum('active'), delayed: sum('delayed'), failed: sum('failed') };
     },
 
     async settle(timeoutMs) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        if ((await this.stats()).pending === 0) return true;
+        if ((await pendingJobs()) === 0) return true;
         if (Date.now() >= deadline) return false;
         await new Promise((resolve) => setTimeout(resolve, 50));
       }

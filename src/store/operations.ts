@@ -12,21 +12,22 @@ export interface OperationSpec {
   readonly returns: 'rows' | 'scalar' | 'void';
 }
 
+/** A server's registration and its admin edits share these parameters. */
+const SERVER_PARAMS = {
+  p_id: 'text',
+  p_server_name: 'text',
+  p_server_url: 'text',
+  p_server_type: 'text',
+  p_region: 'text',
+  p_max_capacity: 'integer',
+  p_priority: 'integer',
+} as const satisfies Record<string, ParamType>;
+
 export const OPERATIONS = {
   registerServer: {
     fn: 'wafleet_register_server',
     returns: 'rows',
-    params: {
-      p_id: 'text',
-      p_server_name: 'text',
-      p_server_url: 'text',
-      p_server_type: 'text',
-      p_region: 'text',
-      p_max_capacity: 'integer',
-      p_priority: 'integer',
-      p_description: 'text',
-      p_metadata: 'jsonb',
-    },
+    params: { ...SERVER_PARAMS, p_description: 'text', p_metadata: 'jsonb' },
   },
   recordServerHealth: {
     fn: 'wafleet_record_server_health',
@@ -107,19 +108,7 @@ export const OPERATIONS = {
   revokeApiKey: { fn: 'wafleet_revoke_api_key', returns: 'scalar', params: { p_id: 'uuid' } },
   listDevices: { fn: 'wafleet_list_devices', returns: 'rows', params: { p_user_id: 'uuid', p_limit: 'integer' } },
   deleteDevice: { fn: 'wafleet_delete_device', returns: 'scalar', params: { p_device_id: 'uuid' } },
-  configureServer: {
-    fn: 'wafleet_configure_server',
-    returns: 'rows',
-    params: {
-      p_id: 'text',
-      p_server_name: 'text',
-      p_server_url: 'text',
-      p_server_type: 'text',
-      p_region: 'text',
-      p_max_capacity: 'integer',
-      p_priority: 'integer',
-    },
-  },
+  configureServer: { fn: 'wafleet_configure_server', returns: 'rows', params: SERVER_PARAMS },
   deleteServer: { fn: 'wafleet_delete_server', returns: 'scalar', params: { p_id: 'text' } },
   recordHealthCheck: {
     fn: 'wafleet_record_health_check',
