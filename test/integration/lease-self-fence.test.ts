@@ -25,7 +25,9 @@ describe('self-fencing', () => {
     // Only this server reaches Redis through the proxy; the test and the store do not.
     const cut = await cluster.start('sf-a', { REDIS_URL: `redis://127.0.0.1:${proxy.port}` });
     const devices = await cluster.addDevices(20);
-    await waitUntil(async () => (await cluster.connectedCount(devices, ['sf-a'])) === 20, 30_000);
+    // A simulated socket shows in Redis from the moment it opens (a new device is linked over it),
+    // before the runtime counts it connected: wait for both.
+    await waitUntil(async () => (await cluster.connectedCount(devices, ['sf-a'])) === 20 && (await health(cut.port)).activeConnections === 20, 30_000);
     expect(await health(cut.port)).toMatchObject({ status: 'ok', leases: 20, activeConnections: 20 });
 
     proxy.blackhole(true);
