@@ -110,7 +110,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     });
     cleanups.push({ name: 'store sync', run: () => storeSync.close() });
     await storeSync.startWorkers();
-    const recorder = createWriteBehindRecorder(storeSync);
+    const recorder = createWriteBehindRecorder(storeSync, serverId);
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs };
     await ensureMarker(resetDeps);
 

@@ -7,8 +7,9 @@ import type { FaultType, HistoryEvent } from './history.js';
 // What it checks:
 //  - one socket per device: the simulated WhatsApp replaced no socket that was still open (a
 //    `socket_open` with `kicked` set is two sockets open at once) and counted zero conflicts;
-//  - fencing: every write that counted (a delivered message, a socket opened, a store write)
-//    carried the newest token granted for its device at that moment;
+//  - fencing: every write that counted (a delivered message, a socket opened, a store write the
+//    fence let through) carried the newest token granted for its device at that moment, and in
+//    the store's own apply order no write counted after one with a newer token had;
 //  - messages: every accepted message delivered exactly once, in accept order per device;
 //  - recovery: every device that went down after a fault was connected again within the
 //    fault's bound (TTL + the configured slack, chosen by the runner) of the fault, or, for an
@@ -45,6 +46,9 @@ export interface CheckResult {
     /** Accepted messages that were still queued when Redis lost its data (see checkHistory). */
     lostWithRedis: number;
     conflicts: number;
+    /** State writes that reached the store, and those of them its fence refused. */
+    storeWrites: number;
+    storeWritesFenced: number;
     faults: Partial<Record<FaultType, FaultFigures>>;
   };
 }
@@ -99,6 +103,8 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
   let duplicatesDropped = 0;
   let conflicts = 0;
   let conflictsEvent: Of<'conflicts'> | undefined;
+  let storeWrites = 0;
+  let storeWritesFenced = 0;
   // The run records an accept when the 202 reaches it, which can be after the simulated WhatsApp
   // has already delivered the message (and before the run could name the WhatsApp id it saw):
   // sends are matched to accepts over the whole history, by our id or the WhatsApp id made from it.
@@ -183,7 +189,10 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
         break;
       }
       case 'store_write':
-        checkToken(e, `store write${e.what ? ` (${e.what})` : ''} by ${e.serverId}`);
+        storeWrites += 1;
+        // A write the fence refused did not count, whatever token it carried.
+        if (e.applied === false) storeWritesFenced += 1;
+        else checkToken(e, `store write${e.what ? ` (${e.what})` : ''} by ${e.serverId}`);
         break;
       case 'conflicts':
         conflicts = e.total;
@@ -192,6 +201,20 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
       default:
         break;
     }
+  }
+
+  // The write-behind applies writes long after they happened; what must hold in the store itself
+  // is that, in the order it applied them, a device's token never went back.
+  const applyOrder = events
+    .filter((e): e is Of<'store_write'> => e.kind === 'store_write' && e.applied === true && e.seq !== undefined)
+    .sort((a, b) => a.seq! - b.seq!);
+  const newestApplied = new Map<string, Of<'store_write'>>();
+  for (const w of applyOrder) {
+    const newest = newestApplied.get(w.deviceId);
+    if (newest && w.token < newest.token) {
+      report('stale_write', `store applied ${w.what ?? 'a write'} for ${w.deviceId} with token ${w.token} after it had applied token ${newest.token}`, [newest, w]);
+    }
+    if (!newest || w.token > newest.token) newestApplied.set(w.deviceId, w);
   }
 
   if (conflicts > 0 && conflictsEvent) report('conflicts', `the simulated WhatsApp counted ${conflicts} conflicts`, [conflictsEvent]);
@@ -233,6 +256,8 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
       duplicatesDropped,
       lostWithRedis,
       conflicts,
+      storeWrites,
+      storeWritesFenced,
       faults,
     },
   };
@@ -310,6 +335,7 @@ export function formatReport(result: CheckResult): string {
     `history: ${stats.events} events, ${stats.devices} devices, ${stats.socketsOpened} sockets opened`,
     `messages: ${stats.accepted} accepted, ${stats.delivered} delivered, ${stats.duplicatesDropped} resends dropped by WhatsApp, ${stats.lostWithRedis} lost with Redis data`,
     `conflicts counted by the simulated WhatsApp: ${stats.conflicts}`,
+    `store state writes: ${stats.storeWrites}, of which the fence refused ${stats.storeWritesFenced}`,
     'faults:',
   ];
   for (const [type, f] of Object.entries(stats.faults)) {

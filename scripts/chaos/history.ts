@@ -20,7 +20,9 @@
 //                                                   `seq` orders one device's messages
 //   send          deviceId messageId serverId token duplicate   the simulated WhatsApp got a
 //                 message; `duplicate` when it had already delivered that id (dropped)
-//   store_write   deviceId serverId token what      a fenced write the store applied
+//   store_write   deviceId serverId token what applied seq   a fenced write of the device's
+//                 state that reached the store (device_state_writes): `applied` false when the
+//                 fence refused it, `seq` the order the store applied writes in
 //   connectivity  deviceId up                        the runner's probe saw the device connected
 //                                                   where it should be (socket of the lease holder)
 //                                                   or not; written on every change
@@ -53,7 +55,7 @@ export type HistoryEvent =
   | { t: number; kind: 'sim_reset' }
   | { t: number; kind: 'accept'; deviceId: string; messageId: string; seq: number }
   | { t: number; kind: 'send'; deviceId: string; messageId: string; serverId: string; token: number; duplicate: boolean }
-  | { t: number; kind: 'store_write'; deviceId: string; serverId: string; token: number; what?: string }
+  | { t: number; kind: 'store_write'; deviceId: string; serverId: string; token: number; what?: string; applied?: boolean; seq?: number }
   | { t: number; kind: 'connectivity'; deviceId: string; up: boolean }
   | { t: number; kind: 'fault'; id: number; fault: FaultType; phase: 'start' | 'end'; boundMs?: number; target?: string }
   | { t: number; kind: 'conflicts'; total: number }

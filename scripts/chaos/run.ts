@@ -393,8 +393,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
 }
 
 /**
- * The lease records (claims, releases, expiries, losses) and self-fences from the store, and each
- * device's row as a store write: the record must carry the newest token once the run settled.
+ * The lease records (claims, releases, expiries, losses) and self-fences from the store, every
+ * state write the store received (device_state_writes), and each device's row as a store write:
+ * the record must carry the newest token once the run settled.
  */
 async function storeHistory(dbUrl: string, devices: readonly string[]): Promise<HistoryEvent[]> {
   const client = new pg.Client({ connectionString: dbUrl });
@@ -417,6 +418,23 @@ async function storeHistory(dbUrl: string, devices: readonly string[]): Promise<
       `select server_id, (extract(epoch from created_at) * 1000)::bigint::text as t from server_logs where event = 'self_fenced'`,
     );
     for (const r of fences.rows) events.push({ t: Number(r.t), kind: 'self_fence', serverId: r.server_id });
+    const writes = await client.query<{ id: string; device_id: string; server_id: string | null; kind: string; epoch: string; status: string | null; applied: boolean; t: string }>(
+      `select id::text, device_id, server_id, kind, epoch::text, status, applied, (extract(epoch from happened_at) * 1000)::bigint::text as t
+       from device_state_writes where device_id = any($1::uuid[]) order by id`,
+      [devices],
+    );
+    for (const w of writes.rows) {
+      events.push({
+        t: Number(w.t),
+        kind: 'store_write',
+        deviceId: w.device_id,
+        serverId: w.server_id ?? '',
+        token: Number(w.epoch),
+        what: w.kind === 'status' ? `status ${w.status}` : 'assignment',
+        applied: w.applied,
+        seq: Number(w.id),
+      });
+    }
     const rows = await client.query<{ id: string; assigned_server_id: string | null; lease_epoch: string }>(
       'select id, assigned_server_id, lease_epoch::text from devices where id = any($1::uuid[])',
       [devices],

@@ -21,12 +21,13 @@ export interface LeaseRecorder {
   flush(): Promise<void>;
 }
 
-export function createWriteBehindRecorder(sync: { push(record: NewSyncRecord): void; flush(): Promise<void> }): LeaseRecorder {
+/** `serverId` names this server in its status records (the store audits who wrote what). */
+export function createWriteBehindRecorder(sync: { push(record: NewSyncRecord): void; flush(): Promise<void> }, serverId: string): LeaseRecorder {
   return {
     leaseEvent: (entry) => sync.push({ kind: 'lease_event', ...entry }),
     assignment: (deviceId, serverId, epoch) => sync.push({ kind: 'assignment', deviceId, serverId, epoch }),
     serverLog: (entry) => sync.push({ kind: 'server_log', ...entry }),
-    deviceStatus: (deviceId, status, epoch, errorMessage) => sync.push({ kind: 'status', deviceId, status, epoch, errorMessage }),
+    deviceStatus: (deviceId, status, epoch, errorMessage) => sync.push({ kind: 'status', deviceId, serverId, status, epoch, errorMessage }),
     connectionEvent: (entry) => sync.push({ kind: 'connection_event', ...entry }),
     snapshots: {
       async save(deviceId, epoch) {

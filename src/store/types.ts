@@ -109,7 +109,7 @@ export type StoreRecord =
   | ({ kind: 'connection_event'; id: string; at: string } & ConnectionLogEntry)
   | ({ kind: 'server_log'; id: string; at: string } & ServerLogEntry)
   | { kind: 'assignment'; at: string; deviceId: string; serverId: string | null; epoch: number }
-  | { kind: 'status'; at: string; deviceId: string; status: DeviceStatus; epoch: number; errorMessage: string | null };
+  | { kind: 'status'; at: string; deviceId: string; serverId: string; status: DeviceStatus; epoch: number; errorMessage: string | null };
 
 export interface ApplyRecordsReport {
   applied: number;

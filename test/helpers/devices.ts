@@ -139,7 +139,7 @@ export async function startTestServer(
   const storeSync = createStoreSync({ redis: bull, keys: bed.keys, store: bed.store, snapshots: createSnapshotWriter({ redis, keys: bed.keys, store: bed.store }), log: silentLog, retentionMs: 60_000, lockDurationMs: 5000 });
   await storeSync.startWorkers();
   bed.syncs.add(storeSync);
-  const recorder = createWriteBehindRecorder(storeSync);
+  const recorder = createWriteBehindRecorder(storeSync, serverId);
   const leases = createLeaseStore({ redis, keys: bed.keys });
   const devices = await createDevices({
     settings,

@@ -40,6 +40,9 @@ describe('chaos run', () => {
     // Faults that take a server's devices away really did: the check had something to check.
     expect(stats.faults.sigkill?.devicesDown).toBeGreaterThan(0);
     expect(stats.faults.redis_restart?.devicesDown).toBeGreaterThan(0);
+    // Every device was claimed (an assignment) and connected (statuses) at least once, each a
+    // state write the store audited.
+    expect(stats.storeWrites).toBeGreaterThan(stats.devices * 2);
 
     // The file is the history the checker read.
     const history = parseHistory(readFileSync(historyFile, 'utf8'));

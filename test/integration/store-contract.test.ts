@@ -593,12 +593,12 @@ function storeContract(target: Target) {
       const batch: StoreRecord[] = [
         { kind: 'assignment', at: at(1), deviceId: device.id, serverId: id('wb'), epoch: 3 },
         { kind: 'lease_event', id: claimId, at: at(1), deviceId: device.id, serverId: id('wb'), eventType: 'claim', epoch: 3, details: { via: 'sweep' } },
-        { kind: 'status', at: at(2), deviceId: device.id, status: 'connecting', epoch: 3, errorMessage: null },
+        { kind: 'status', at: at(2), deviceId: device.id, serverId: id('wb'), status: 'connecting', epoch: 3, errorMessage: null },
         { kind: 'connection_event', id: randomUUID(), at: at(2), deviceId: device.id, serverId: id('wb'), eventType: 'connecting' },
-        { kind: 'status', at: at(3), deviceId: device.id, status: 'connected', epoch: 3, errorMessage: null },
+        { kind: 'status', at: at(3), deviceId: device.id, serverId: id('wb'), status: 'connected', epoch: 3, errorMessage: null },
         { kind: 'server_log', id: randomUUID(), at: at(4), serverId: id('wb'), level: 'info', event: 'wb_test', message: 'hello' },
         // An old owner's late write: fenced, changes nothing.
-        { kind: 'status', at: at(5), deviceId: device.id, status: 'error', epoch: 2, errorMessage: 'stale' },
+        { kind: 'status', at: at(5), deviceId: device.id, serverId: id('wb'), status: 'error', epoch: 2, errorMessage: 'stale' },
         // Refused by the database (a check constraint), reported, and the batch goes on.
         { kind: 'connection_event', id: randomUUID(), at: at(6), deviceId: device.id, serverId: id('wb'), eventType: 'exploded' },
         { kind: 'lease_event', id: randomUUID(), at: at(7), deviceId: device.id, serverId: id('wb'), eventType: 'release', epoch: 3 },
@@ -607,10 +607,21 @@ function storeContract(target: Target) {
       expect(first).toMatchObject({ applied: 7, duplicate: 0, fenced: 1, rejected: 1 });
       expect(first.errors).toHaveLength(1);
       expect(first.errors[0]).toMatchObject({ index: 7 });
+      // Each state write is audited with the token it carried and whether the fence let it count.
+      const audit = () =>
+        probe('select kind, server_id, epoch::int, status, applied, happened_at from device_state_writes where device_id = $1 order by id', [device.id]);
+      expect(await audit()).toEqual([
+        { kind: 'assignment', server_id: id('wb'), epoch: 3, status: null, applied: true, happened_at: new Date(at(1)) },
+        { kind: 'status', server_id: id('wb'), epoch: 3, status: 'connecting', applied: true, happened_at: new Date(at(2)) },
+        { kind: 'status', server_id: id('wb'), epoch: 3, status: 'connected', applied: true, happened_at: new Date(at(3)) },
+        { kind: 'status', server_id: id('wb'), epoch: 2, status: 'error', applied: false, happened_at: new Date(at(5)) },
+      ]);
 
       // The same batch again (a worker died before BullMQ heard it was done): nothing twice.
       const again = await store.applyRecords(batch);
       expect(again).toMatchObject({ applied: 3, duplicate: 4, fenced: 1, rejected: 1 });
+      // A replayed state write is audited again: it was sent again (and counted again, harmlessly).
+      expect((await audit()).map((w) => w.applied)).toEqual([true, true, true, false, true, true, true, false]);
 
       expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: id('wb'), leaseEpoch: 3, status: 'connected', errorMessage: null });
       const events = await probe(

@@ -16,7 +16,7 @@ function cleanHistory(): HistoryEvent[] {
     { t: 1000, kind: 'claim', deviceId: D2, serverId: 's2', token: 1 },
     { t: 1010, kind: 'socket_open', deviceId: D1, serverId: 's1', token: 1, socketId: 's1#1#a', kicked: '' },
     { t: 1010, kind: 'socket_open', deviceId: D2, serverId: 's2', token: 1, socketId: 's2#1#a', kicked: '' },
-    { t: 1020, kind: 'store_write', deviceId: D1, serverId: 's1', token: 1, what: 'assignment' },
+    { t: 1020, kind: 'store_write', deviceId: D1, serverId: 's1', token: 1, what: 'assignment', applied: true, seq: 1 },
     { t: 1100, kind: 'accept', deviceId: D1, messageId: 'm1', seq: 1 },
     { t: 1101, kind: 'accept', deviceId: D1, messageId: 'm2', seq: 2 },
     { t: 1150, kind: 'send', deviceId: D1, messageId: 'm1', serverId: 's1', token: 1, duplicate: false },
@@ -26,7 +26,7 @@ function cleanHistory(): HistoryEvent[] {
     { t: 5010, kind: 'claim', deviceId: D1, serverId: 's2', token: 2 },
     // s1's socket timed out on WhatsApp's side: the new one replaces it without a kick.
     { t: 5020, kind: 'socket_open', deviceId: D1, serverId: 's2', token: 2, socketId: 's2#2#b', kicked: '' },
-    { t: 5030, kind: 'store_write', deviceId: D1, serverId: 's2', token: 2, what: 'assignment' },
+    { t: 5030, kind: 'store_write', deviceId: D1, serverId: 's2', token: 2, what: 'assignment', applied: true, seq: 2 },
     { t: 5100, kind: 'connectivity', deviceId: D1, up: true },
     // m1's job was in hand when s1 died: the resend is dropped by WhatsApp, m2 follows.
     { t: 5200, kind: 'send', deviceId: D1, messageId: 'm1', serverId: 's2', token: 2, duplicate: true },
@@ -134,6 +134,23 @@ describe('chaos history checker', () => {
     const staleSend = cleanHistory();
     staleSend.push({ t: 5300, kind: 'accept', deviceId: D1, messageId: 'm3', seq: 3 }, { t: 5400, kind: 'send', deviceId: D1, messageId: 'm3', serverId: 's1', token: 1, duplicate: false });
     expect(checksOf(staleSend)).toEqual(['stale_write']);
+  });
+
+  it('lets a stale store write pass when the fence refused it, and counts it', () => {
+    const history = cleanHistory();
+    history.push({ t: 5400, kind: 'store_write', deviceId: D1, serverId: 's1', token: 1, what: 'status disconnected', applied: false, seq: 3 });
+    const result = check(history);
+    expect(result.violations).toEqual([]);
+    expect(result.stats).toMatchObject({ storeWrites: 3, storeWritesFenced: 1 });
+  });
+
+  it('catches a store write that counted after a newer token had, in the store\'s apply order', () => {
+    // Sent while s1 still held the lease (so its moment is fine), but applied after s2's assignment.
+    const history = cleanHistory();
+    history.push({ t: 1900, kind: 'store_write', deviceId: D1, serverId: 's1', token: 1, what: 'status connected', applied: true, seq: 3 });
+    const result = check(history);
+    expect(result.violations.map((v) => v.check)).toEqual(['stale_write']);
+    expect(result.violations[0]!.message).toContain('with token 1 after it had applied token 2');
   });
 
   it('catches a token granted twice', () => {
