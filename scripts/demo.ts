@@ -41,9 +41,11 @@ const ttlMs = Number(values['ttl-ms'] ?? 10_000);
 if (!Number.isInteger(deviceCount) || deviceCount < 1 || deviceCount > 2000) usageError('--devices must be a whole number from 1 to 2000');
 if (!Number.isInteger(ttlMs) || ttlMs < 1000 || ttlMs > 120_000) usageError('--ttl-ms must be a whole number of milliseconds from 1000 to 120000');
 
-let redisUrl: string;
+let redisUrl: string | undefined;
 try {
-  redisUrl = loadToolConfigFromProcess().redis.url;
+  // The demo's servers get REDIS_URL: under Sentinel or Cluster it runs on a Redis of its own.
+  const { target } = loadToolConfigFromProcess().redis;
+  redisUrl = target.mode === 'standalone' ? target.url : undefined;
 } catch (err) {
   if (err instanceof ConfigError) usageError(err.message);
   throw err;
@@ -218,13 +220,14 @@ function countBy(map: Map<string, string>): Map<string, number> {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const url = new URL(redisUrl);
-  if (await redisAnswers(url.hostname, Number(url.port || 6379))) {
+  const configured = redisUrl ? new URL(redisUrl) : null;
+  if (redisUrl && configured && (await redisAnswers(configured.hostname, Number(configured.port || 6379)))) {
     say(`Redis: ${redactUrl(redisUrl)} (keys under {${prefix}}, removed at the end)`);
   } else {
     ownRedis = await startEphemeralRedis(await freePort());
+    const why = redisUrl ? `none answered at ${redactUrl(redisUrl)}` : 'Sentinel/Cluster is configured, and the demo runs on a standalone one';
     redisUrl = `redis://127.0.0.1:${ownRedis.port}`;
-    say(`Redis: none answered at ${redactUrl(loadToolConfigFromProcess().redis.url)}; started one at ${redisUrl} for the demo`);
+    say(`Redis: ${why}; started one at ${redisUrl} for the demo`);
   }
   redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
 

@@ -33,8 +33,12 @@ async function health(port: string | number): Promise<Record<string, unknown> | 
 
 const config = loadConfigOrExit();
 try {
-  const outcome = await ensureRedis(config.redis.url);
-  if (outcome === 'started') console.log(`Started a local redis-server for ${redactUrl(config.redis.url)} (log: logs/redis.log).`);
+  // Only a standalone Redis on this host is started here; Sentinel and Cluster are the operator's.
+  const { target } = config.redis;
+  if (target.mode === 'standalone') {
+    const outcome = await ensureRedis(target.url);
+    if (outcome === 'started') console.log(`Started a local redis-server for ${redactUrl(target.url)} (log: logs/redis.log).`);
+  }
 } catch (err) {
   console.error(`wafleet: ${(err as Error).message}`);
   process.exit(1);

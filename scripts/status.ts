@@ -4,13 +4,11 @@
 //
 // Exit codes: 0 healthy; 1 unhealthy (no live server takes devices, or a lease is overdue: see
 // scripts/lib/status.ts) or Redis unreachable; 2 usage or configuration error; 3 unknown device.
-import { Redis } from 'ioredis';
 import { createClusterKeys } from '../src/cluster/keys.js';
 import { loadToolConfigFromProcess, type ToolConfig } from '../src/config/tool.js';
 import { ConfigError } from '../src/shared/errors.js';
 import { createLogger } from '../src/shared/logger.js';
-import { redactUrl } from '../src/shared/redact.js';
-import { connectRedis } from '../src/shared/redis.js';
+import { connectRedis, describeRedisTarget, duplicateRedis, type RedisClient } from '../src/shared/redis.js';
 import { createStore, type Store } from '../src/store/index.js';
 import { parseToolArgs, usageExit } from './lib/cli.js';
 import { formatClusterStatus, formatDeviceStatus, readClusterStatus, readDeviceStatus } from './lib/status.js';
@@ -57,9 +55,9 @@ try {
 // Nothing is logged to stdout: it carries the table (or the JSON).
 const log = createLogger({ level: 'silent' });
 const keys = createClusterKeys(config.redis.keyPrefix);
-let redis: Redis;
+let redis: RedisClient;
 try {
-  redis = await connectRedis({ url: config.redis.url, log, connectionName: 'wafleet:status', connectTimeoutMs: 3000, extra: { maxRetriesPerRequest: 1 } });
+  redis = await connectRedis({ target: config.redis.target, log, connectionName: 'wafleet:status', connectTimeoutMs: 3000, extra: { maxRetriesPerRequest: 1 } });
 } catch (err) {
   process.stderr.write(`wafleet status: ${(err as Error).message}\n`);
   process.exit(1);
@@ -76,11 +74,11 @@ const store = () => {
   );
   return storeOpened;
 };
-let bull: Redis | undefined;
-const bullRedis = () => (bull ??= redis.duplicate({ maxRetriesPerRequest: null }));
+let bull: RedisClient | undefined;
+const bullRedis = () => (bull ??= duplicateRedis(redis, { maxRetriesPerRequest: null }));
 
 const deps = { redis, keys, store, log, ttlMs: config.lease.ttlMs, bullRedis };
-const where = `${redactUrl(config.redis.url)}, keys {${keys.prefix}}`;
+const where = `${describeRedisTarget(config.redis.target)}, keys {${keys.prefix}}`;
 let exitCode = 0;
 try {
   if (args.device !== undefined) {

@@ -2,6 +2,7 @@
 // below receives what it needs from here.
 import { createServer, type Server } from 'node:http';
 import { createCoordinator, type Coordinator } from './cluster/coordinator.js';
+import { listenForExpiredKeys } from './cluster/expiry-events.js';
 import { createHeartbeat } from './cluster/heartbeat.js';
 import { createClusterKeys } from './cluster/keys.js';
 import { createLeaseGuard } from './cluster/lease-guard.js';
@@ -29,7 +30,7 @@ import { monotonicNow } from './shared/clock.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
 import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
 import { createLogger, type Logger } from './shared/logger.js';
-import { connectRedis } from './shared/redis.js';
+import { connectRedis, duplicateRedis } from './shared/redis.js';
 import { createStore } from './store/index.js';
 
 interface RunningServer {
@@ -57,15 +58,15 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     // A command that hangs (a partition) must fail rather than hold the heartbeat forever; past
     // one TTL its answer could not matter any more.
     const redis = await connectRedis({
-      url: config.redis.url,
+      target: config.redis.target,
       log,
       connectionName: `wafleet:${serverId}`,
       extra: { commandTimeout: lease.ttlMs },
     });
     cleanups.push({ name: 'redis', run: () => redis.quit() });
     // Blocking inbox reads and subscriber mode each need a connection of their own.
-    const inboxReader = redis.duplicate({ connectionName: `wafleet:${serverId}:inbox`, commandTimeout: lease.ttlMs + 5000 });
-    const subscriber = redis.duplicate({ connectionName: `wafleet:${serverId}:events` });
+    const inboxReader = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:inbox`, commandTimeout: lease.ttlMs + 5000 });
+    const subscriber = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:events` });
     cleanups.push({ name: 'redis connections', run: async () => [inboxReader, subscriber].forEach((c) => c.disconnect()) });
 
     const store = await createStore(config.store, { log: log.child({ module: 'store' }) });
@@ -95,7 +96,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const leases = createLeaseStore({ redis, keys });
     const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: lease.selfFenceMs });
     // BullMQ's blocking reads need a connection without retry limits (outbound and write-behind).
-    const bull = redis.duplicate({ connectionName: `wafleet:${serverId}:bullmq`, maxRetriesPerRequest: null, commandTimeout: undefined });
+    const bull = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:bullmq`, maxRetriesPerRequest: null, commandTimeout: undefined });
     cleanups.push({ name: 'bullmq connection', run: async () => bull.disconnect() });
     // Records reach the store behind the lease core, through BullMQ; every server works the queue.
     const storeSync = createStoreSync({
@@ -208,7 +209,6 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     coordinator = createCoordinator({
       redis,
       inboxReader,
-      subscriber,
       keys,
       leases,
       guard,
@@ -226,12 +226,23 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         const cleared = await runtime.logout(deviceId, token, 'logged out through the API');
         if (!cleared.redis || !cleared.store) log.warn({ deviceId, token, cleared }, 'session clear refused somewhere: a newer owner holds it');
       },
+      onRedisReset,
       onDrainRequested: () => void drainOnRequest(),
       metrics,
     });
     const activeCoordinator = coordinator;
     await activeCoordinator.start();
     cleanups.push({ name: 'coordinator', run: () => activeCoordinator.stop() });
+    // An expired lease wakes the sweep at once instead of at its next poll.
+    const leaseKeyPrefix = keys.lease('');
+    const expiredKeys = await listenForExpiredKeys({
+      redis,
+      log: log.child({ module: 'expired-keys' }),
+      onExpired: (key) => {
+        if (key.startsWith(leaseKeyPrefix)) void activeCoordinator.sweep();
+      },
+    });
+    cleanups.push({ name: 'expired-key events', run: async () => expiredKeys.close() });
     log.info({ ttlMs: lease.ttlMs, renewIntervalMs: lease.renewIntervalMs }, 'Server assignment service ready');
 
     const singleton = createSingletonRunner(redis);

@@ -11,7 +11,7 @@ import { createStoreConnection } from './monitoring/store-connection.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
 import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
 import { createLogger, type Logger } from './shared/logger.js';
-import { connectRedis } from './shared/redis.js';
+import { connectRedis, duplicateRedis } from './shared/redis.js';
 import { createStore } from './store/index.js';
 
 /** How long after a failed attempt the store is tried again. */
@@ -31,9 +31,9 @@ async function startMonitor(config: Config, log: Logger): Promise<{ shutdown(rea
 
   const cleanups: Cleanup[] = [];
   try {
-    const redis = await connectRedis({ url: config.redis.url, log, connectionName: 'wafleet:monitor', extra: { commandTimeout: 10_000 } });
+    const redis = await connectRedis({ target: config.redis.target, log, connectionName: 'wafleet:monitor', extra: { commandTimeout: 10_000 } });
     cleanups.push({ name: 'redis', run: () => redis.quit() });
-    const bullRedis = redis.duplicate({ connectionName: 'wafleet:monitor:bullboard', commandTimeout: undefined });
+    const bullRedis = duplicateRedis(redis, { connectionName: 'wafleet:monitor:bullboard', commandTimeout: undefined });
     cleanups.push({ name: 'bullboard redis', run: async () => bullRedis.disconnect() });
 
     // The monitor only reads the store: it never hosts the embedded one, and never migrates.

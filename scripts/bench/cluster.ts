@@ -30,7 +30,7 @@ const EXPECTED_WARNINGS = new Set(['fence counters re-seeded from the store']);
 
 /** A cluster whose processes, keys and database go when the scenario ends or the bench is stopped. */
 export async function startBenchCluster(ctx: BenchContext, label: string): Promise<TestCluster> {
-  const cluster = await startTestCluster({ redisUrl: ctx.redisUrl, prefixLabel: `b-${label}-` });
+  const cluster = await startTestCluster({ redis: ctx.redisUrl, prefixLabel: `b-${label}-` });
   ctx.defer(() => cluster.stop());
   return cluster;
 }

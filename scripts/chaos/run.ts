@@ -58,7 +58,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
     const redisPort = await freePort();
     let ownRedis: LocalRedis = await startEphemeralRedis(redisPort);
     cleanups.push(() => ownRedis.stop());
-    const cluster: TestCluster = await startTestCluster({ redisUrl: `redis://127.0.0.1:${redisPort}`, prefixLabel: 'chaos-' });
+    const cluster: TestCluster = await startTestCluster({ redis: `redis://127.0.0.1:${redisPort}`, prefixLabel: 'chaos-' });
     cleanups.push(() => cluster.stop());
     const { keys } = cluster;
     const redis = cluster.redis.redis;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../../src/shared/redis.js';
 import type { ClusterKeys } from '../../src/cluster/keys.js';
 import type { HistoryEvent } from './history.js';
 

@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../../src/shared/redis.js';
 import type { ClusterKeys } from '../../src/cluster/keys.js';
 import { parseLeaseValue } from '../../src/cluster/lease-store.js';
 import { createClusterStateReader, type ClusterStateDeps, type ServerRow } from '../../src/monitoring/cluster-state.js';

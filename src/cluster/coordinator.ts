@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { DeviceRuntime } from '../devices/runtime.js';
 import type { Metrics } from '../metrics/index.js';
 import type { MonotonicClock } from '../shared/clock.js';
@@ -17,8 +17,6 @@ export interface CoordinatorOptions {
   redis: Redis;
   /** A connection for blocking inbox reads. */
   inboxReader: Redis;
-  /** A connection for keyspace notifications (subscriber mode), or undefined to rely on polling. */
-  subscriber: Redis | undefined;
   keys: ClusterKeys;
   leases: LeaseStore;
   guard: LeaseGuard;
@@ -39,6 +37,8 @@ export interface CoordinatorOptions {
    * session (fenced by the token) and stops its socket. The coordinator releases the lease after.
    */
   logout(deviceId: string, token: number): Promise<void>;
+  /** A claim ran on a Redis whose fences were not re-seeded yet (it restarted or failed over). */
+  onRedisReset(reason: string): void;
   /** An admin asked (through the inbox) for this server to drain. */
   onDrainRequested(): void;
   /** Devices released concurrently per drain batch. */
@@ -66,7 +66,7 @@ const INBOX_GROUP = 'owner';
 const SWEEP_BATCH = 500;
 
 export function createCoordinator(options: CoordinatorOptions): Coordinator {
-  const { redis, inboxReader, subscriber, keys, leases, guard, heartbeat, runtime, recorder, log, serverId, ttlMs, metrics } = options;
+  const { redis, inboxReader, keys, leases, guard, heartbeat, runtime, recorder, log, serverId, ttlMs, metrics } = options;
   const drainBatchSize = options.drainBatchSize ?? 100;
   let draining = false;
   let stopped = false;
@@ -91,6 +91,10 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       // The seed's operators grep for this line: another server runs the device, so this one
       // leaves it alone.
       log.info({ deviceId, owner: result.serverId, token: result.token, via }, 'Device not assigned to this server - skipping');
+      return;
+    }
+    if (result.outcome === 'redis_changed') {
+      options.onRedisReset(`a claim of ${deviceId} ran on Redis ${result.runId}, not on ${result.seededOn ?? 'any'} where fences were seeded: it restarted or failed over`);
       return;
     }
     if (result.outcome !== 'claimed') {
@@ -273,25 +277,6 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     return sweeping;
   };
 
-  const listenForExpiry = async (): Promise<void> => {
-    if (!subscriber) return;
-    try {
-      const [, flags = ''] = (await redis.config('GET', 'notify-keyspace-events')) as [string, string];
-      const hasExpired = flags.includes('E') && (flags.includes('x') || flags.includes('A'));
-      if (!hasExpired) await redis.config('SET', 'notify-keyspace-events', `${flags}Ex`);
-    } catch (err) {
-      log.info({ reason: (err as Error).message }, 'keyspace notifications not available; the sweep polls');
-      return;
-    }
-    const db = (redis.options.db ?? 0) as number;
-    const channel = `__keyevent@${db}__:expired`;
-    const leasePrefix = keys.lease('');
-    subscriber.on('message', (from: string, key: string) => {
-      if (from === channel && key.startsWith(leasePrefix) && !stopped) void sweep();
-    });
-    await subscriber.subscribe(channel);
-  };
-
   const coordinator: Coordinator = {
     async start() {
       // A fresh group per boot: placements addressed to an earlier boot of this id are stale, and
@@ -301,7 +286,6 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       await heartbeat.beat();
       heartbeat.start();
       inboxLoop = readInbox();
-      await listenForExpiry();
       sweepTimer = setInterval(() => void sweep(), options.sweepIntervalMs);
       sweepTimer.unref();
       void sweep();

@@ -1,10 +1,10 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
-import type { LeaseStore, LostLease } from './lease-store.js';
+import { runIdOf, type LeaseStore, type LostLease } from './lease-store.js';
 
 // The heartbeat: every renewIntervalMs, one pipelined round trip that refreshes the server key,
 // renews every lease this server holds (chunked scripts), and checks that Redis still has
@@ -39,7 +39,7 @@ export interface HeartbeatOptions {
   onFenced(): void;
   /** A renewal succeeded after the server had been fenced. */
   onUnfenced(): void;
-  /** Redis lost wafleet's data or restarted (marker gone or run id changed). */
+  /** Redis lost wafleet's data, restarted or failed over (marker gone, run id changed). */
   onRedisReset(reason: string): void;
   metrics?: Pick<Metrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences'>;
 }
@@ -99,18 +99,20 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       .pexpire(serverKey, ttlMs)
       .sadd(keys.servers, serverId)
       .get(keys.marker)
-      .info('server');
+      .info('server')
+      .get(keys.incarnation);
     const lostFrom = leases.queueRenew(pipeline, serverId, ttlMs, held);
     try {
       const results = (await pipeline.exec()) ?? [];
       for (const [err] of results) if (err) throw err;
       const lost = lostFrom(results);
       const marker = (results[3]?.[1] as string | null) ?? null;
-      const info = String(results[4]?.[1] ?? '');
-      const currentRunId = /run_id:(\w+)/.exec(info)?.[1];
+      const currentRunId = runIdOf(String(results[4]?.[1] ?? ''));
+      const seededOn = (results[5]?.[1] as string | null) ?? null;
 
       lastRoundTripMs = clock() - sentAt;
       metrics?.renewalSeconds.observe(lastRoundTripMs / 1000);
+      const previousRunId = runId;
       const restarted = runId !== undefined && currentRunId !== undefined && currentRunId !== runId;
       if (currentRunId) runId = currentRunId;
       // A marker other than the one this server last saw means another server already noticed
@@ -125,7 +127,18 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
         return;
       }
       lastMarker = marker;
-      if (restarted) options.onRedisReset('Redis run id changed: it restarted');
+      // A restart or a failover (a replica that may lack the newest writes took over) shows as a
+      // new run id, seen here, or, when another server re-seeded already, by this server's own
+      // run id changing. Either way the leases the renewal reports lost may only be missing from
+      // the new Redis, so the reset re-asserts them rather than stopping their devices.
+      if (restarted || (currentRunId !== undefined && currentRunId !== seededOn)) {
+        options.onRedisReset(
+          restarted
+            ? `Redis run id changed from ${previousRunId} to ${currentRunId}: it restarted or failed over`
+            : `Redis run id ${currentRunId} is not the one fences were seeded on (${seededOn ?? 'none'}): it restarted or failed over`,
+        );
+        return;
+      }
 
       guard.renewed(sentAt);
       if (lost.length > 0) {

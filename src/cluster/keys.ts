@@ -27,6 +27,12 @@ export interface ClusterKeys {
   inbox(serverId: string): string;
   /** string: proves Redis still has wafleet's data; missing means Redis lost it */
   readonly marker: string;
+  /**
+   * string: the run id of the Redis (the master, under Sentinel or Cluster) on which the fences
+   * were last re-seeded; a different run id now means Redis restarted or failed over since, and
+   * may have lost the newest fence increments, so nothing may claim until they are re-seeded
+   */
+  readonly incarnation: string;
   /** string, PX TTL: while it exists nobody claims (set after Redis lost its data) */
   readonly claimEmbargo: string;
   /** hash, fenced: a device's live status as its owner last reported it */
@@ -103,6 +109,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     placementTargets: `${tag}:placement-targets`,
     inbox: (serverId: string) => `${tag}:inbox:${serverId}`,
     marker: `${tag}:marker`,
+    incarnation: `${tag}:incarnation`,
     claimEmbargo: `${tag}:claim-embargo`,
     deviceStatus: (deviceId: string) => `${tag}:device:${deviceId}`,
     simSocket: (deviceId: string) => `${tag}:sim:socket:${deviceId}`,

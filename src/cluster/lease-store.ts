@@ -1,4 +1,5 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import { defineLuaScripts, loadLuaScript, queueLua, runLua } from '../shared/lua.js';
 import type { ClusterKeys } from './keys.js';
 
@@ -32,7 +33,13 @@ export type ClaimResult =
   | { outcome: 'held'; serverId: string; token: number }
   | { outcome: 'embargoed' }
   | { outcome: 'not_live' }
-  | { outcome: 'not_reserved' };
+  | { outcome: 'not_reserved' }
+  /**
+   * Redis is not the one the fences were re-seeded on (it restarted or failed over, and nobody
+   * has re-seeded yet): a token it hands out may already have been handed out, so the claim,
+   * if the script granted it, was released at once.
+   */
+  | { outcome: 'redis_changed'; runId: string; seededOn: string | null };
 
 export interface LostLease {
   deviceId: string;
@@ -52,6 +59,9 @@ export interface LeaseInfo {
   token: number;
   ttlMs: number;
 }
+
+/** The `run_id` line of `INFO server`: it changes whenever Redis restarts or another node takes over. */
+export const runIdOf = (info: string): string | undefined => /run_id:(\w+)/.exec(info)?.[1];
 
 /** Parses `serverId:token`. Server ids never contain ':', so the last ':' splits. */
 export function parseLeaseValue(value: string): { serverId: string; token: number } | null {
@@ -127,8 +137,11 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
 
   return {
     async claim(deviceId, serverId, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
-      const [code, value, expiredHolder] = await runLua<[number, string, string?]>(
-        redis,
+      // One transaction, so the run id read is that of the Redis that ran the claim: a failover
+      // between a separate check and the claim would go unseen.
+      const tx = redis.multi().info('server').get(keys.incarnation);
+      queueLua(
+        tx,
         scripts.claim,
         [
           keys.lease(deviceId),
@@ -144,6 +157,17 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
         ],
         [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0'],
       );
+      const results = (await tx.exec()) ?? [];
+      for (const [err] of results) if (err) throw err;
+      const runId = runIdOf(String(results[0]?.[1] ?? ''));
+      const seededOn = (results[1]?.[1] as string | null) ?? null;
+      const [code, value, expiredHolder] = results[2]?.[1] as [number, string, string?];
+      if (runId !== undefined && runId !== seededOn) {
+        if (code > 0) {
+          await runLua(redis, scripts.release, [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverId)], [deviceId, `${serverId}:${code}`]);
+        }
+        return { outcome: 'redis_changed', runId, seededOn };
+      }
       if (code > 0) {
         const expired = expiredHolder ? parseLeaseValue(expiredHolder) : null;
         return expired ? { outcome: 'claimed', token: code, expired } : { outcome: 'claimed', token: code };

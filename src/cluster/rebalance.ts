@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Logger } from '../shared/logger.js';
 import type { ClusterKeys } from './keys.js';
 import type { SingletonRunner } from './singleton.js';

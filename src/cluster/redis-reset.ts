@@ -1,10 +1,11 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
 import type { ClusterKeys } from './keys.js';
-import type { LeaseStore } from './lease-store.js';
+import { runIdOf, type LeaseStore } from './lease-store.js';
 
-// When Redis loses its data (or restarts), fence counters restart at zero while old owners may
+// When Redis loses its data (or restarts, or fails over to a replica that had not received the
+// newest writes), fence counters restart at zero, or fall back a little, while old owners may
 // still be running with their tokens. Before anyone claims again: lift every fence to the store's
 // lease_epoch, hold claims off for one TTL so holders can re-assert what they still run, and put
 // the marker back. Every server that notices runs this; each step is idempotent.
@@ -20,9 +21,31 @@ export interface RedisResetDeps {
   ttlMs: number;
 }
 
-/** Lifts fences from the store; with `embargo`, nobody claims for one TTL. Returns fences lifted. */
+/**
+ * Reads, in one transaction on the node that holds wafleet's keys (a keyed command routes it under
+ * Cluster), that Redis's run id, whether the marker exists and the run id fences were seeded on;
+ * with `embargo`, it also starts the claim embargo in the same step.
+ */
+async function readIncarnation(redis: Redis, keys: ClusterKeys, embargoMs: number | null) {
+  const tx = redis.multi().info('server').exists(keys.marker).get(keys.incarnation);
+  if (embargoMs !== null) tx.set(keys.claimEmbargo, Date.now(), 'PX', embargoMs, 'NX');
+  const results = (await tx.exec()) ?? [];
+  for (const [err] of results) if (err) throw err;
+  return {
+    runId: runIdOf(String(results[0]?.[1] ?? '')),
+    hasMarker: results[1]?.[1] === 1,
+    seededOn: (results[2]?.[1] as string | null) ?? null,
+  };
+}
+
+/**
+ * Lifts fences from the store; with `embargo`, nobody claims for one TTL. Returns fences lifted.
+ * Ends by recording the run id it began on as the one fences are seeded on, so claims go ahead
+ * again; should Redis have changed meanwhile, that run id is already stale and the next claim or
+ * heartbeat starts over.
+ */
 export async function reseedFences({ redis, keys, store, leases, log, ttlMs }: RedisResetDeps, embargo: boolean): Promise<number> {
-  if (embargo) await redis.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs, 'NX');
+  const { runId } = await readIncarnation(redis, keys, embargo ? ttlMs : null);
   let lifted = 0;
   let after: string | null = null;
   for (;;) {
@@ -33,16 +56,36 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs }: R
   }
   // NX: when several servers notice at once, the first marker stands and the others adopt it.
   await redis.set(keys.marker, `${new Date().toISOString()}/${Math.random().toString(36).slice(2, 8)}`, 'NX');
-  log.warn({ lifted, embargoMs: embargo ? ttlMs : 0 }, 'fence counters re-seeded from the store');
+  if (runId !== undefined) await redis.set(keys.incarnation, runId);
+  log.warn({ lifted, embargoMs: embargo ? ttlMs : 0, runId }, 'fence counters re-seeded from the store');
   return lifted;
 }
 
 /**
  * At start-up a missing marker means either a fresh Redis or one that lost its data. Only the
- * latter needs the embargo: it is the one where old tokens exist (the store has epochs).
+ * latter needs the embargo: it is the one where old tokens exist (the store has epochs). A marker
+ * on a Redis other than the one fences were seeded on (it restarted or failed over while no
+ * server noticed) needs the embargo too.
  */
 export async function ensureMarker(deps: RedisResetDeps): Promise<void> {
-  if ((await deps.redis.exists(deps.keys.marker)) === 1) return;
+  const { runId, hasMarker, seededOn } = await readIncarnation(deps.redis, deps.keys, null);
+  if (hasMarker && (runId === undefined || runId === seededOn)) return;
+  if (hasMarker) {
+    deps.log.warn({ runId, seededOn }, 'Redis is not the one fences were seeded on (restarted or failed over): re-seeding');
+    await reseedFences(deps, true);
+    return;
+  }
   const known = await deps.store.listLeaseEpochs(null, 1);
   await reseedFences(deps, known.length > 0);
+}
+
+/**
+ * Records a Redis as seeded without looking at any store: only for a prefix under which no
+ * token was ever handed out anywhere (a test's or a benchmark's own), where there is nothing to
+ * lift fences to.
+ */
+export async function adoptFreshRedis(redis: Redis, keys: ClusterKeys): Promise<void> {
+  const { runId } = await readIncarnation(redis, keys, null);
+  if (runId === undefined) throw new Error('INFO server reported no run_id');
+  await redis.multi().set(keys.marker, `adopted/${runId}`, 'NX').set(keys.incarnation, runId).exec();
 }

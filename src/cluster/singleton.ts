@@ -1,5 +1,5 @@
 import { ExecutionError, Redlock, ResourceLockedError } from '@sesamecare-oss/redlock';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 
 // Singleton duties (reconcile, rebalance planning) run on one server at a time under a short
 // redlock lock. It is an efficiency lock only: running a duty twice is wasteful, never unsafe,

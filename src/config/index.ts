@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { ConfigError } from '../shared/errors.js';
 import { redactUrl } from '../shared/redact.js';
+import { describeRedisTarget, type RedisTarget } from '../shared/redis.js';
 import type { StoreOptions, ServerType } from '../store/types.js';
 import { envSchema, type Env } from './schema.js';
 import { resolveServerIdentity, type ServerIdentity } from './identity.js';
@@ -44,7 +45,7 @@ export interface Config {
     trustProxy: boolean;
     limits: { perKeyPerMinute: number; perIpPerMinute: number; healthCheckPerMinute: number };
   };
-  redis: { url: string; keyPrefix: string };
+  redis: { target: RedisTarget; keyPrefix: string };
   store: StoreOptions;
   lease: {
     ttlMs: number;
@@ -162,7 +163,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: Conf
       },
     },
     redis: {
-      url: e.REDIS_URL ?? e.UPSTASH_REDIS_URL ?? 'redis://127.0.0.1:6379',
+      target: redisTarget(e),
       keyPrefix: e.WAFLEET_KEY_PREFIX,
     },
     store: storeOptions(e),
@@ -224,6 +225,24 @@ export function storeOptions(e: Env): StoreOptions {
   }
 }
 
+/** How to reach Redis, from the variables the schema has checked (one way at most is set). */
+export function redisTarget(e: Env): RedisTarget {
+  const credentials = { ...(e.REDIS_USERNAME ? { username: e.REDIS_USERNAME } : {}), ...(e.REDIS_PASSWORD ? { password: e.REDIS_PASSWORD } : {}) };
+  const tls = e.REDIS_TLS === 'true';
+  if (e.REDIS_SENTINELS && e.REDIS_SENTINEL_MASTER) {
+    return {
+      mode: 'sentinel',
+      sentinels: e.REDIS_SENTINELS,
+      masterName: e.REDIS_SENTINEL_MASTER,
+      ...credentials,
+      ...(e.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: e.REDIS_SENTINEL_PASSWORD } : {}),
+      tls,
+    };
+  }
+  if (e.REDIS_CLUSTER_NODES) return { mode: 'cluster', nodes: e.REDIS_CLUSTER_NODES, ...credentials, tls };
+  return { mode: 'standalone', url: e.REDIS_URL ?? e.UPSTASH_REDIS_URL ?? 'redis://127.0.0.1:6379' };
+}
+
 /** A view of the config that is safe to log: no secret values, URLs with passwords hidden. */
 export function describeConfig(config: Config): Record<string, unknown> {
   const store =
@@ -237,7 +256,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     serverId: config.server.identity.id,
     port: config.server.port,
     monitoringPort: config.monitoring.port,
-    redis: redactUrl(config.redis.url),
+    redis: describeRedisTarget(config.redis.target),
     keyPrefix: config.redis.keyPrefix,
     store,
     lease: config.lease,

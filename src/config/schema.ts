@@ -28,6 +28,25 @@ const urlWith = (protocols: string[], message: string) =>
   }, message);
 
 const redisUrl = urlWith(['redis:', 'rediss:'], 'must be a redis:// or rediss:// URL');
+
+/** `host:port,host:port` (IPv6 as `[::1]:26379`): Sentinel or Cluster seed addresses. */
+const hostPortList = z.string().transform((value, ctx) => {
+  const nodes: Array<{ host: string; port: number }> = [];
+  for (const item of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(item);
+    const port = match ? Number(match[2]) : 0;
+    if (!match || port < 1 || port > 65535) {
+      ctx.addIssue({ code: 'custom', message: `"${item}" is not host:port (a comma-separated list of host:port)` });
+      return z.NEVER;
+    }
+    nodes.push({ host: match[1]!.replace(/^\[(.*)\]$/, '$1'), port });
+  }
+  if (nodes.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must list at least one host:port' });
+    return z.NEVER;
+  }
+  return nodes;
+});
 const postgresUrl = urlWith(['postgres:', 'postgresql:'], 'must be a postgres:// or postgresql:// URL');
 const httpUrl = urlWith(['http:', 'https:'], 'must be an http:// or https:// URL');
 
@@ -95,6 +114,13 @@ export const envSchema = z
 
     REDIS_URL: redisUrl.optional(),
     UPSTASH_REDIS_URL: redisUrl.optional(),
+    REDIS_SENTINELS: hostPortList.optional(),
+    REDIS_SENTINEL_MASTER: z.string().min(1).max(200).optional(),
+    REDIS_SENTINEL_PASSWORD: z.string().min(1).optional(),
+    REDIS_CLUSTER_NODES: hostPortList.optional(),
+    REDIS_USERNAME: z.string().min(1).optional(),
+    REDIS_PASSWORD: z.string().min(1).optional(),
+    REDIS_TLS: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
     WAFLEET_KEY_PREFIX: z
       .string()
       .regex(/^[A-Za-z0-9_.-]{1,32}$/, 'must be 1-32 characters of a-z A-Z 0-9 _ - . (it becomes the {hash tag})')
@@ -207,6 +233,32 @@ export const envSchema = z
     }
     if (env.MESSAGE_DELAY_MIN_MS > env.MESSAGE_DELAY_MAX_MS) {
       ctx.addIssue({ code: 'custom', path: ['MESSAGE_DELAY_MIN_MS'], message: `must not exceed MESSAGE_DELAY_MAX_MS (${env.MESSAGE_DELAY_MAX_MS})` });
+    }
+    // One way to reach Redis: a URL, Sentinel, or Cluster.
+    const redisWays = [
+      env.REDIS_URL || env.UPSTASH_REDIS_URL ? 'REDIS_URL/UPSTASH_REDIS_URL' : null,
+      env.REDIS_SENTINELS ? 'REDIS_SENTINELS' : null,
+      env.REDIS_CLUSTER_NODES ? 'REDIS_CLUSTER_NODES' : null,
+    ].filter((way): way is string => way !== null);
+    if (redisWays.length > 1) {
+      ctx.addIssue({ code: 'custom', path: [redisWays[1]!.split('/')[0]!], message: `set only one of ${redisWays.join(', ')} (one Redis deployment)` });
+    }
+    if (env.REDIS_SENTINELS && !env.REDIS_SENTINEL_MASTER) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINEL_MASTER'], message: 'is required with REDIS_SENTINELS (the master name the sentinels monitor)' });
+    }
+    if (env.REDIS_SENTINEL_MASTER && !env.REDIS_SENTINELS) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINELS'], message: 'is required with REDIS_SENTINEL_MASTER (host:port of each sentinel)' });
+    }
+    if (env.REDIS_SENTINEL_PASSWORD && !env.REDIS_SENTINELS) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_SENTINEL_PASSWORD'], message: 'only applies with REDIS_SENTINELS' });
+    }
+    if (!env.REDIS_SENTINELS && !env.REDIS_CLUSTER_NODES) {
+      for (const name of ['REDIS_USERNAME', 'REDIS_PASSWORD'] as const) {
+        if (env[name]) ctx.addIssue({ code: 'custom', path: [name], message: 'only applies with REDIS_SENTINELS or REDIS_CLUSTER_NODES (put credentials in REDIS_URL)' });
+      }
+      if (env.REDIS_TLS === 'true') {
+        ctx.addIssue({ code: 'custom', path: ['REDIS_TLS'], message: 'only applies with REDIS_SENTINELS or REDIS_CLUSTER_NODES (use a rediss:// REDIS_URL)' });
+      }
     }
     if (env.STORE === 'postgres' && !env.DATABASE_URL) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required when STORE=postgres' });

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { ConfigError } from '../shared/errors.js';
 import type { StoreOptions } from '../store/types.js';
-import { storeOptions } from './index.js';
+import type { RedisTarget } from '../shared/redis.js';
+import { redisTarget, storeOptions } from './index.js';
 import { envSchema } from './schema.js';
 
 // Configuration of the operator's tools (`npm run status`, `npm run demo`): only what reaches
@@ -11,7 +12,7 @@ import { envSchema } from './schema.js';
 
 export interface ToolConfig {
   logLevel: string;
-  redis: { url: string; keyPrefix: string };
+  redis: { target: RedisTarget; keyPrefix: string };
   /** The store, as a client only: a tool never hosts the embedded store. */
   store: StoreOptions;
   lease: { ttlMs: number; sweepIntervalMs: number };
@@ -22,6 +23,13 @@ export const TOOL_VARIABLES = [
   'LOG_LEVEL',
   'REDIS_URL',
   'UPSTASH_REDIS_URL',
+  'REDIS_SENTINELS',
+  'REDIS_SENTINEL_MASTER',
+  'REDIS_SENTINEL_PASSWORD',
+  'REDIS_CLUSTER_NODES',
+  'REDIS_USERNAME',
+  'REDIS_PASSWORD',
+  'REDIS_TLS',
   'WAFLEET_KEY_PREFIX',
   'STORE',
   'DATABASE_URL',
@@ -51,7 +59,7 @@ export function loadToolConfig(rawEnv: Readonly<Record<string, string | undefine
   const store = storeOptions(e);
   return {
     logLevel: e.LOG_LEVEL,
-    redis: { url: e.REDIS_URL ?? e.UPSTASH_REDIS_URL ?? 'redis://127.0.0.1:6379', keyPrefix: e.WAFLEET_KEY_PREFIX },
+    redis: { target: redisTarget(e), keyPrefix: e.WAFLEET_KEY_PREFIX },
     store: store.kind === 'pglite' ? { ...store, hostMode: 'client', poolMax: 1 } : store.kind === 'postgres' ? { ...store, poolMax: 1 } : store,
     lease: { ttlMs: e.LEASE_TTL_MS, sweepIntervalMs: e.SWEEP_INTERVAL_MS },
   };

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';

@@ -1,5 +1,5 @@
 import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { METRICS_CONTENT_TYPE } from './index.js';
 

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import express, { type Express, type RequestHandler } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { errorHandler, notFound, sendError } from '../http/errors.js';

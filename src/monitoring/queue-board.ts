@@ -3,7 +3,7 @@ import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { Queue } from 'bullmq';
 import type { Router } from 'express';
-import type { Redis } from 'ioredis';
+import { scanKeys, type RedisClient as Redis } from '../shared/redis.js';
 import { OUTBOUND_QUEUE_PREFIX } from '../queues/outbound.js';
 import type { Logger } from '../shared/logger.js';
 
@@ -18,16 +18,13 @@ const QUEUE_MARKER_KEYS = ['meta', 'id'] as const;
 export async function discoverQueueNames(redis: Redis, bullPrefix: string): Promise<string[]> {
   const names = new Set<string>();
   for (const suffix of QUEUE_MARKER_KEYS) {
-    let cursor = '0';
-    do {
-      const [next, found] = await redis.scan(cursor, 'MATCH', `${bullPrefix}:*:${suffix}`, 'COUNT', 1000);
-      cursor = next;
+    await scanKeys(redis, `${bullPrefix}:*:${suffix}`, (found) => {
       for (const key of found) {
         const name = key.slice(bullPrefix.length + 1, -(suffix.length + 1));
         // BullMQ refuses ':' in queue names; anything else under the prefix is not a queue's key.
         if (name.length > 0 && !name.includes(':')) names.add(name);
       }
-    } while (cursor !== '0');
+    });
   }
   return [...names].sort();
 }

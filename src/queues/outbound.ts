@@ -1,5 +1,5 @@
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { Logger } from '../shared/logger.js';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { SessionSnapshotWriter } from '../devices/auth-state/auth-state.js';
 import type { Metrics, QueueCounts } from '../metrics/index.js';

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { RedisClient as Redis } from './redis.js';
 
 // Lua scripts live in their own files named `verbNoun-<numKeys>.lua` (or `verbNoun.lua` when the
 // number of keys varies per call). Each is registered once per connection under a name carrying

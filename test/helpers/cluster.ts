@@ -3,6 +3,7 @@ import pino from 'pino';
 import { freePort } from '../../scripts/lib/local-redis.js';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { parseLeaseValue } from '../../src/cluster/lease-store.js';
+import type { RedisClient, RedisTarget } from '../../src/shared/redis.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 import { spawnServer, stopAll, type ServerProcess } from './processes.js';
@@ -12,7 +13,7 @@ import { useTestRedis, type TestRedis } from './redis.js';
 // for the multi-process tests (failover, drain, split-brain, Redis data loss).
 
 export interface TestCluster {
-  redis: TestRedis;
+  redis: TestRedis<RedisClient>;
   keys: ClusterKeys;
   db: TestDatabase;
   /** The test's own connection to the cluster's store. */
@@ -49,9 +50,13 @@ export const TEST_LEASE_ENV = {
 
 const STORE_POOL = 8;
 
-/** `prefixLabel` starts the key prefix (see useTestRedis). */
-export async function startTestCluster(options: { redisUrl?: string; prefixLabel?: string } = {}): Promise<TestCluster> {
-  const redis = await useTestRedis(options.redisUrl, options.prefixLabel);
+/**
+ * `prefixLabel` starts the key prefix (see useTestRedis); `redis` is a Redis of the test's own (a
+ * URL, or a Sentinel or Cluster deployment), the run's shared Redis by default.
+ */
+export async function startTestCluster(options: { redis?: string | RedisTarget; prefixLabel?: string } = {}): Promise<TestCluster> {
+  const redis: TestRedis<RedisClient> =
+    typeof options.redis === 'object' ? await useTestRedis(options.redis, options.prefixLabel) : await useTestRedis(options.redis, options.prefixLabel);
   const keys = createClusterKeys(redis.prefix);
   const db = await createTestDatabase();
   const store = await createStore({ kind: 'postgres', databaseUrl: db.url, poolMax: STORE_POOL }, { log: pino({ level: 'silent' }) });
@@ -89,7 +94,7 @@ export async function startTestCluster(options: { redisUrl?: string; prefixLabel
         {
           ...TEST_LEASE_ENV,
           SERVER_ID: serverId,
-          REDIS_URL: redis.url,
+          ...redis.env,
           WAFLEET_KEY_PREFIX: redis.prefix,
           STORE: 'postgres',
           DATABASE_URL: db.url,

@@ -109,7 +109,7 @@ describe('lease handover between real server processes', () => {
     const port = await freePort();
     let own = await startEphemeralRedis(port);
     await cluster.stop();
-    cluster = await startTestCluster({ redisUrl: `redis://127.0.0.1:${port}` });
+    cluster = await startTestCluster({ redis: `redis://127.0.0.1:${port}` });
     try {
       await Promise.all([cluster.start('rl-a'), cluster.start('rl-b')]);
       const devices = await cluster.addDevices(100);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startEphemeralRedis } from '../../scripts/lib/local-redis.js';
 import { createClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore } from '../../src/cluster/lease-store.js';
+import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
 import { createStore } from '../../src/store/index.js';
 import { createAuthStateStore, createSnapshotWriter, type AuthStateStore } from '../../src/devices/auth-state/auth-state.js';
 import { SIGNAL_KEY_TYPES } from '../../src/devices/auth-state/codec.js';
@@ -172,6 +173,7 @@ describe('shared auth state', () => {
       const admin = new Redis(url);
       ownConnections.push(admin);
       const keys = createClusterKeys(bed.keys.prefix);
+      await adoptFreshRedis(admin, keys);
       const leases = createLeaseStore({ redis: admin, keys });
       const deviceId = await bed.createDevice();
       await admin.multi().hset(keys.server('srv-a'), 'capacity', 10).pexpire(keys.server('srv-a'), 60_000).exec();

@@ -20,7 +20,7 @@ describe('loadConfig', () => {
     expect(config.server.identity).toEqual({ id: 'server-1-abcd', source: 'generated' });
     expect(config.server.port).toBe(3000);
     expect(config.monitoring.port).toBe(3001);
-    expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'wa' });
+    expect(config.redis).toEqual({ target: { mode: 'standalone', url: 'redis://127.0.0.1:6379' }, keyPrefix: 'wa' });
     expect(config.store).toEqual({ kind: 'pglite', dataDir: './data/pglite', host: '127.0.0.1', port: 5433, poolMax: 4, hostMode: 'auto' });
     expect(config.lease).toEqual({
       ttlMs: 10_000,
@@ -59,8 +59,47 @@ describe('loadConfig', () => {
   });
 
   it('prefers REDIS_URL, then UPSTASH_REDIS_URL', () => {
-    expect(loadConfig({ ...base, UPSTASH_REDIS_URL: 'rediss://u:p@up.example:6379' }).redis.url).toBe('rediss://u:p@up.example:6379');
-    expect(loadConfig({ ...base, UPSTASH_REDIS_URL: 'rediss://up:1', REDIS_URL: 'redis://r:2' }).redis.url).toBe('redis://r:2');
+    expect(loadConfig({ ...base, UPSTASH_REDIS_URL: 'rediss://u:p@up.example:6379' }).redis.target).toEqual({ mode: 'standalone', url: 'rediss://u:p@up.example:6379' });
+    expect(loadConfig({ ...base, UPSTASH_REDIS_URL: 'rediss://up:1', REDIS_URL: 'redis://r:2' }).redis.target).toEqual({ mode: 'standalone', url: 'redis://r:2' });
+  });
+
+  it('reaches Redis through Sentinel or Cluster, with credentials and TLS', () => {
+    const sentinel = loadConfig({
+      ...base,
+      REDIS_SENTINELS: '10.0.0.1:26379, 10.0.0.2:26379,[::1]:26380',
+      REDIS_SENTINEL_MASTER: 'wafleet',
+      REDIS_PASSWORD: 'data-secret',
+      REDIS_SENTINEL_PASSWORD: 'sentinel-secret',
+      REDIS_TLS: 'true',
+    });
+    expect(sentinel.redis.target).toEqual({
+      mode: 'sentinel',
+      sentinels: [{ host: '10.0.0.1', port: 26379 }, { host: '10.0.0.2', port: 26379 }, { host: '::1', port: 26380 }],
+      masterName: 'wafleet',
+      password: 'data-secret',
+      sentinelPassword: 'sentinel-secret',
+      tls: true,
+    });
+    const cluster = loadConfig({ ...base, REDIS_CLUSTER_NODES: 'r1:7000,r2:7001', REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw' });
+    expect(cluster.redis.target).toEqual({ mode: 'cluster', nodes: [{ host: 'r1', port: 7000 }, { host: 'r2', port: 7001 }], username: 'app', password: 'pw', tls: false });
+    // What start-up logs names the deployment and hides the passwords.
+    const described = JSON.stringify([describeConfig(sentinel), describeConfig(cluster)]);
+    expect(described).toContain('sentinel master \\"wafleet\\" via 10.0.0.1:26379,10.0.0.2:26379,[::1]:26380 (TLS)');
+    expect(described).toContain('cluster via r1:7000,r2:7001');
+    expect(described).not.toMatch(/secret|"pw"/);
+  });
+
+  it('refuses Redis settings that contradict each other or do not parse', () => {
+    expect(problemsOf({ ...base, REDIS_URL: 'redis://a:1', REDIS_CLUSTER_NODES: 'b:2' })).toEqual([
+      'REDIS_CLUSTER_NODES: set only one of REDIS_URL/UPSTASH_REDIS_URL, REDIS_CLUSTER_NODES (one Redis deployment)',
+    ]);
+    expect(problemsOf({ ...base, REDIS_SENTINELS: 'a:1' })).toEqual(['REDIS_SENTINEL_MASTER: is required with REDIS_SENTINELS (the master name the sentinels monitor)']);
+    expect(problemsOf({ ...base, REDIS_SENTINEL_MASTER: 'm' })).toEqual(['REDIS_SENTINELS: is required with REDIS_SENTINEL_MASTER (host:port of each sentinel)']);
+    expect(problemsOf({ ...base, REDIS_CLUSTER_NODES: 'r1:7000,r2' })).toEqual(['REDIS_CLUSTER_NODES: "r2" is not host:port (a comma-separated list of host:port)']);
+    expect(problemsOf({ ...base, REDIS_CLUSTER_NODES: 'r1:70000' })[0]).toContain('"r1:70000" is not host:port');
+    expect(problemsOf({ ...base, REDIS_CLUSTER_NODES: ' , ' })).toEqual(['REDIS_CLUSTER_NODES: must list at least one host:port']);
+    expect(problemsOf({ ...base, REDIS_PASSWORD: 'x', REDIS_TLS: 'true' }).map((p) => p.split(':')[0])).toEqual(['REDIS_PASSWORD', 'REDIS_TLS']);
+    expect(problemsOf({ ...base, REDIS_TLS: 'yes' })).toEqual(['REDIS_TLS: must be true or false']);
   });
 
   it('requires DATABASE_URL for STORE=postgres and the Supabase pair for STORE=supabase', () => {

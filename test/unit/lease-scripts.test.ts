@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, RENEW_CHUNK, type LeaseStore } from '../../src/cluster/lease-store.js';
+import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
 import { removeKeys, useTestRedis, type TestRedis } from '../helpers/redis.js';
 
 // The lease scripts, run directly against a real Redis. Expiry is tested with short real TTLs and
@@ -34,6 +35,7 @@ beforeAll(async () => {
 beforeEach(async () => {
   await removeKeys(t.redis, `*{${t.prefix}}*`);
   keys = createClusterKeys(t.prefix);
+  await adoptFreshRedis(t.redis, keys);
   leases = createLeaseStore({ redis: t.redis, keys });
   await goLive('srv-a');
   await goLive('srv-b');
@@ -79,6 +81,24 @@ describe('claim', () => {
     expect(await leases.claim(device, 'srv-a', 5000, { minToken: 50 })).toEqual({ outcome: 'claimed', token: 50 });
     expect(await leases.release(device, 'srv-a', 50)).toBe(true);
     expect(await leases.claim(device, 'srv-b', 5000, { minToken: 10 })).toEqual({ outcome: 'claimed', token: 51 });
+  });
+
+  it('grants nothing on a Redis other than the one fences were seeded on (restarted or failed over)', async () => {
+    const device = randomUUID();
+    const runId = /run_id:(\w+)/.exec(await t.redis.info('server'))![1]!;
+    // As after a failover: the replica that took over has the old master's run id in its copy.
+    await t.redis.set(keys.incarnation, 'run-id-of-the-old-master');
+    expect(await leases.claim(device, 'srv-a', 5000)).toEqual({ outcome: 'redis_changed', runId, seededOn: 'run-id-of-the-old-master' });
+    // The script had granted token 1; it was released at once, and token 1 is never handed out again.
+    expect(await t.redis.exists(keys.lease(device))).toBe(0);
+    expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(0);
+    expect(await t.redis.get(keys.fence(device))).toBe('1');
+
+    await t.redis.del(keys.incarnation);
+    expect(await leases.claim(device, 'srv-a', 5000)).toMatchObject({ outcome: 'redis_changed', seededOn: null });
+
+    await adoptFreshRedis(t.redis, keys);
+    expect(await leases.claim(device, 'srv-a', 5000)).toEqual({ outcome: 'claimed', token: 3 });
   });
 });
 

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../../shared/redis.js';
 import type { ClusterKeys } from '../../cluster/keys.js';
 import { defineLuaScripts, loadLuaScript, runLua } from '../../shared/lua.js';
 import type { Logger } from '../../shared/logger.js';

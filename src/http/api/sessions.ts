@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from '../../shared/redis.js';
 import type { ClusterKeys } from '../../cluster/keys.js';
 import { readDeviceCodes } from '../../devices/codes.js';
 import type { Store } from '../../store/types.js';
