@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { OPERATIONS, type CallOperation } from './operations.js';
-import { asRows, mapApiKey, mapDevice, mapLeaseEvent, mapServer, mapSession } from './rows.js';
-import type { ApplyRecordsReport, DeviceStatus, MigrationReport, Store } from './types.js';
+import { asRows, mapApiKey, mapDevice, mapLeaseEvent, mapMessage, mapServer, mapSession, toDate } from './rows.js';
+import type { ApplyRecordsReport, DeviceStatus, MigrationReport, Store, StoredMessage } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -197,6 +197,41 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
 
     async recentLeaseEvents(limit) {
       return asRows(await call('recentLeaseEvents', { p_limit: limit })).map(mapLeaseEvent);
+    },
+
+    async acceptMessage(message) {
+      const rows = asRows(
+        await call('acceptMessage', {
+          p_id: message.id,
+          p_device_id: message.deviceId,
+          p_idempotency_key: message.idempotencyKey,
+          p_idempotency_ms: message.idempotencyMs,
+          p_recipient: message.to,
+          p_type: message.type,
+          p_text: message.text ?? null,
+          p_media_url: message.mediaUrl ?? null,
+          p_caption: message.caption ?? null,
+          p_file_name: message.fileName ?? null,
+        }),
+      );
+      const row = one(rows, OPERATIONS.acceptMessage.fn);
+      return {
+        id: String(row.message_id),
+        created: row.created === true,
+        status: row.message_status as StoredMessage['status'],
+        acceptedAt: toDate(row.message_accepted_at),
+      };
+    },
+
+    async getMessage(messageId) {
+      if (!UUID.test(messageId)) return null;
+      const rows = asRows(await call('getMessage', { p_id: messageId }));
+      return rows[0] ? mapMessage(rows[0]) : null;
+    },
+
+    async listPendingMessages(after, limit) {
+      const rows = asRows(await call('listPendingMessages', { p_after_device: after?.deviceId ?? null, p_after_seq: after?.seq ?? null, p_limit: limit }));
+      return rows.map(mapMessage);
     },
 
     async applyRecords(records) {

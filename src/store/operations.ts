@@ -117,6 +117,28 @@ export const OPERATIONS = {
   },
   deviceStatusCounts: { fn: 'wafleet_device_status_counts', returns: 'rows', params: {} },
   recentLeaseEvents: { fn: 'wafleet_recent_lease_events', returns: 'rows', params: { p_limit: 'integer' } },
+  acceptMessage: {
+    fn: 'wafleet_accept_message',
+    returns: 'rows',
+    params: {
+      p_id: 'uuid',
+      p_device_id: 'uuid',
+      p_idempotency_key: 'text',
+      p_idempotency_ms: 'bigint',
+      p_recipient: 'text',
+      p_type: 'text',
+      p_text: 'text',
+      p_media_url: 'text',
+      p_caption: 'text',
+      p_file_name: 'text',
+    },
+  },
+  getMessage: { fn: 'wafleet_get_message', returns: 'rows', params: { p_id: 'uuid' } },
+  listPendingMessages: {
+    fn: 'wafleet_list_pending_messages',
+    returns: 'rows',
+    params: { p_after_device: 'uuid', p_after_seq: 'bigint', p_limit: 'integer' },
+  },
   schemaVersion: { fn: 'wafleet_schema_version', returns: 'scalar', params: {} },
 } as const satisfies Record<string, OperationSpec>;
 

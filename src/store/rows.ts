@@ -1,4 +1,4 @@
-import type { ApiKey, BackendServer, Device, DeviceStatus, LeaseEvent, LeaseEventType, ServerType, SessionSnapshot } from './types.js';
+import type { ApiKey, BackendServer, Device, DeviceStatus, LeaseEvent, LeaseEventType, ServerType, SessionSnapshot, StoredMessage } from './types.js';
 
 // Rows arrive in two dialects: node-postgres/PGlite (timestamps as Date, bigint as string or
 // bigint) and PostgREST JSON (timestamps as ISO strings, bigint as number). One mapper reads both.
@@ -87,6 +87,26 @@ export function mapSession(row: Row): SessionSnapshot {
     epoch: toNumber(row.epoch),
     cleared: row.cleared === true,
     updatedAt: toDate(row.updated_at),
+  };
+}
+
+export function mapMessage(row: Row): StoredMessage {
+  return {
+    id: String(row.id),
+    seq: toNumber(row.seq),
+    deviceId: String(row.device_id),
+    idempotencyKey: toNullableString(row.idempotency_key),
+    to: String(row.recipient),
+    type: row.type as StoredMessage['type'],
+    text: toNullableString(row.body_text),
+    mediaUrl: toNullableString(row.media_url),
+    caption: toNullableString(row.caption),
+    fileName: toNullableString(row.file_name),
+    status: row.status as StoredMessage['status'],
+    acceptedAt: toDate(row.accepted_at),
+    finishedAt: toNullableDate(row.finished_at),
+    waMessageId: toNullableString(row.wa_message_id),
+    error: toNullableString(row.error),
   };
 }
 

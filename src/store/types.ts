@@ -109,7 +109,8 @@ export type StoreRecord =
   | ({ kind: 'connection_event'; id: string; at: string } & ConnectionLogEntry)
   | ({ kind: 'server_log'; id: string; at: string } & ServerLogEntry)
   | { kind: 'assignment'; at: string; deviceId: string; serverId: string | null; epoch: number }
-  | { kind: 'status'; at: string; deviceId: string; serverId: string; status: DeviceStatus; epoch: number; errorMessage: string | null };
+  | { kind: 'status'; at: string; deviceId: string; serverId: string; status: DeviceStatus; epoch: number; errorMessage: string | null }
+  | { kind: 'message'; at: string; deviceId: string; messageId: string; status: 'sent' | 'failed'; waMessageId: string | null; error: string | null };
 
 export interface ApplyRecordsReport {
   applied: number;
@@ -164,6 +165,52 @@ export interface LeaseEvent {
   createdAt: Date;
 }
 
+export const OUTBOUND_MESSAGE_TYPES = ['text', 'image', 'video', 'document'] as const;
+
+/** A message to accept (see migrations/007_outbound_messages.sql). */
+export interface NewOutboundMessage {
+  /** Chosen by the caller, so the Redis record and job can carry it too. */
+  id: string;
+  deviceId: string;
+  /** Null: none; otherwise a repeat within `idempotencyMs` returns the first message. */
+  idempotencyKey: string | null;
+  idempotencyMs: number;
+  to: string;
+  type: (typeof OUTBOUND_MESSAGE_TYPES)[number];
+  text?: string | undefined;
+  mediaUrl?: string | undefined;
+  caption?: string | undefined;
+  fileName?: string | undefined;
+}
+
+export interface AcceptedMessage {
+  /** The new message's id, or the first one's for a repeated idempotency key. */
+  id: string;
+  created: boolean;
+  status: StoredMessage['status'];
+  acceptedAt: Date;
+}
+
+/** A message as the store keeps it: pending (`queued`) until its end arrives written behind. */
+export interface StoredMessage {
+  id: string;
+  /** Accept order (store-wide; per device it is the send order). */
+  seq: number;
+  deviceId: string;
+  idempotencyKey: string | null;
+  to: string;
+  type: (typeof OUTBOUND_MESSAGE_TYPES)[number];
+  text: string | null;
+  mediaUrl: string | null;
+  caption: string | null;
+  fileName: string | null;
+  status: 'queued' | 'sent' | 'failed';
+  acceptedAt: Date;
+  finishedAt: Date | null;
+  waMessageId: string | null;
+  error: string | null;
+}
+
 export interface MigrationReport {
   applied: string[];
   alreadyApplied: string[];
@@ -212,6 +259,11 @@ export interface Store {
   recordHealthCheck(serverId: string, healthy: boolean, responseTimeMs: number | null): Promise<BackendServer | null>;
   deviceStatusCounts(): Promise<Partial<Record<DeviceStatus, number>>>;
   recentLeaseEvents(limit: number): Promise<LeaseEvent[]>;
+  /** Records an accepted message once per idempotency key (see NewOutboundMessage). */
+  acceptMessage(message: NewOutboundMessage): Promise<AcceptedMessage>;
+  getMessage(messageId: string): Promise<StoredMessage | null>;
+  /** Pending messages by device, then accept order: `limit` after `after` (null: from the start). */
+  listPendingMessages(after: { deviceId: string; seq: number } | null, limit: number): Promise<StoredMessage[]>;
   /** Applies write-behind records in order, in one round trip; never fails on a single record. */
   applyRecords(records: StoreRecord[]): Promise<ApplyRecordsReport>;
   appendServerLog(entry: ServerLogEntry): Promise<void>;

@@ -637,6 +637,80 @@ function storeContract(target: Target) {
       expect(await store.applyRecords([])).toMatchObject({ applied: 0, rejected: 0 });
     });
 
+    it('accepts a message once per idempotency key, also concurrently, and frees a key after its window', async () => {
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-msg', connectionMethod: 'qr' });
+      const message = (key: string | null, text: string, idempotencyMs = 60_000) =>
+        ({ id: randomUUID(), deviceId: device.id, idempotencyKey: key, idempotencyMs, to: '4915112345678', type: 'text', text }) as const;
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => store.acceptMessage(message('order-17', `try ${i}`))));
+      expect(new Set(results.map((r) => r.id)).size).toBe(1);
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      const first = results.find((r) => r.created)!;
+      expect(results.every((r) => r.status === 'queued' && r.acceptedAt.getTime() === first.acceptedAt.getTime())).toBe(true);
+      const stored = await store.getMessage(first.id);
+      expect(stored).toMatchObject({ id: first.id, deviceId: device.id, idempotencyKey: 'order-17', to: '4915112345678', type: 'text', status: 'queued', finishedAt: null });
+      expect(results.map((r, i) => `try ${i}`)).toContain(stored!.text);
+      // Another key, or none (twice), is another message.
+      expect((await store.acceptMessage(message('order-18', 'x'))).id).not.toBe(first.id);
+      const [a, b] = [await store.acceptMessage(message(null, 'n')), await store.acceptMessage(message(null, 'n'))];
+      expect(a.created && b.created && a.id !== b.id).toBe(true);
+      // Past its window the key is free again; the old message keeps its row without the key.
+      await new Promise((r) => setTimeout(r, 30));
+      const later = await store.acceptMessage(message('order-17', 'new order', 10));
+      expect(later).toMatchObject({ created: true, status: 'queued' });
+      expect(later.id).not.toBe(first.id);
+      expect(await store.getMessage(first.id)).toMatchObject({ idempotencyKey: null, status: 'queued' });
+      const media = await store.acceptMessage({ ...message(null, ''), type: 'document', text: undefined, mediaUrl: 'https://x.example/a.pdf', caption: 'c', fileName: 'a.pdf' });
+      expect(await store.getMessage(media.id)).toMatchObject({ type: 'document', text: null, mediaUrl: 'https://x.example/a.pdf', caption: 'c', fileName: 'a.pdf' });
+      expect(await store.getMessage(randomUUID())).toBeNull();
+      expect(await store.getMessage('not-a-uuid')).toBeNull();
+    });
+
+    it('pages pending messages by device and accept order, and takes each end once through the write-behind', async () => {
+      const devices = await Promise.all([1, 2].map((n) => store.createDevice({ userId: randomUUID(), deviceName: `ct-pending-${n}`, connectionMethod: 'qr' })));
+      const accepted: Record<string, string[]> = {};
+      for (let i = 0; i < 5; i++) {
+        for (const d of devices) {
+          const { id } = await store.acceptMessage({ id: randomUUID(), deviceId: d.id, idempotencyKey: null, idempotencyMs: 60_000, to: '4915112345678', type: 'text', text: `m${i}` });
+          (accepted[d.id] ??= []).push(id);
+        }
+      }
+      const mine = new Set(devices.map((d) => d.id));
+      const pending = async (pageSize: number) => {
+        const seen: Array<{ id: string; deviceId: string; seq: number }> = [];
+        let after: { deviceId: string; seq: number } | null = null;
+        for (;;) {
+          const page = await store.listPendingMessages(after, pageSize);
+          if (page.length === 0) return seen.filter((m) => mine.has(m.deviceId));
+          expect(page.length).toBeLessThanOrEqual(pageSize);
+          seen.push(...page);
+          after = { deviceId: page.at(-1)!.deviceId, seq: page.at(-1)!.seq };
+        }
+      };
+      const byDevice = (list: Array<{ id: string; deviceId: string }>) => Object.fromEntries(devices.map((d) => [d.id, list.filter((m) => m.deviceId === d.id).map((m) => m.id)]));
+      const all = await pending(3);
+      expect(byDevice(all)).toEqual(accepted);
+      // One device's messages together, in accept order.
+      const order = all.map((m) => m.deviceId);
+      expect(order).toEqual([...order].sort());
+
+      const [d1, d2] = devices.map((d) => d.id) as [string, string];
+      const at = new Date(Date.UTC(2026, 0, 1)).toISOString();
+      const sent = { kind: 'message', at, deviceId: d1, messageId: accepted[d1]![0]!, status: 'sent', waMessageId: 'WA-1', error: null } as const;
+      const failed = { kind: 'message', at, deviceId: d2, messageId: accepted[d2]![1]!, status: 'failed', waMessageId: null, error: 'invalid number' } as const;
+      expect(await store.applyRecords([sent, failed])).toMatchObject({ applied: 2, duplicate: 0, rejected: 0 });
+      // Again (a replayed batch), a late failure of a sent message, a message nobody accepted: nothing changes.
+      const replay = await store.applyRecords([sent, { ...sent, status: 'failed', waMessageId: null, error: 'late' }, { ...sent, messageId: randomUUID() }]);
+      expect(replay).toMatchObject({ applied: 0, duplicate: 3, rejected: 0 });
+      expect(await store.getMessage(sent.messageId)).toMatchObject({ status: 'sent', waMessageId: 'WA-1', error: null, finishedAt: new Date(at) });
+      expect(await store.getMessage(failed.messageId)).toMatchObject({ status: 'failed', error: 'invalid number', waMessageId: null });
+      // A failed message that turns out sent (a resend got through) is sent.
+      expect(await store.applyRecords([{ ...failed, status: 'sent', waMessageId: 'WA-2', error: null }])).toMatchObject({ applied: 1 });
+      expect(await store.getMessage(failed.messageId)).toMatchObject({ status: 'sent', waMessageId: 'WA-2', error: null });
+      expect(await store.applyRecords([{ ...sent, status: 'queued' as never }])).toMatchObject({ rejected: 1 });
+      const left = byDevice(await pending(4));
+      expect(left).toEqual({ [d1]: accepted[d1]!.slice(1), [d2]: accepted[d2]!.filter((_, i) => i !== 1) });
+    });
+
     it('keeps server_logs when the server row is deleted, and unassigns its devices', async () => {
       const id = ids()('gone');
       await store.registerServer(registration(id));
