@@ -20,7 +20,8 @@ import { createMetrics } from './metrics/index.js';
 import { startMetricsPublisher } from './metrics/publish.js';
 import { withOutboundWork } from './queues/device-work.js';
 import { createMessageRecords } from './queues/messages.js';
-import { createOutbound } from './queues/outbound.js';
+import { createOutbound, createOutboundProducer } from './queues/outbound.js';
+import { createMessageRestore } from './queues/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
 import { createSessionAccess } from './http/api/sessions.js';
 import { createAuthenticator } from './http/auth.js';
@@ -112,7 +113,15 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     cleanups.push({ name: 'store sync', run: () => storeSync.close() });
     await storeSync.startWorkers();
     const recorder = createWriteBehindRecorder(storeSync, serverId);
-    const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs };
+    // Outbound messages: accepted in the store, records in Redis (each end written behind to the
+    // store), one BullMQ queue per device, worked off only where the device runs.
+    const messages = createMessageRecords({ redis, keys, retentionMs: config.messages.retentionMs, onFinished: (finished) => recorder.messageFinished(finished) });
+    // The Redis reset puts the store's pending messages back before claims re-open, also at
+    // start-up (ensureMarker), before this server's outbound exists.
+    const restoreProducer = createOutboundProducer({ redis: bull, keys, retentionMs: config.messages.retentionMs });
+    cleanups.push({ name: 'message restore', run: () => restoreProducer.close() });
+    const restoreMessages = createMessageRestore({ store, redis, keys, records: messages, producer: restoreProducer, log: log.child({ module: 'message-restore' }) });
+    const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, restoreMessages };
     await ensureMarker(resetDeps);
 
     const { connector, runtime: deviceRuntime } = await createDevices({
@@ -129,9 +138,6 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     });
     cleanups.push({ name: 'connector', run: () => connector.close() });
 
-    // Outbound messages: records and idempotency in Redis, one BullMQ queue per device, worked off
-    // only where the device runs.
-    const messages = createMessageRecords({ redis, keys, idempotencyMs: config.messages.idempotencyMs, retentionMs: config.messages.retentionMs });
     const outbound = createOutbound({
       redis: bull,
       keys,
@@ -346,6 +352,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         probeHealth,
         messages,
         defaultRatePerMinute: config.messages.ratePerMinute,
+        idempotencyMs: config.messages.idempotencyMs,
         enqueueMessage: (messageId, deviceId) => outbound.enqueue(messageId, deviceId),
       },
     });

@@ -55,8 +55,6 @@ export interface ClusterKeys {
   sendTimes(deviceId: string): string;
   /** Hash deviceId -> messages per minute, for devices whose limit differs from the default. */
   readonly rateOverrides: string;
-  /** string: the first message accepted with this idempotency key for this device */
-  idempotency(deviceId: string, key: string): string;
   /** BullMQ's key prefix: its queues share the hash tag, so they live in the same slot */
   readonly bullPrefix: string;
   /** redlock lock of a singleton duty (reconcile, rebalance) */
@@ -119,7 +117,6 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     wanted: `${tag}:wanted`,
     rateLimit: (scope: string, subject: string) => `${tag}:ratelimit:${scope}:${subject}`,
     message: (messageId: string) => `${tag}:msg:${messageId}`,
-    idempotency: (deviceId: string, key: string) => `${tag}:idem:${deviceId}:${key}`,
     sendTimes: (deviceId: string) => `${tag}:sends:${deviceId}`,
     rateOverrides: `${tag}:rate-limits`,
     bullPrefix: `${tag}:bull`,

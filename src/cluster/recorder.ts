@@ -1,4 +1,5 @@
 import type { SessionSnapshotWriter } from '../devices/auth-state/auth-state.js';
+import type { MessageFinished } from '../queues/messages.js';
 import type { NewSyncRecord } from '../queues/store-sync.js';
 import type { ConnectionLogEntry, DeviceStatus, LeaseEventEntry, ServerLogEntry } from '../store/types.js';
 
@@ -15,6 +16,8 @@ export interface LeaseRecorder {
   deviceStatus(deviceId: string, status: DeviceStatus, epoch: number, errorMessage: string | null): void;
   /** A device's connection event (device_connection_logs); after the device's earlier records. */
   connectionEvent(entry: ConnectionLogEntry): void;
+  /** A message's end (sent or failed), so the store stops counting it as pending. */
+  messageFinished(finished: MessageFinished): void;
   /** The device's session snapshot, written behind like the rest (see SessionSnapshotWriter). */
   readonly snapshots: SessionSnapshotWriter;
   /** Resolves when every record so far is safely queued (in Redis), e.g. before exiting. */
@@ -29,6 +32,7 @@ export function createWriteBehindRecorder(sync: { push(record: NewSyncRecord): v
     serverLog: (entry) => sync.push({ kind: 'server_log', ...entry }),
     deviceStatus: (deviceId, status, epoch, errorMessage) => sync.push({ kind: 'status', deviceId, serverId, status, epoch, errorMessage }),
     connectionEvent: (entry) => sync.push({ kind: 'connection_event', ...entry }),
+    messageFinished: (finished) => sync.push({ kind: 'message', ...finished }),
     snapshots: {
       async save(deviceId, epoch) {
         sync.push({ kind: 'session_snapshot', deviceId, epoch });

@@ -8,7 +8,8 @@ import { runIdOf, type LeaseStore } from './lease-store.js';
 // newest writes), fence counters restart at zero, or fall back a little, while old owners may
 // still be running with their tokens. Before anyone claims again: lift every fence to the store's
 // lease_epoch, hold claims off for one TTL so holders can re-assert what they still run, and put
-// the marker back. Every server that notices runs this; each step is idempotent.
+// the marker back; and put back the messages the store still counts as pending. Every server that
+// notices runs this; each step is idempotent.
 
 const SEED_PAGE = 1000;
 
@@ -19,6 +20,11 @@ export interface RedisResetDeps {
   leases: LeaseStore;
   log: Logger;
   ttlMs: number;
+  /**
+   * Puts the messages the store still counts as pending back into Redis (see queues/restore.ts).
+   * Run before claims re-open, so no device sends before its line is whole again.
+   */
+  restoreMessages?: () => Promise<unknown>;
 }
 
 /**
@@ -44,7 +50,7 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys, embargoMs: numbe
  * again; should Redis have changed meanwhile, that run id is already stale and the next claim or
  * heartbeat starts over.
  */
-export async function reseedFences({ redis, keys, store, leases, log, ttlMs }: RedisResetDeps, embargo: boolean): Promise<number> {
+export async function reseedFences({ redis, keys, store, leases, log, ttlMs, restoreMessages }: RedisResetDeps, embargo: boolean): Promise<number> {
   const { runId } = await readIncarnation(redis, keys, embargo ? ttlMs : null);
   let lifted = 0;
   let after: string | null = null;
@@ -54,6 +60,9 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs }: R
     lifted += await leases.seedFences(page);
     after = page[page.length - 1]!.deviceId;
   }
+  // Claims are refused until the incarnation below is set, and a send needs a claim: the
+  // messages are back in line before any device can send.
+  await restoreMessages?.();
   // NX: when several servers notice at once, the first marker stands and the others adopt it.
   await redis.set(keys.marker, `${new Date().toISOString()}/${Math.random().toString(36).slice(2, 8)}`, 'NX');
   if (runId !== undefined) await redis.set(keys.incarnation, runId);

@@ -1,6 +1,10 @@
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { WafleetError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { StoreUnavailableError } from '../store/errors.js';
+
+/** Retry-After for a call refused while the store is down: store outages are mostly brief. */
+const STORE_RETRY_AFTER_S = 2;
 
 // One error shape for every answer (API.md): {error: {code, message, details?}}.
 
@@ -32,6 +36,14 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     if (err instanceof HttpError) {
       res.set(err.headers);
       return sendError(res, err.status, err.code, err.message, err.details);
+    }
+    if (err instanceof StoreUnavailableError) {
+      // The store is where a call's truth is (a device, an accepted message): without it nothing
+      // was done, and the same call (with the same Idempotency-Key) can be retried shortly, here
+      // or on any other server.
+      log.warn({ code: err.code, path: req.path }, 'store unavailable; request refused');
+      res.set('Retry-After', String(STORE_RETRY_AFTER_S));
+      return sendError(res, 503, 'store_unavailable', 'The durable store is unavailable; nothing was done. Retry shortly');
     }
     const type = (err as { type?: string }).type;
     if (type === 'entity.parse.failed') return sendError(res, 400, 'invalid_json', 'The request body is not valid JSON');

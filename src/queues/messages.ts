@@ -1,22 +1,24 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
+import type { OUTBOUND_MESSAGE_TYPES, StoredMessage } from '../store/types.js';
 
-// Outbound message records in Redis: accepted once per idempotency key, then `queued` ->
+// Outbound message records in Redis, the working copy of what the store accepted (once per
+// idempotency key, see migrations/007_outbound_messages.sql): `queued` ->
 // `sending` (the intent, recorded with the sender's token just before the send) -> `sent` or
 // `failed`. The record is what GET /api/messages/:id reads, and what keeps a retried job from
 // sending twice.
 
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
-  accept: loadLuaScript(LUA, 'acceptMessage-2.lua'),
+  accept: loadLuaScript(LUA, 'acceptMessage-1.lua'),
   begin: loadLuaScript(LUA, 'beginSend-4.lua'),
   finish: loadLuaScript(LUA, 'finishMessage-2.lua'),
 };
 
-export const MESSAGE_TYPES = ['text', 'image', 'video', 'document'] as const;
-export type MessageType = (typeof MESSAGE_TYPES)[number];
+export { OUTBOUND_MESSAGE_TYPES as MESSAGE_TYPES } from '../store/types.js';
+export type MessageType = (typeof OUTBOUND_MESSAGE_TYPES)[number];
 export type MessageStatus = 'queued' | 'sending' | 'sent' | 'failed';
 
 export interface OutboundMessage {
@@ -28,6 +30,21 @@ export interface OutboundMessage {
   mediaUrl?: string | undefined;
   caption?: string | undefined;
   fileName?: string | undefined;
+}
+
+/** A message the store has accepted: its id and accept time are the store's. */
+export interface AcceptedOutboundMessage extends OutboundMessage {
+  id: string;
+  acceptedAt: Date;
+}
+
+/** How a message ended, for the store (written behind, so the restore stops considering it pending). */
+export interface MessageFinished {
+  messageId: string;
+  deviceId: string;
+  status: 'sent' | 'failed';
+  waMessageId: string | null;
+  error: string | null;
 }
 
 export interface MessageRecord extends OutboundMessage {
@@ -48,8 +65,11 @@ export type BeginSend =
   | { outcome: 'missing' };
 
 export interface MessageRecords {
-  /** Records the message, or returns the first one accepted with the same idempotency key. */
-  accept(message: OutboundMessage, idempotencyKey?: string): Promise<{ id: string; created: boolean }>;
+  /**
+   * Creates the Redis record of a message the store accepted (same id, same accept time), unless
+   * one exists: then its status, untouched.
+   */
+  accept(message: AcceptedOutboundMessage): Promise<{ status: MessageStatus; created: boolean }>;
   get(messageId: string): Promise<MessageRecord | null>;
   /** `rate`: sends allowed per `windowMs` for the device (a sliding window). */
   begin(messageId: string, deviceId: string, serverId: string, token: number, rate: { limit: number; windowMs: number }): Promise<BeginSend>;
@@ -59,6 +79,22 @@ export interface MessageRecords {
   rateOverride(deviceId: string): Promise<number | null>;
   /** Sets (or with null removes) the device's own limit; the next send on any server obeys it. */
   setRateOverride(deviceId: string, perMinute: number | null): Promise<void>;
+}
+
+/** The Redis record's source for a message the store holds (the accept path's repeat, the restore). */
+export function acceptedFromStore(stored: StoredMessage): AcceptedOutboundMessage {
+  const optional = (value: string | null) => value ?? undefined;
+  return {
+    id: stored.id,
+    acceptedAt: stored.acceptedAt,
+    deviceId: stored.deviceId,
+    to: stored.to,
+    type: stored.type,
+    text: optional(stored.text),
+    mediaUrl: optional(stored.mediaUrl),
+    caption: optional(stored.caption),
+    fileName: optional(stored.fileName),
+  };
 }
 
 /**
@@ -72,33 +108,27 @@ export function waMessageIdFor(messageId: string): string {
 export function createMessageRecords({
   redis,
   keys,
-  idempotencyMs,
   retentionMs,
+  onFinished,
 }: {
   redis: Redis;
   keys: ClusterKeys;
-  /** How long a repeated idempotency key returns the first message. */
-  idempotencyMs: number;
   /** How long a finished (sent or failed) record stays readable. */
   retentionMs: number;
+  /** Told once per message that ends (not for a repeat): the write-behind records it in the store. */
+  onFinished?: (finished: MessageFinished) => void;
 }): MessageRecords {
   defineLuaScripts(redis, Object.values(scripts));
 
   return {
-    async accept(message, idempotencyKey) {
-      const id = randomUUID();
+    async accept(message) {
       const fields: Array<string> = ['deviceId', message.deviceId, 'to', message.to, 'type', message.type];
       for (const name of ['text', 'mediaUrl', 'caption', 'fileName'] as const) {
         const value = message[name];
-        if (value !== undefined) fields.push(name, value);
+        if (value !== undefined && value !== null) fields.push(name, value);
       }
-      const [messageId, created] = await runLua<[string, number]>(
-        redis,
-        scripts.accept,
-        [idempotencyKey ? keys.idempotency(message.deviceId, idempotencyKey) : keys.idempotency(message.deviceId, `none:${id}`), keys.message(id)],
-        [id, idempotencyMs, idempotencyKey ? '1' : '0', ...fields],
-      );
-      return { id: messageId, created: created === 1 };
+      const [status, created] = await runLua<[string, number]>(redis, scripts.accept, [keys.message(message.id)], [message.id, message.acceptedAt.getTime(), ...fields]);
+      return { status: status as MessageStatus, created: created === 1 };
     },
 
     async get(messageId) {
@@ -138,7 +168,10 @@ export function createMessageRecords({
     },
 
     async finish(messageId, deviceId, outcome, detail, windowMs = 0) {
-      await runLua(redis, scripts.finish, [keys.message(messageId), keys.sendTimes(deviceId)], [outcome, detail, retentionMs, windowMs]);
+      const recorded = await runLua<number>(redis, scripts.finish, [keys.message(messageId), keys.sendTimes(deviceId)], [outcome, detail, retentionMs, windowMs]);
+      if (recorded === 1) {
+        onFinished?.({ messageId, deviceId, status: outcome, waMessageId: outcome === 'sent' ? detail : null, error: outcome === 'failed' ? detail : null });
+      }
     },
 
     async rateOverride(deviceId) {

@@ -15,6 +15,7 @@ import { waMessageIdFor, type MessageRecords, type OutboundMessage } from './mes
 // lease token immediately before it happens (beginSend).
 
 const reclaimScript = loadLuaScript(new URL('./lua/', import.meta.url), 'reclaimActiveJobs.lua');
+const orderScript = loadLuaScript(new URL('./lua/', import.meta.url), 'orderWaitingJobs-1.lua');
 
 export const OUTBOUND_QUEUE_PREFIX = 'wa-out-';
 export const outboundQueueName = (deviceId: string) => `${OUTBOUND_QUEUE_PREFIX}${deviceId}`;
@@ -57,31 +58,55 @@ export interface OutboundOptions {
 export interface OutboundProducer {
   /** Queues an accepted message on its device's queue (idempotent by message id). */
   enqueue(messageId: string, deviceId: string): Promise<void>;
+  /**
+   * Queues a message whose Redis record had to be re-created (Redis lost its data): a job left
+   * for it finished as `missing` without sending, and would keep a plain enqueue from adding it,
+   * so it goes first (unless a worker holds it).
+   */
+  requeue(messageId: string, deviceId: string): Promise<void>;
+  /**
+   * Moves the device's waiting jobs among `messageIds` (in accept order) to just behind `anchor`
+   * ('' for the head of the line); returns the new anchor (see orderWaitingJobs-1.lua).
+   */
+  orderWaiting(deviceId: string, anchor: string, messageIds: readonly string[]): Promise<string>;
   close(): Promise<void>;
 }
 
 /** Any server queues messages for any device; the queue lives in Redis, not with the owner. */
 export function createOutboundProducer({ redis, keys, retentionMs }: { redis: Redis; keys: ClusterKeys; retentionMs: number }): OutboundProducer {
   const queues = new Map<string, Queue>();
+  defineLuaScripts(redis, [orderScript]);
+  const queueOf = (deviceId: string): Queue => {
+    let queue = queues.get(deviceId);
+    if (!queue) {
+      queue = new Queue(outboundQueueName(deviceId), { connection: redis, prefix: keys.bullPrefix });
+      queues.set(deviceId, queue);
+    }
+    return queue;
+  };
+  const enqueue = async (messageId: string, deviceId: string): Promise<void> => {
+    await queueOf(deviceId).add(
+      'send',
+      { messageId },
+      {
+        jobId: messageId,
+        // Retries happen at the head of the line (see processFor); BullMQ's own retries would
+        // let later messages overtake.
+        attempts: 1,
+        removeOnComplete: { age: 3600, count: 1000 },
+        removeOnFail: { age: Math.round(retentionMs / 1000) },
+      },
+    );
+  };
   return {
-    async enqueue(messageId, deviceId) {
-      let queue = queues.get(deviceId);
-      if (!queue) {
-        queue = new Queue(outboundQueueName(deviceId), { connection: redis, prefix: keys.bullPrefix });
-        queues.set(deviceId, queue);
-      }
-      await queue.add(
-        'send',
-        { messageId },
-        {
-          jobId: messageId,
-          // Retries happen at the head of the line (see processFor); BullMQ's own retries would
-          // let later messages overtake.
-          attempts: 1,
-          removeOnComplete: { age: 3600, count: 1000 },
-          removeOnFail: { age: Math.round(retentionMs / 1000) },
-        },
-      );
+    enqueue,
+    async requeue(messageId, deviceId) {
+      await queueOf(deviceId).remove(messageId);
+      await enqueue(messageId, deviceId);
+    },
+    async orderWaiting(deviceId, anchor, messageIds) {
+      if (messageIds.length === 0) return anchor;
+      return runLua<string>(redis, orderScript, [`${keys.bullPrefix}:${outboundQueueName(deviceId)}:wait`], [anchor, ...messageIds]);
     },
     async close() {
       await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
@@ -190,6 +215,8 @@ export function createOutbound(options: OutboundOptions): Outbound {
 
   return {
     enqueue: producer.enqueue,
+    requeue: producer.requeue,
+    orderWaiting: producer.orderWaiting,
 
     startDevice(deviceId, token) {
       const current = workers.get(deviceId);

@@ -222,7 +222,9 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
         log.warn({ kind: record.kind }, 'write-behind record after close dropped');
         return;
       }
-      const full = { ...record, at: new Date().toISOString(), ...(record.kind === 'assignment' || record.kind === 'status' || record.kind === 'session_snapshot' ? {} : { id: randomUUID() }) } as SyncRecord;
+      // Appended records get an id (a repeated batch inserts nothing twice); updates need none.
+      const appended = record.kind === 'lease_event' || record.kind === 'connection_event' || record.kind === 'server_log';
+      const full = { ...record, at: new Date().toISOString(), ...(appended ? { id: randomUUID() } : {}) } as SyncRecord;
       buffers[syncShardOf(orderKey(record))]!.push(full);
       timer ??= setTimeout(sendAll, batchDelayMs);
     },

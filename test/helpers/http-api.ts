@@ -14,6 +14,7 @@ import { createOutboundProducer } from '../../src/queues/outbound.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 import { useTestRedis, type TestRedis } from './redis.js';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 // The HTTP API served in the test process on a random port, over a real Redis and a real store.
 // It is the same app a server process builds; only the device runtime is absent, so placement
@@ -39,6 +40,8 @@ export interface TestApi {
   leases: LeaseStore;
   store: Store;
   db: TestDatabase;
+  /** The proxy between the app and the store (startTestApi's storeProxy), or null. */
+  storeProxy: TcpProxy | null;
   /** fetch against the API with the internal key unless `key` says otherwise (null: no header). */
   call(method: string, path: string, options?: CallOptions): Promise<{ status: number; body: any; headers: Headers }>;
   /** Another app on the same Redis and store: a second server behind the load balancer. */
@@ -46,15 +49,20 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}): Promise<TestApi> {
+export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, { storeProxy = false }: { storeProxy?: boolean } = {}): Promise<TestApi> {
   const redis = await useTestRedis();
   const keys = createClusterKeys(redis.prefix);
   const db = await createTestDatabase();
   const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-  const store = await createStore({ kind: 'postgres', databaseUrl: db.url, poolMax: 4 }, { log });
+  // With storeProxy, the app reaches the store through a TCP proxy the test can stop.
+  const direct = new URL(db.url);
+  const proxy = storeProxy ? await startTcpProxy(direct.hostname, Number(direct.port || 5432)) : null;
+  const storeUrl = new URL(db.url);
+  if (proxy) storeUrl.port = String(proxy.port);
+  const store = await createStore({ kind: 'postgres', databaseUrl: storeUrl.toString(), poolMax: 4 }, { log });
   await store.migrate();
   const leases = createLeaseStore({ redis: redis.redis, keys });
-  const messages = createMessageRecords({ redis: redis.redis, keys, idempotencyMs: 86_400_000, retentionMs: 7 * 86_400_000 });
+  const messages = createMessageRecords({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const producer = createOutboundProducer({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const servers: Server[] = [];
 
@@ -82,6 +90,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}):
         probeHealth,
         messages,
         defaultRatePerMinute: 20,
+        idempotencyMs: 86_400_000,
         enqueueMessage: (messageId, deviceId) => producer.enqueue(messageId, deviceId),
       },
     });
@@ -120,12 +129,14 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}):
     leases,
     store,
     db,
+    storeProxy: proxy,
     call,
     twin: (overrides = {}) => serve(overrides),
     async close() {
       await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
       await producer.close();
       await store.close();
+      await proxy?.close();
       await db.drop();
       await redis.cleanup();
     },

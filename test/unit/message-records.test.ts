@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClusterKeys } from '../../src/cluster/keys.js';
 import { createMessageRecords, waMessageIdFor, type MessageRecords } from '../../src/queues/messages.js';
 import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { acceptInRedis } from '../helpers/messages.js';
 
 let t: TestRedis;
 let records: MessageRecords;
@@ -10,28 +12,46 @@ const RATE = { limit: 1000, windowMs: 60_000 };
 
 beforeAll(async () => {
   t = await useTestRedis();
-  records = createMessageRecords({ redis: t.redis, keys: createClusterKeys(t.prefix), idempotencyMs: 60_000, retentionMs: 5_000 });
+  records = createMessageRecords({ redis: t.redis, keys: createClusterKeys(t.prefix), retentionMs: 5_000 });
 });
 afterAll(async () => {
   await t.cleanup();
 });
 
 describe('message records', () => {
-  it('accepts once per idempotency key, also when the same key arrives concurrently', async () => {
-    const results = await Promise.all(
-      Array.from({ length: 10 }, () => records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'hi' }, 'order-17')),
-    );
-    expect(new Set(results.map((r) => r.id)).size).toBe(1);
+  it('creates the record once under the store\'s id and accept time, and never resets an existing one', async () => {
+    const id = randomUUID();
+    const acceptedAt = new Date(Date.now() - 5000);
+    const message = { id, acceptedAt, deviceId: device, to: '4915112345678', type: 'text' as const, text: 'hi' };
+    const results = await Promise.all(Array.from({ length: 10 }, () => records.accept(message)));
     expect(results.filter((r) => r.created)).toHaveLength(1);
-    const other = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'hi' }, 'order-18');
-    expect(other.id).not.toBe(results[0]!.id);
-    const noKey = await Promise.all([1, 2].map(() => records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'x' })));
-    expect(noKey[0]!.id).not.toBe(noKey[1]!.id);
+    expect(results.every((r) => r.status === 'queued')).toBe(true);
+    expect(await records.get(id)).toMatchObject({ id, status: 'queued', text: 'hi', acceptedAt: acceptedAt.toISOString(), attempts: 0 });
+    // Re-created by a restore (or a repeated key) after it was sent: the record keeps `sent`.
+    await records.finish(id, device, 'sent', waMessageIdFor(id));
+    expect(await records.accept({ ...message, text: 'changed' })).toEqual({ status: 'sent', created: false });
+    expect(await records.get(id)).toMatchObject({ status: 'sent', text: 'hi' });
+  });
+
+  it('tells onFinished once per message end, never for a repeat', async () => {
+    const finished: unknown[] = [];
+    const told = createMessageRecords({ redis: t.redis, keys: createClusterKeys(t.prefix), retentionMs: 5_000, onFinished: (f) => finished.push(f) });
+    const { id } = await acceptInRedis(told, { deviceId: device, to: '4915112345678', type: 'text', text: 'x' });
+    await told.finish(id, device, 'sent', 'WA-1');
+    await told.finish(id, device, 'sent', 'WA-1');
+    await told.finish(id, device, 'failed', 'late');
+    const other = await acceptInRedis(told, { deviceId: device, to: '4915112345678', type: 'text', text: 'y' });
+    await told.finish(other.id, device, 'failed', 'invalid number');
+    await told.finish(randomUUID(), device, 'sent', 'WA-3');
+    expect(finished).toEqual([
+      { messageId: id, deviceId: device, status: 'sent', waMessageId: 'WA-1', error: null },
+      { messageId: other.id, deviceId: device, status: 'failed', waMessageId: null, error: 'invalid number' },
+    ]);
   });
 
   it('goes queued -> sending -> sent only for the lease holder, and never sends a sent message again', async () => {
     const keys = createClusterKeys(t.prefix);
-    const { id } = await records.accept({ deviceId: device, to: '4915112345678', type: 'image', mediaUrl: 'https://x.example/a.png', caption: 'c' });
+    const { id } = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'image', mediaUrl: 'https://x.example/a.png', caption: 'c' });
     expect(await records.get(id)).toMatchObject({ id, status: 'queued', type: 'image', caption: 'c', attempts: 0, sentAt: null });
     expect(await records.begin(id, device, 'srv-a', 3, RATE)).toEqual({ outcome: 'not_owner', holder: '' });
     await t.redis.set(keys.lease(device), 'srv-a:3');
@@ -49,7 +69,7 @@ describe('message records', () => {
   });
 
   it('keeps a failure with its reason, and derives a stable WhatsApp id', async () => {
-    const { id } = await records.accept({ deviceId: device, to: '123@g.us', type: 'text', text: 'x' });
+    const { id } = await acceptInRedis(records, { deviceId: device, to: '123@g.us', type: 'text', text: 'x' });
     await records.finish(id, device, 'failed', 'invalid number');
     expect(await records.get(id)).toMatchObject({ status: 'failed', error: 'invalid number' });
     expect(waMessageIdFor(id)).toBe(waMessageIdFor(id));
@@ -64,7 +84,7 @@ describe('message records', () => {
     await t.redis.set(keys.lease(paced), 'srv-a:1');
     const rate = { limit: 3, windowMs: 400 };
     const ids = [];
-    for (let i = 0; i < 4; i++) ids.push((await records.accept({ deviceId: paced, to: '4915112345678', type: 'text', text: `p${i}` })).id);
+    for (let i = 0; i < 4; i++) ids.push((await acceptInRedis(records, { deviceId: paced, to: '4915112345678', type: 'text', text: `p${i}` })).id);
     for (const id of ids.slice(0, 3)) expect((await records.begin(id, paced, 'srv-a', 1, rate)).outcome).toBe('go');
     const waiting = await records.begin(ids[3]!, paced, 'srv-a', 1, rate);
     expect(waiting.outcome).toBe('wait');
@@ -81,8 +101,8 @@ describe('message records', () => {
     const slow = '5b1e8f0a-2c3d-4e5f-8a9b-0c1d2e3f4a5b';
     await t.redis.set(keys.lease(slow), 'srv-a:1');
     const rate = { limit: 1, windowMs: 500 };
-    const first = (await records.accept({ deviceId: slow, to: '4915112345678', type: 'text', text: 's1' })).id;
-    const second = (await records.accept({ deviceId: slow, to: '4915112345678', type: 'text', text: 's2' })).id;
+    const first = (await acceptInRedis(records, { deviceId: slow, to: '4915112345678', type: 'text', text: 's1' })).id;
+    const second = (await acceptInRedis(records, { deviceId: slow, to: '4915112345678', type: 'text', text: 's2' })).id;
     expect((await records.begin(first, slow, 'srv-a', 1, rate)).outcome).toBe('go');
     await new Promise((r) => setTimeout(r, 300)); // the send takes 300 ms
     await records.finish(first, slow, 'sent', waMessageIdFor(first), rate.windowMs);
@@ -97,7 +117,7 @@ describe('message records', () => {
     const own = '9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d';
     await t.redis.set(keys.lease(own), 'srv-a:1');
     const ids = [];
-    for (let i = 0; i < 3; i++) ids.push((await records.accept({ deviceId: own, to: '4915112345678', type: 'text', text: `o${i}` })).id);
+    for (let i = 0; i < 3; i++) ids.push((await acceptInRedis(records, { deviceId: own, to: '4915112345678', type: 'text', text: `o${i}` })).id);
     await records.setRateOverride(own, 2);
     expect(await records.rateOverride(own)).toBe(2);
     expect((await records.begin(ids[0]!, own, 'srv-a', 1, RATE)).outcome).toBe('go');

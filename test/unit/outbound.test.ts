@@ -7,6 +7,7 @@ import { createLeaseGuard } from '../../src/cluster/lease-guard.js';
 import { createMessageRecords } from '../../src/queues/messages.js';
 import { createOutbound, PermanentSendError, type MessageSender } from '../../src/queues/outbound.js';
 import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { acceptInRedis } from '../helpers/messages.js';
 
 let t: TestRedis;
 const connections: Redis[] = [];
@@ -33,7 +34,7 @@ function setup(send: MessageSender['send'], ratePerMinute = 1000, rateWindowMs =
   const redis = new Redis(t.url, { maxRetriesPerRequest: null });
   connections.push(redis);
   const keys = createClusterKeys(t.prefix);
-  const records = createMessageRecords({ redis, keys, idempotencyMs: 60_000, retentionMs: 60_000 });
+  const records = createMessageRecords({ redis, keys, retentionMs: 60_000 });
   const guard = createLeaseGuard({ clock: () => performance.now(), selfFenceMs: 60_000 });
   guard.renewed(performance.now());
   const outbound = createOutbound({
@@ -65,8 +66,8 @@ describe('outbound queue per device', () => {
     const device = randomUUID();
     await t.redis.set(keys.lease(device), 'srv-a:1');
     guard.hold(device, 1);
-    const first = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'first' });
-    const second = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'second' });
+    const first = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: 'first' });
+    const second = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: 'second' });
     await outbound.enqueue(first.id, device);
     await outbound.enqueue(second.id, device);
     outbound.startDevice(device, 1);
@@ -87,7 +88,7 @@ describe('outbound queue per device', () => {
     guard.hold(device, 4);
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) {
-      const { id } = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: `m${i}` });
+      const { id } = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: `m${i}` });
       await outbound.enqueue(id, device);
       await outbound.enqueue(id, device); // a repeated enqueue is the same job
       ids.push(id);
@@ -96,6 +97,44 @@ describe('outbound queue per device', () => {
     await until(async () => sent.length === 20);
     expect(sent).toEqual(ids.map((_, i) => `m${i}`));
     await until(async () => (await records.get(ids[19]!))?.status === 'sent');
+    await outbound.close();
+  });
+
+  it('puts restored messages first in accept order, page after page, and re-adds a job that finished as missing', async () => {
+    const sent: string[] = [];
+    const { keys, records, guard, outbound } = setup(async (_d, _t, message) => {
+      sent.push(message.text!);
+    });
+    const device = randomUUID();
+    const text = ['a', 'b', 'c', 'd', 'late'];
+    const ids = text.map(() => randomUUID());
+    // Redis lost its data, but `a`'s job survived (a replica had it) and ran, finding no record:
+    // it finished as `missing` without sending.
+    await outbound.enqueue(ids[0]!, device);
+    await t.redis.set(keys.lease(device), 'srv-a:1');
+    guard.hold(device, 1);
+    outbound.startDevice(device, 1);
+    await until(async () => (await t.redis.zscore(`${keys.bullPrefix}:wa-out-${device}:completed`, ids[0]!)) !== null);
+    await outbound.stopDevice(device);
+    // `late` is accepted after the loss, before the restore.
+    await records.accept({ id: ids[4]!, acceptedAt: new Date(), deviceId: device, to: '4915112345678', type: 'text', text: 'late' });
+    await outbound.enqueue(ids[4]!, device);
+    // Now the restore, as queues/restore.ts runs it: records back, jobs back, two pages in order.
+    for (let i = 0; i < 4; i++) {
+      await records.accept({ id: ids[i]!, acceptedAt: new Date(), deviceId: device, to: '4915112345678', type: 'text', text: text[i] });
+      await outbound.requeue(ids[i]!, device);
+    }
+    await outbound.enqueue(ids[4]!, device); // still the one job
+    const anchor = await outbound.orderWaiting(device, '', [ids[0]!, ids[1]!]);
+    expect(anchor).toBe(ids[1]);
+    expect(await outbound.orderWaiting(device, anchor, [ids[2]!, ids[3]!])).toBe(ids[3]);
+    // Repeated by a second server: the same order.
+    expect(await outbound.orderWaiting(device, '', ids.slice(0, 4))).toBe(ids[3]);
+    outbound.startDevice(device, 2);
+    guard.hold(device, 2);
+    await t.redis.set(keys.lease(device), 'srv-a:2');
+    await until(async () => sent.length === 5);
+    expect(sent).toEqual(['a', 'b', 'c', 'd', 'late']);
     await outbound.close();
   });
 
@@ -108,7 +147,7 @@ describe('outbound queue per device', () => {
     const device = randomUUID();
     await t.redis.set(keys.lease(device), 'srv-a:1');
     guard.hold(device, 1);
-    const bad = await records.accept({ deviceId: device, to: '000', type: 'text', text: 'bad' });
+    const bad = await acceptInRedis(records, { deviceId: device, to: '000', type: 'text', text: 'bad' });
     await outbound.enqueue(bad.id, device);
     outbound.startDevice(device, 1);
     await until(async () => (await records.get(bad.id))?.status === 'failed');
@@ -117,7 +156,7 @@ describe('outbound queue per device', () => {
 
     // The lease moves to srv-b: a message queued meanwhile waits, untouched, in the device's queue.
     await t.redis.set(keys.lease(device), 'srv-b:2');
-    const later = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'later' });
+    const later = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: 'later' });
     await outbound.enqueue(later.id, device);
     await new Promise((r) => setTimeout(r, 300));
     expect(sent).toEqual([]);
@@ -134,7 +173,7 @@ describe('outbound queue per device', () => {
     const device = randomUUID();
     await t.redis.set(keys.lease(device), 'srv-a:1');
     guard.hold(device, 1);
-    for (let i = 0; i < 8; i++) await outbound.enqueue((await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: `r${i}` })).id, device);
+    for (let i = 0; i < 8; i++) await outbound.enqueue((await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: `r${i}` })).id, device);
     outbound.startDevice(device, 1);
     await until(async () => sent.length === 8, 20_000);
     // Any window starting at a send holds at most 3 sends (a little slack for clock reads).
@@ -153,7 +192,7 @@ describe('outbound queue per device', () => {
     guard.hold(device, 1);
     outbound.startDevice(device, 1);
     guard.drop(device, 1);
-    const { id } = await records.accept({ deviceId: device, to: '4915112345678', type: 'text', text: 'after retirement' });
+    const { id } = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: 'after retirement' });
     await outbound.enqueue(id, device);
     await new Promise((r) => setTimeout(r, 1500));
     expect(sent).toEqual([]);

@@ -318,6 +318,32 @@ describe('supabase adapter request shapes', () => {
     }
   });
 
+  it('outbound message operations: accept, read, pending pages (PostgREST JSON rows)', async () => {
+    const store = await open();
+    const messageRow = {
+      id: deviceRow.user_id, seq: 12, device_id: deviceRow.id, idempotency_key: 'k-1', recipient: '4915112345678', type: 'text', body_text: 'hi',
+      media_url: null, caption: null, file_name: null, status: 'queued', accepted_at: deviceRow.created_at, finished_at: null, wa_message_id: null, error: null,
+    };
+    const stored = { id: deviceRow.user_id, seq: 12, deviceId: deviceRow.id, idempotencyKey: 'k-1', to: '4915112345678', type: 'text', text: 'hi', mediaUrl: null, caption: null, fileName: null, status: 'queued', acceptedAt: new Date(deviceRow.created_at), finishedAt: null, waMessageId: null, error: null };
+    const cases: Array<[string, Answer, () => Promise<unknown>, Record<string, unknown>, unknown]> = [
+      [
+        'wafleet_accept_message',
+        { status: 200, body: [{ message_id: deviceRow.user_id, created: false, message_status: 'queued', message_accepted_at: deviceRow.created_at }] },
+        () => store.acceptMessage({ id: deviceRow.id, deviceId: deviceRow.id, idempotencyKey: 'k-1', idempotencyMs: 60_000, to: '4915112345678', type: 'text', text: 'hi' }),
+        { p_id: deviceRow.id, p_device_id: deviceRow.id, p_idempotency_key: 'k-1', p_idempotency_ms: 60_000, p_recipient: '4915112345678', p_type: 'text', p_text: 'hi', p_media_url: null, p_caption: null, p_file_name: null },
+        { id: deviceRow.user_id, created: false, status: 'queued', acceptedAt: new Date(deviceRow.created_at) },
+      ],
+      ['wafleet_get_message', { status: 200, body: [messageRow] }, () => store.getMessage(deviceRow.user_id), { p_id: deviceRow.user_id }, stored],
+      ['wafleet_list_pending_messages', { status: 200, body: [messageRow] }, () => store.listPendingMessages({ deviceId: deviceRow.id, seq: 11 }, 3), { p_after_device: deviceRow.id, p_after_seq: 11, p_limit: 3 }, [stored]],
+    ];
+    for (const [fn, answer, run, body, expected] of cases) {
+      requests = [];
+      answers.set(fn, answer);
+      expect(await run()).toEqual(expected);
+      expectRpc(fn, body);
+    }
+  });
+
   it('every catalogue operation is exercised above', () => {
     // A new operation must get a request-shape case here before it ships.
     expect(Object.values(OPERATIONS).map((op) => op.fn).sort()).toEqual(
@@ -326,6 +352,7 @@ describe('supabase adapter request shapes', () => {
         'wafleet_append_connection_log',
         'wafleet_append_lease_event',
         'wafleet_append_server_log',
+        'wafleet_accept_message',
         'wafleet_apply_records',
         'wafleet_clear_session',
         'wafleet_configure_server',
@@ -336,10 +363,12 @@ describe('supabase adapter request shapes', () => {
         'wafleet_device_status_counts',
         'wafleet_find_api_key',
         'wafleet_get_device',
+        'wafleet_get_message',
         'wafleet_get_server',
         'wafleet_get_session',
         'wafleet_list_devices',
         'wafleet_list_lease_epochs',
+        'wafleet_list_pending_messages',
         'wafleet_list_servers',
         'wafleet_list_wanted_devices',
         'wafleet_mark_server_inactive',

@@ -34,6 +34,8 @@ export interface ApiDeps {
   messages: MessageRecords;
   /** MESSAGE_RATE_PER_MINUTE: the send rate of a device without its own. */
   defaultRatePerMinute: number;
+  /** How long a repeated Idempotency-Key returns the first message (IDEMPOTENCY_WINDOW_HOURS). */
+  idempotencyMs: number;
   /** Queues an accepted message on its device's queue (idempotent by message id). */
   enqueueMessage(messageId: string, deviceId: string): Promise<void>;
 }

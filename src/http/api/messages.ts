@@ -1,21 +1,62 @@
-import type { OutboundMessage } from '../../queues/messages.js';
+import { randomUUID } from 'node:crypto';
+import { acceptedFromStore, type MessageStatus, type OutboundMessage } from '../../queues/messages.js';
 import { HttpError } from '../errors.js';
 import { route, type RouteSpec } from '../routes.js';
 import { loadDevice, type ApiDeps } from './context.js';
 import { deviceIdParams, idempotencyKey, messageIdParams, rateLimitBody, seedSendMessageBody, sendMessageBody } from './schemas.js';
 
-// Messages are accepted by any server: recorded (once per idempotency key) and queued on the
-// device's own queue, which only the device's lease holder works off.
+// Messages are accepted by any server: recorded in the store (once per idempotency key), then in
+// Redis and queued on the device's own queue, which only the device's lease holder works off.
 
 const COMMON = { 401: 'No or unknown API key', 403: 'The key may not act on this device', 404: 'No such device', 422: 'Invalid request' };
 
-async function accept(deps: ApiDeps, message: OutboundMessage, key: string | undefined) {
-  const { id, created } = await deps.messages.accept(message, key);
-  const record = await deps.messages.get(id);
-  // A repeated key returns the first message; queue it again only if it never got queued (the
-  // accepting server died in between). A job id is unique, so this cannot queue it twice.
-  if (created || record?.status === 'queued') await deps.enqueueMessage(id, message.deviceId);
-  return { id, status: record?.status ?? 'queued' };
+/**
+ * Durable first: the store records the message (once per idempotency key) before anything is
+ * answered, so a message answered 202 survives Redis losing its data (see restore.ts). The store
+ * being down fails the call (503 store_unavailable) with nothing queued; the client retries.
+ */
+async function accept(deps: ApiDeps, message: OutboundMessage, key: string | undefined): Promise<{ id: string; status: MessageStatus }> {
+  const accepted = await deps.store.acceptMessage({ ...message, id: randomUUID(), idempotencyKey: key ?? null, idempotencyMs: deps.idempotencyMs });
+  const { id } = accepted;
+  // Finished by the store's account (a repeated key, long after): nothing to queue.
+  if (accepted.status !== 'queued') return { id, status: (await deps.messages.get(id))?.status ?? accepted.status };
+  let status = accepted.created ? null : ((await deps.messages.get(id))?.status ?? null);
+  if (status === null) {
+    // New, or a repeated key whose Redis record went with Redis's data: the working copy is made
+    // from what the store accepted first (its payload, its accept time), as the restore would.
+    const stored = accepted.created ? null : await deps.store.getMessage(id);
+    const source = stored ? acceptedFromStore(stored) : { ...message, id, acceptedAt: accepted.acceptedAt };
+    status = (await deps.messages.accept(source)).status;
+  }
+  // A repeated key returns the first message; it is queued again only if it never got queued
+  // (the accepting server died in between). A job id is unique, so this cannot queue it twice.
+  if (status === 'queued') await deps.enqueueMessage(id, message.deviceId);
+  return { id, status };
+}
+
+/** Redis's record: the freshest (it knows `sending`, and an end not yet written behind). */
+async function liveMessageView(deps: ApiDeps, messageId: string) {
+  const record = await deps.messages.get(messageId);
+  if (!record) return null;
+  const { id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error } = record;
+  return { id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error };
+}
+
+/** The store's row, once Redis's record expired (retention) or went with Redis's data. */
+async function storedMessageView(deps: ApiDeps, messageId: string) {
+  const row = await deps.store.getMessage(messageId);
+  if (!row) return null;
+  return {
+    id: row.id,
+    deviceId: row.deviceId,
+    to: row.to,
+    type: row.type,
+    status: row.status,
+    acceptedAt: row.acceptedAt.toISOString(),
+    sentAt: row.status === 'sent' ? (row.finishedAt?.toISOString() ?? null) : null,
+    waMessageId: row.waMessageId,
+    error: row.error,
+  };
 }
 
 async function rateView(deps: ApiDeps, deviceId: string) {
@@ -88,13 +129,12 @@ export function messageRoutes(deps: ApiDeps): RouteSpec[] {
       summary: "A message's status, timestamps and WhatsApp id",
       access: 'any',
       params: messageIdParams,
-      responses: { 200: '{id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error}', ...COMMON, 404: 'No such message (or no longer kept)' },
+      responses: { 200: '{id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error}', ...COMMON, 404: 'No such message' },
       async handler({ params, caller }) {
-        const record = await deps.messages.get(params.id);
-        if (!record) throw new HttpError(404, 'message_not_found', `No message ${params.id}`);
-        if (caller.kind === 'user') await loadDevice(deps, caller, record.deviceId);
-        const { id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error } = record;
-        return { status: 200, body: { id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error } };
+        const view = (await liveMessageView(deps, params.id)) ?? (await storedMessageView(deps, params.id));
+        if (!view) throw new HttpError(404, 'message_not_found', `No message ${params.id}`);
+        if (caller.kind === 'user') await loadDevice(deps, caller, view.deviceId);
+        return { status: 200, body: view };
       },
     }),
 
