@@ -84,7 +84,7 @@ export function messageRoutes(deps: ApiDeps): RouteSpec[] {
       params: deviceIdParams,
       body: sendMessageBody,
       headers: { 'Idempotency-Key': 'A repeated key returns the first message and sends once' },
-      responses: { 202: '{id, status}', 400: 'Malformed JSON', ...COMMON, 413: 'Body too large', 415: 'Not JSON' },
+      responses: { 202: '{id, status}', 400: 'Malformed JSON', ...COMMON, 413: 'Body too large', 415: 'Not JSON', 503: 'The store is unavailable: nothing queued (Retry-After)' },
       async handler({ params, body, caller, req }) {
         await loadDevice(deps, caller, params.id);
         const result = await accept(deps, { deviceId: params.id, ...body }, keyFrom(req.headers['idempotency-key']));
@@ -146,7 +146,7 @@ export function messageRoutes(deps: ApiDeps): RouteSpec[] {
       access: 'any',
       body: seedSendMessageBody,
       headers: { 'Idempotency-Key': 'As for /api/devices/:id/messages' },
-      responses: { 202: '{success: true, messageId}', 400: 'Malformed JSON', ...COMMON, 413: 'Body too large', 415: 'Not JSON' },
+      responses: { 202: '{success: true, messageId}', 400: 'Malformed JSON', ...COMMON, 413: 'Body too large', 415: 'Not JSON', 503: 'As for /api/devices/:id/messages' },
       async handler({ body, caller, req }) {
         await loadDevice(deps, caller, body.deviceId);
         const message: OutboundMessage = {
