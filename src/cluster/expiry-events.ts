@@ -69,6 +69,8 @@ async function listenOnMaster(redis: Redis, { log, onExpired }: ExpiredKeyOption
 async function listenOnClusterMasters(cluster: Cluster, { log, onExpired }: ExpiredKeyOptions): Promise<ExpiredKeyEvents> {
   const channel = EXPIRED_CHANNEL(0);
   const subscribers = new Map<string, Redis>();
+  // Every node event retries a dead master; say so once per outage, not once per retry.
+  const warned = new Set<string>();
   let closed = false;
 
   const subscribe = async (master: Redis): Promise<void> => {
@@ -84,8 +86,10 @@ async function listenOnClusterMasters(cluster: Cluster, { log, onExpired }: Expi
     try {
       await subscriber.connect();
       await subscriber.subscribe(channel);
+      if (warned.delete(address)) log.info({ node: address }, 'subscribed to expired keys on the master again');
     } catch (err) {
-      log.warn({ node: address, err: { message: (err as Error).message } }, 'cannot subscribe to expired keys on a master; retrying at the next check');
+      if (!warned.has(address)) log.warn({ node: address, err: { message: (err as Error).message } }, 'cannot subscribe to expired keys on a master; retrying at the next check');
+      warned.add(address);
       subscribers.delete(address);
       subscriber.disconnect();
     }

@@ -78,6 +78,12 @@ function createClient(target: RedisTarget, options: RedisOptions): RedisClient {
         clusterRetryStrategy: retryStrategy,
         // Leases must be read where they are written: never from a replica.
         scaleReads: 'master',
+        // ioredis's ready check (CLUSTER INFO says ok) fails just after a master failover, and
+        // then it reconnects without ever settling the promise connect() returned: BullMQ
+        // reconnects a worker's blocking client with connect() and would wait on it forever, the
+        // device's messages queued and never sent. Without the check, a command sent before the
+        // cluster agrees again gets CLUSTERDOWN and is retried.
+        enableReadyCheck: false,
       };
       return new Cluster(target.nodes, clusterOptions);
     }

@@ -37,6 +37,20 @@ async function fences(cluster: TestCluster, devices: readonly string[]): Promise
   return new Map(devices.map((d, i) => [d, Number(values[i] ?? 0)]));
 }
 
+/**
+ * Every device is in exactly one live server's owned set, the set of the server its lease names:
+ * the bookkeeping placement counts load by agrees with the leases (a promoted replica may have
+ * lost some of its writes). A dead server's set is no one's load, so it is not read.
+ */
+async function expectOwnedOnce(cluster: TestCluster, devices: readonly string[], servers: readonly string[]): Promise<void> {
+  const owners = await cluster.owners(devices);
+  const sets = await Promise.all(servers.map((s) => cluster.redis.redis.smembers(cluster.keys.owned(s))));
+  for (const deviceId of devices) {
+    const listedBy = servers.filter((_, i) => sets[i]!.includes(deviceId));
+    expect(listedBy, deviceId).toEqual([owners.get(deviceId)]);
+  }
+}
+
 async function allConnected(cluster: TestCluster, devices: readonly string[], servers: readonly string[], timeoutMs: number, what: string): Promise<void> {
   await waitUntil(
     async () => (await cluster.connectedCount(devices, servers)) === devices.length,
@@ -74,7 +88,18 @@ async function sendMessages(cluster: TestCluster, devices: readonly string[], se
   await waitUntil(
     async () => (await Promise.all(devices.map(logOf))).every((log) => log.length >= perDevice),
     TTL * 3,
-    async () => `${(await Promise.all(devices.map(logOf))).reduce((n, l) => n + l.length, 0)}/${devices.length * perDevice} delivered`,
+    async () => {
+      // Where a device's messages stand, so a stalled queue shows which part stalled.
+      const r = cluster.redis.redis;
+      const owners = await cluster.owners(devices);
+      const lines: string[] = [];
+      for (const d of devices) {
+        const base = `${cluster.keys.bullPrefix}:wa-out-${d}`;
+        const [wait, active, delayed, marker] = await Promise.all([r.llen(`${base}:wait`), r.llen(`${base}:active`), r.zcard(`${base}:delayed`), r.zcard(`${base}:marker`)]);
+        lines.push(`${d} on ${owners.get(d)}: ${(await logOf(d)).length} delivered, jobs wait=${wait} active=${active} delayed=${delayed} marker=${marker}`);
+      }
+      return `${(await Promise.all(devices.map(logOf))).reduce((n, l) => n + l.length, 0)}/${devices.length * perDevice} delivered\n` + lines.join('\n');
+    },
   );
   for (const deviceId of devices) expect(await logOf(deviceId)).toEqual(sent.get(deviceId));
 }
@@ -117,6 +142,7 @@ function leaseCoreOn(name: string, deploy: () => Promise<{ target: RedisTarget; 
       expect(await cluster.servers.get('dp-b')!.exited).toBe(0);
       await allConnected(cluster, devices, ['dp-c'], TTL * 6, 'after drain');
       expect(await cluster.conflicts()).toBe(0);
+      await expectOwnedOnce(cluster, devices, ['dp-c']);
     });
 
     it('a master failover ends with every device owned exactly once and no token granted twice', async () => {
@@ -152,6 +178,7 @@ function leaseCoreOn(name: string, deploy: () => Promise<{ target: RedisTarget; 
       });
       // One socket per device throughout: the simulated WhatsApp kicked nobody.
       expect(await cluster.conflicts()).toBe(0);
+      await expectOwnedOnce(cluster, devices, ['dp-c', 'dp-d']);
 
       // The queues work on the new master: messages go out, once each, in order.
       await sendMessages(cluster, devices.slice(0, 10), ['dp-c', 'dp-d'], 5);
