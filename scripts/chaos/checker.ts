@@ -41,11 +41,14 @@ export interface CheckResult {
     socketsOpened: number;
     accepted: number;
     delivered: number;
-    /**
-     * Resends the simulated WhatsApp dropped because it had delivered the id already, and
-     * resends after Redis lost its data of a message delivered before (see the `send` case).
-     */
+    /** Resends the simulated WhatsApp dropped because it had delivered the id already. */
     duplicatesDropped: number;
+    /**
+     * Resends, after Redis lost its data, of a message delivered before the loss: WhatsApp drops
+     * them by message id, the simulated one no longer can (see the `send` case); counted apart so
+     * the report shows how many the run leaned on that for.
+     */
+    resentAfterRedisLoss: number;
     conflicts: number;
     /** State writes that reached the store, and those of them its fence refused. */
     storeWrites: number;
@@ -96,6 +99,7 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
   const resets: Of<'sim_reset'>[] = [];
   let socketsOpened = 0;
   let duplicatesDropped = 0;
+  let resentAfterRedisLoss = 0;
   let conflicts = 0;
   let conflictsEvent: Of<'conflicts'> | undefined;
   let storeWrites = 0;
@@ -173,7 +177,7 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
         // every resend: derived from ours). A message sent just before the loss whose end had not
         // reached the store is restored and sent again; WhatsApp drops that: not a second delivery.
         if (earlier && resets.some((r) => r.t >= earlier.t && r.t <= sent.t)) {
-          duplicatesDropped += 1;
+          resentAfterRedisLoss += 1;
           break;
         }
         checkToken(sent, `message ${sent.messageId} sent by ${sent.serverId}`);
@@ -255,6 +259,7 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
       accepted: accepted.size,
       delivered: deliveries.size,
       duplicatesDropped,
+      resentAfterRedisLoss,
       conflicts,
       storeWrites,
       storeWritesFenced,
@@ -333,7 +338,7 @@ export function formatReport(result: CheckResult): string {
   const { stats } = result;
   const lines = [
     `history: ${stats.events} events, ${stats.devices} devices, ${stats.socketsOpened} sockets opened`,
-    `messages: ${stats.accepted} accepted, ${stats.delivered} delivered, ${stats.duplicatesDropped} resends dropped by WhatsApp`,
+    `messages: ${stats.accepted} accepted, ${stats.delivered} delivered, ${stats.duplicatesDropped} resends dropped by WhatsApp, ${stats.resentAfterRedisLoss} resent after Redis lost its data (same WhatsApp id: dropped by WhatsApp)`,
     `conflicts counted by the simulated WhatsApp: ${stats.conflicts}`,
     `store state writes: ${stats.storeWrites}, of which the fence refused ${stats.storeWritesFenced}`,
     'faults:',
