@@ -259,6 +259,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
     };
     const restartRedis = async () => {
       await drainSim();
+      // Whatever the simulated WhatsApp records between the last read and the stop would go with
+      // Redis's data, and a message delivered in that moment would look lost. With writes paused
+      // nothing more is recorded (nor sent: a send is a write), so the last read is complete.
+      await redis.call('CLIENT', 'PAUSE', String(ttlMs * 3), 'WRITE');
+      for (const e of await reader.read({ trim: false })) record(e);
       conflictsBefore += Number((await redis.hget(keys.simConflicts, 'total')) ?? 0);
       await ownRedis.stop();
       record({ t: Date.now(), kind: 'sim_reset' });

@@ -7,8 +7,11 @@ import type { HistoryEvent } from './history.js';
 // Redis's clock in ms, so it is the event's time.
 
 export interface SimHistoryReader {
-  /** Everything written since the last read, oldest first. */
-  read(): Promise<HistoryEvent[]>;
+  /**
+   * Everything written since the last read, oldest first. `trim: false` leaves the stream as it
+   * is: a read under CLIENT PAUSE WRITE (just before Redis is stopped) must not write.
+   */
+  read(options?: { trim?: boolean }): Promise<HistoryEvent[]>;
 }
 
 /** `<serverId>#<token>#<random>`: the simulated connector's socket ids. */
@@ -51,7 +54,7 @@ export function createSimHistoryReader(options: {
   };
 
   return {
-    async read() {
+    async read({ trim = true } = {}) {
       const events: HistoryEvent[] = [];
       for (;;) {
         const entries = (await redis.xrange(keys.simHistory, `(${after}`, '+', 'COUNT', batch)) as Array<[string, string[]]>;
@@ -62,7 +65,9 @@ export function createSimHistoryReader(options: {
         }
         after = entries[entries.length - 1]![0];
         // Only this reader consumes the stream: what it has read is no longer needed.
-        await redis.xtrim(keys.simHistory, 'MINID', after);
+        // A trim that fails (or waits out a write pause until Redis is stopped) loses nothing:
+        // the entries are read, and the cursor has moved past them.
+        if (trim) await redis.xtrim(keys.simHistory, 'MINID', after).catch(() => undefined);
         if (entries.length < batch) break;
       }
       return events;
