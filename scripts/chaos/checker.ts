@@ -64,6 +64,12 @@ export interface CheckOptions {
   maxPerCheck?: number;
 }
 
+/**
+ * How soon after a rebalance release the probe (every 250 ms) sees the device down, for the
+ * outage to be the handoff's.
+ */
+const REBALANCE_OUTAGE_LINK_MS = 1000;
+
 /** Faults whose devices cannot come back before the fault is undone: measured from its end. */
 const MEASURED_FROM_END = new Set<FaultType>(['redis_restart']);
 
@@ -306,6 +312,16 @@ function checkRecovery(
     }
   }
 
+  // A device the rebalance handed over goes down for the handoff: a planned move with an outage of
+  // its own, whenever it falls (a rebalance follows a killed server's restart within the fault's
+  // bound), so it counts from its own start, like any later blip.
+  const rebalancedAt = new Map<string, number[]>();
+  for (const e of events) {
+    if (e.kind === 'release' && e.reason === 'rebalance') rebalancedAt.set(e.deviceId, [...(rebalancedAt.get(e.deviceId) ?? []), e.t]);
+  }
+  const beganWithRebalance = (down: Of<'connectivity'>) =>
+    (rebalancedAt.get(down.deviceId) ?? []).some((t) => t <= down.t && down.t - t <= REBALANCE_OUTAGE_LINK_MS);
+
   const figures: Partial<Record<FaultType, FaultFigures>> = {};
   ordered.forEach((instance, i) => {
     const { start } = instance;
@@ -318,10 +334,10 @@ function checkRecovery(
     for (const interval of downs) {
       if (interval.down.t < start.t || interval.down.t >= until) continue;
       f.devicesDown += 1;
-      // An outage that starts within the bound is the fault's doing and counts from the fault; a
-      // later one (a rebalance once the cluster changed, say) is a blip of its own, and counts
-      // from when it began. Either way no device may stay down longer than the bound.
-      const since = interval.down.t - from <= bound ? from : interval.down.t;
+      // An outage that starts within the bound is the fault's doing and counts from the fault,
+      // unless a rebalance handoff began it; a later one is a blip of its own, and counts from
+      // when it began. Either way no device may stay down longer than the bound.
+      const since = interval.down.t - from <= bound && !beganWithRebalance(interval.down) ? from : interval.down.t;
       const back = interval.up ? Math.max(0, interval.up.t - since) : Number.POSITIVE_INFINITY;
       f.worstRecoveryMs = Math.max(f.worstRecoveryMs, back);
       if (back > bound) {

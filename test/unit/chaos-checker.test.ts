@@ -250,4 +250,23 @@ describe('chaos recovery attribution', () => {
     expect(result.stats.faults.sigstop?.worstRecoveryMs).toBe(5000);
     expect(result.violations.map((v) => v.message)).toEqual([`${D2} was connected again 5000 ms after going down during sigstop #1 (bound 4000 ms)`]);
   });
+
+  it('measures a rebalance handoff within the bound from its own start, and a device of the killed server from the kill', () => {
+    const history: HistoryEvent[] = [
+      { t: 1000, kind: 'fault', id: 1, fault: 'sigkill', phase: 'start', boundMs: 4000, target: 's1' },
+      // D1 was on the killed server: back 4500 ms after the kill.
+      { t: 1200, kind: 'connectivity', deviceId: D1, up: false },
+      { t: 5500, kind: 'connectivity', deviceId: D1, up: true },
+      // D2 was handed to the restarted server by the rebalance 3.9 s after the kill: 300 ms down.
+      { t: 4900, kind: 'release', deviceId: D2, serverId: 's2', token: 1, reason: 'rebalance' },
+      { t: 4950, kind: 'connectivity', deviceId: D2, up: false },
+      { t: 5250, kind: 'connectivity', deviceId: D2, up: true },
+    ];
+    const result = check(history);
+    expect(result.violations.map((v) => v.message)).toEqual([`${D1} was connected again 4500 ms after sigkill #1 (bound 4000 ms)`]);
+    expect(result.stats.faults.sigkill?.worstRecoveryMs).toBe(4500);
+    // Without the release, D2's outage would count from the kill: 4250 ms, over the bound.
+    const unexplained = check(history.filter((e) => e.kind !== 'release'));
+    expect(unexplained.violations.map((v) => v.message)).toContain(`${D2} was connected again 4250 ms after sigkill #1 (bound 4000 ms)`);
+  });
 });
