@@ -198,8 +198,8 @@ async function inFreshGroup<T>(build: (group: ProcessGroup) => Promise<T>): Prom
 export interface LocalRedisCluster {
   /** Every node, masters and replicas, as started. */
   readonly nodes: readonly RedisNodeAddress[];
-  /** The masters at creation: what REDIS_CLUSTER_NODES would list. */
-  readonly seeds: readonly RedisNodeAddress[];
+  /** "127.0.0.1:p1,127.0.0.1:p2,..." of the masters at creation: what REDIS_CLUSTER_NODES would hold. */
+  readonly seeds: string;
   /** The node currently serving `key`'s slot as master, as every live node's CLUSTER SLOTS agrees. */
   masterOf(key: string): Promise<RedisNodeAddress>;
   /**
@@ -276,7 +276,7 @@ export function startRedisCluster(
         const online = (await onlineReplicas(master)).length;
         ensure(online >= replicasPerMaster, `${label(master)} has ${online} replica(s) online`);
       }
-      return Object.freeze(found);
+      return found.map(label).join(',');
     });
 
     return {
@@ -321,8 +321,8 @@ export function startRedisCluster(
 export interface LocalRedisSentinel {
   /** The master name the sentinels monitor: what REDIS_SENTINEL_MASTER would hold. */
   readonly masterName: string;
-  /** The sentinels: what REDIS_SENTINELS would list. */
-  readonly sentinels: readonly RedisNodeAddress[];
+  /** "127.0.0.1:s1,127.0.0.1:s2,127.0.0.1:s3": what REDIS_SENTINELS would hold. */
+  readonly sentinels: string;
   readonly dataNodes: readonly RedisNodeAddress[];
   /** The master as the sentinels currently report it (SENTINEL GET-MASTER-ADDR-BY-NAME, agreed by a majority). */
   master(): Promise<RedisNodeAddress>;
@@ -405,7 +405,7 @@ export function startRedisSentinel(
 
     return {
       masterName,
-      sentinels: Object.freeze([...sentinelNodes]),
+      sentinels: sentinelNodes.map(label).join(','),
       dataNodes: Object.freeze([...dataNodes]),
       master,
       async failover(mode) {

@@ -1,10 +1,10 @@
-import { runIdOf, type RedisClient as Redis } from '../shared/redis.js';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
-import type { LeaseStore, LostLease } from './lease-store.js';
+import { runIdOf, type LeaseStore, type LostLease } from './lease-store.js';
 
 // The heartbeat: every renewIntervalMs, one pipelined round trip that refreshes the server key,
 // renews every lease this server holds (chunked scripts), and checks that Redis still has

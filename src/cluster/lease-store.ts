@@ -8,7 +8,7 @@ import type { ClusterKeys } from './keys.js';
 
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
-  claim: loadLuaScript(LUA, 'claimLease-11.lua'),
+  claim: loadLuaScript(LUA, 'claimLease-10.lua'),
   renew: loadLuaScript(LUA, 'renewLeases.lua'),
   release: loadLuaScript(LUA, 'releaseLease-4.lua'),
   findDue: loadLuaScript(LUA, 'findDue-2.lua'),
@@ -36,8 +36,8 @@ export type ClaimResult =
   | { outcome: 'not_reserved' }
   /**
    * Redis is not the one the fences were re-seeded on (it restarted or failed over, and nobody
-   * has re-seeded yet): a token it hands out may already have been handed out, so the script
-   * granted nothing.
+   * has re-seeded yet): a token it hands out may already have been handed out, so the claim,
+   * if the script granted it, was released at once.
    */
   | { outcome: 'redis_changed'; runId: string; seededOn: string | null };
 
@@ -59,6 +59,9 @@ export interface LeaseInfo {
   token: number;
   ttlMs: number;
 }
+
+/** The `run_id` line of `INFO server`: it changes whenever Redis restarts or another node takes over. */
+export const runIdOf = (info: string): string | undefined => /run_id:(\w+)/.exec(info)?.[1];
 
 /** Parses `serverId:token`. Server ids never contain ':', so the last ':' splits. */
 export function parseLeaseValue(value: string): { serverId: string; token: number } | null {
@@ -134,8 +137,11 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
 
   return {
     async claim(deviceId, serverId, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
-      const [code, value, third] = await runLua<[number, string, string?]>(
-        redis,
+      // One transaction, so the run id read is that of the Redis that ran the claim: a failover
+      // between a separate check and the claim would go unseen.
+      const tx = redis.multi().info('server').get(keys.incarnation);
+      queueLua(
+        tx,
         scripts.claim,
         [
           keys.lease(deviceId),
@@ -148,13 +154,22 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           keys.reserved(serverId),
           keys.placements,
           keys.placementTargets,
-          keys.incarnation,
         ],
         [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0'],
       );
-      if (code === -5) return { outcome: 'redis_changed', runId: value, seededOn: third || null };
+      const results = (await tx.exec()) ?? [];
+      for (const [err] of results) if (err) throw err;
+      const runId = runIdOf(String(results[0]?.[1] ?? ''));
+      const seededOn = (results[1]?.[1] as string | null) ?? null;
+      const [code, value, expiredHolder] = results[2]?.[1] as [number, string, string?];
+      if (runId !== undefined && runId !== seededOn) {
+        if (code > 0) {
+          await runLua(redis, scripts.release, [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverId)], [deviceId, `${serverId}:${code}`]);
+        }
+        return { outcome: 'redis_changed', runId, seededOn };
+      }
       if (code > 0) {
-        const expired = third ? parseLeaseValue(third) : null;
+        const expired = expiredHolder ? parseLeaseValue(expiredHolder) : null;
         return expired ? { outcome: 'claimed', token: code, expired } : { outcome: 'claimed', token: code };
       }
       if (code === -2) return { outcome: 'embargoed' };

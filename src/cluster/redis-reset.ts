@@ -1,8 +1,8 @@
-import { runIdOf, type RedisClient as Redis } from '../shared/redis.js';
+import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
 import type { ClusterKeys } from './keys.js';
-import type { LeaseStore } from './lease-store.js';
+import { runIdOf, type LeaseStore } from './lease-store.js';
 
 // When Redis loses its data (or restarts, or fails over to a replica that had not received the
 // newest writes), fence counters restart at zero, or fall back a little, while old owners may
@@ -29,10 +29,13 @@ export interface RedisResetDeps {
 
 /**
  * Reads, in one transaction on the node that holds wafleet's keys (a keyed command routes it under
- * Cluster), that Redis's run id, whether the marker exists and the run id fences were seeded on.
+ * Cluster), that Redis's run id, whether the marker exists and the run id fences were seeded on;
+ * with `embargo`, it also starts the claim embargo in the same step.
  */
-async function readIncarnation(redis: Redis, keys: ClusterKeys) {
-  const results = (await redis.multi().info('server').exists(keys.marker).get(keys.incarnation).exec()) ?? [];
+async function readIncarnation(redis: Redis, keys: ClusterKeys, embargoMs: number | null) {
+  const tx = redis.multi().info('server').exists(keys.marker).get(keys.incarnation);
+  if (embargoMs !== null) tx.set(keys.claimEmbargo, Date.now(), 'PX', embargoMs, 'NX');
+  const results = (await tx.exec()) ?? [];
   for (const [err] of results) if (err) throw err;
   return {
     runId: runIdOf(String(results[0]?.[1] ?? '')),
@@ -42,22 +45,13 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys) {
 }
 
 /**
- * Lifts fences from the store and puts the pending messages back; with `embargo`, nobody claims
- * for one TTL. Returns fences lifted. Ends by recording the run id it began on as the one fences
- * are seeded on, so claims go ahead again; should Redis have changed meanwhile, that run id is
- * already stale and the next claim or heartbeat starts over.
- *
- * Every server that notices a reset calls this, most of them after the first has finished: the
- * marker in place and this very Redis recorded as seeded mean there is nothing left to do (the
- * incarnation is set last, so it stands for a complete re-seed), and the store is not read again.
+ * Lifts fences from the store; with `embargo`, nobody claims for one TTL. Returns fences lifted.
+ * Ends by recording the run id it began on as the one fences are seeded on, so claims go ahead
+ * again; should Redis have changed meanwhile, that run id is already stale and the next claim or
+ * heartbeat starts over.
  */
 export async function reseedFences({ redis, keys, store, leases, log, ttlMs, restoreMessages }: RedisResetDeps, embargo: boolean): Promise<number> {
-  const { runId, hasMarker, seededOn } = await readIncarnation(redis, keys);
-  if (hasMarker && runId !== undefined && runId === seededOn) {
-    log.info({ runId }, 'fences already re-seeded on this Redis by another server');
-    return 0;
-  }
-  if (embargo) await redis.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs, 'NX');
+  const { runId } = await readIncarnation(redis, keys, embargo ? ttlMs : null);
   let lifted = 0;
   let after: string | null = null;
   for (;;) {
@@ -83,7 +77,7 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs, res
  * server noticed) needs the embargo too.
  */
 export async function ensureMarker(deps: RedisResetDeps): Promise<void> {
-  const { runId, hasMarker, seededOn } = await readIncarnation(deps.redis, deps.keys);
+  const { runId, hasMarker, seededOn } = await readIncarnation(deps.redis, deps.keys, null);
   if (hasMarker && (runId === undefined || runId === seededOn)) return;
   if (hasMarker) {
     deps.log.warn({ runId, seededOn }, 'Redis is not the one fences were seeded on (restarted or failed over): re-seeding');
@@ -100,7 +94,7 @@ export async function ensureMarker(deps: RedisResetDeps): Promise<void> {
  * lift fences to.
  */
 export async function adoptFreshRedis(redis: Redis, keys: ClusterKeys): Promise<void> {
-  const { runId } = await readIncarnation(redis, keys);
+  const { runId } = await readIncarnation(redis, keys, null);
   if (runId === undefined) throw new Error('INFO server reported no run_id');
   await redis.multi().set(keys.marker, `adopted/${runId}`, 'NX').set(keys.incarnation, runId).exec();
 }

@@ -21,11 +21,7 @@ export type RedisTarget =
   | { mode: 'sentinel'; sentinels: RedisNode[]; masterName: string; username?: string; password?: string; sentinelPassword?: string; tls: boolean }
   | { mode: 'cluster'; nodes: RedisNode[]; username?: string; password?: string; tls: boolean };
 
-/** `host:port,host:port`, IPv6 hosts bracketed: the form REDIS_SENTINELS and REDIS_CLUSTER_NODES take. */
-export const formatRedisNodes = (nodes: readonly RedisNode[]) => nodes.map((n) => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)).join(',');
-
-/** The `run_id` line of `INFO server`: it changes whenever Redis restarts or another node takes over. */
-export const runIdOf = (info: string): string | undefined => /run_id:(\w+)/.exec(info)?.[1];
+const nodeList = (nodes: readonly RedisNode[]) => nodes.map((n) => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)).join(',');
 
 /** Safe to log: no password. */
 export function describeRedisTarget(target: RedisTarget): string {
@@ -33,9 +29,9 @@ export function describeRedisTarget(target: RedisTarget): string {
     case 'standalone':
       return redactUrl(target.url);
     case 'sentinel':
-      return `sentinel master "${target.masterName}" via ${formatRedisNodes(target.sentinels)}${target.tls ? ' (TLS)' : ''}`;
+      return `sentinel master "${target.masterName}" via ${nodeList(target.sentinels)}${target.tls ? ' (TLS)' : ''}`;
     case 'cluster':
-      return `cluster via ${formatRedisNodes(target.nodes)}${target.tls ? ' (TLS)' : ''}`;
+      return `cluster via ${nodeList(target.nodes)}${target.tls ? ' (TLS)' : ''}`;
   }
 }
 

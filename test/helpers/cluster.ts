@@ -55,7 +55,8 @@ const STORE_POOL = 8;
  * URL, or a Sentinel or Cluster deployment), the run's shared Redis by default.
  */
 export async function startTestCluster(options: { redis?: string | RedisTarget; prefixLabel?: string } = {}): Promise<TestCluster> {
-  const redis = await useTestRedis(options.redis, options.prefixLabel);
+  const redis: TestRedis<RedisClient> =
+    typeof options.redis === 'object' ? await useTestRedis(options.redis, options.prefixLabel) : await useTestRedis(options.redis, options.prefixLabel);
   const keys = createClusterKeys(redis.prefix);
   const db = await createTestDatabase();
   const store = await createStore({ kind: 'postgres', databaseUrl: db.url, poolMax: STORE_POOL }, { log: pino({ level: 'silent' }) });

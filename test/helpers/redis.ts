@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { createClusterKeys } from '../../src/cluster/keys.js';
 import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
-import { connectRedis, formatRedisNodes, scanKeys, type Redis, type RedisClient, type RedisTarget } from '../../src/shared/redis.js';
+import { connectRedis, scanKeys, type Redis, type RedisClient, type RedisTarget } from '../../src/shared/redis.js';
 
 /** `C`: a standalone Redis unless the test asked for a Sentinel or Cluster deployment. */
 export interface TestRedis<C extends RedisClient = Redis> {
@@ -18,13 +18,14 @@ export interface TestRedis<C extends RedisClient = Redis> {
 
 /** The variables a server reads for `target` (see src/config/schema.ts). */
 export function redisEnvFor(target: RedisTarget): Record<string, string> {
+  const list = (nodes: ReadonlyArray<{ host: string; port: number }>) => nodes.map((n) => `${n.host}:${n.port}`).join(',');
   switch (target.mode) {
     case 'standalone':
       return { REDIS_URL: target.url };
     case 'sentinel':
-      return { REDIS_SENTINELS: formatRedisNodes(target.sentinels), REDIS_SENTINEL_MASTER: target.masterName };
+      return { REDIS_SENTINELS: list(target.sentinels), REDIS_SENTINEL_MASTER: target.masterName };
     case 'cluster':
-      return { REDIS_CLUSTER_NODES: formatRedisNodes(target.nodes) };
+      return { REDIS_CLUSTER_NODES: list(target.nodes) };
   }
 }
 
@@ -34,7 +35,7 @@ export function redisEnvFor(target: RedisTarget): Record<string, string> {
  * benchmark's keys can be told apart from a test's.
  */
 export async function useTestRedis(url?: string, label?: string): Promise<TestRedis>;
-export async function useTestRedis(target?: string | RedisTarget, label?: string): Promise<TestRedis<RedisClient>>;
+export async function useTestRedis(target: RedisTarget, label?: string): Promise<TestRedis<RedisClient>>;
 export async function useTestRedis(target?: string | RedisTarget, label = 't'): Promise<TestRedis<RedisClient>> {
   // vitest is imported only when asked for the run's Redis, so the benchmarks (scripts/bench),
   // which run outside vitest and always pass a URL, can use these helpers too.

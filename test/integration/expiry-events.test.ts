@@ -15,6 +15,8 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
+const nodes = (list: string): RedisNodeAddress[] =>
+  list.split(',').map((entry) => ({ host: entry.split(':')[0]!, port: Number(entry.split(':')[1]) }));
 const label = (n: RedisNodeAddress) => `${n.host}:${n.port}`;
 
 async function listen(target: RedisTarget): Promise<{ redis: RedisClient; events: ExpiredKeyEvents; expired: Set<string> }> {
@@ -45,8 +47,8 @@ describe('expired-key events', () => {
   it('on a Cluster: from every master, and from a replica promoted by a failover', async () => {
     const cluster = await startRedisCluster();
     cleanups.push(() => cluster.stop());
-    const { redis, events, expired } = await listen({ mode: 'cluster', nodes: [...cluster.seeds], tls: false });
-    expect([...events.listening].sort()).toEqual(cluster.seeds.map(label).sort());
+    const { redis, events, expired } = await listen({ mode: 'cluster', nodes: nodes(cluster.seeds), tls: false });
+    expect([...events.listening].sort()).toEqual(nodes(cluster.seeds).map(label).sort());
 
     // One hash tag per master, so every master has a key expire.
     const tagOn = new Map<string, string>();
@@ -70,7 +72,7 @@ describe('expired-key events', () => {
   it('under Sentinel: from the master, and from the replica that took its place', async () => {
     const sentinel = await startRedisSentinel();
     cleanups.push(() => sentinel.stop());
-    const { redis, events, expired } = await listen({ mode: 'sentinel', sentinels: [...sentinel.sentinels], masterName: sentinel.masterName, tls: false });
+    const { redis, events, expired } = await listen({ mode: 'sentinel', sentinels: nodes(sentinel.sentinels), masterName: sentinel.masterName, tls: false });
     expect(events.listening).toEqual(['master']);
     await expectExpiredEvent(redis, expired, 'before');
 

@@ -1,7 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedisCluster, startRedisSentinel, type LocalRedisCluster, type LocalRedisSentinel } from '../../scripts/lib/redis-topology.js';
-import { runIdOf, type RedisTarget } from '../../src/shared/redis.js';
+import { startRedisCluster, startRedisSentinel, type LocalRedisCluster, type LocalRedisSentinel, type RedisNodeAddress } from '../../scripts/lib/redis-topology.js';
+import { runIdOf } from '../../src/cluster/lease-store.js';
+import type { RedisTarget } from '../../src/shared/redis.js';
 import { startTestCluster, waitUntil, type TestCluster } from '../helpers/cluster.js';
 
 // The lease core's multi-process behaviour on the two deployments users grow into: a 3-master
@@ -17,6 +18,12 @@ const TTL = 10_000;
 const DEVICES = 60;
 const KEY = 'deployments-internal-key-0123456789abcdef';
 const ENV = { LEASE_TTL_MS: String(TTL), SWEEP_INTERVAL_MS: '250', INTERNAL_API_KEY: KEY };
+
+const nodes = (list: string): RedisNodeAddress[] =>
+  list.split(',').map((entry) => {
+    const [host = '', port = ''] = entry.split(':');
+    return { host, port: Number(port) };
+  });
 
 /** Run id of the Redis holding the cluster's keys, and the run id fences were seeded on. */
 async function incarnation(cluster: TestCluster): Promise<{ runId: string | undefined; seededOn: string | null }> {
@@ -193,7 +200,7 @@ function leaseCoreOn(name: string, deploy: () => Promise<{ target: RedisTarget; 
 leaseCoreOn('a 3-master Redis Cluster', async () => {
   const redis: LocalRedisCluster = await startRedisCluster();
   return {
-    target: { mode: 'cluster', nodes: [...redis.seeds], tls: false },
+    target: { mode: 'cluster', nodes: nodes(redis.seeds), tls: false },
     // Every wafleet key is in the slot of the prefix's hash tag, so that slot's master is the one to kill.
     async failMaster(prefix) {
       await redis.failover(`{${prefix}}`, 'kill');
@@ -205,7 +212,7 @@ leaseCoreOn('a 3-master Redis Cluster', async () => {
 leaseCoreOn('Sentinel (one master, one replica, three sentinels)', async () => {
   const redis: LocalRedisSentinel = await startRedisSentinel();
   return {
-    target: { mode: 'sentinel', sentinels: [...redis.sentinels], masterName: redis.masterName, tls: false },
+    target: { mode: 'sentinel', sentinels: nodes(redis.sentinels), masterName: redis.masterName, tls: false },
     async failMaster() {
       await redis.failover('kill');
     },

@@ -12,6 +12,13 @@ import {
 // Proves the harness itself: later suites rely on its failovers being real (the data moved, the old master is
 // gone or demoted) and on stop() leaving nothing behind.
 
+function addresses(list: string): RedisNodeAddress[] {
+  return list.split(',').map((entry) => {
+    const [host, port] = entry.split(':');
+    return { host: host ?? '', port: Number(port) };
+  });
+}
+
 /** Asks one node directly, bypassing any client's routing, so the answer is about that node. */
 async function onNode(node: RedisNodeAddress, command: string, ...args: string[]): Promise<unknown> {
   const client = new Redis({ host: node.host, port: node.port, lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -35,7 +42,7 @@ describe('startRedisCluster', () => {
 
   beforeAll(async () => {
     cluster = await startRedisCluster();
-    client = new Cluster([...cluster.seeds]);
+    client = new Cluster(addresses(cluster.seeds));
     // Connection errors while a master is down are expected; the assertions check that the client recovers.
     client.on('error', () => {});
   });
@@ -46,7 +53,7 @@ describe('startRedisCluster', () => {
 
   it('starts 3 masters with one replica each, the seeds being the masters', async () => {
     expect(cluster!.nodes).toHaveLength(6);
-    const seeds = cluster!.seeds;
+    const seeds = addresses(cluster!.seeds);
     expect(seeds).toHaveLength(3);
     for (const seed of seeds) expect((await onNode(seed, 'ROLE')) as unknown[]).toContain('master');
     expect(seeds).toContainEqual(await cluster!.masterOf(key));
@@ -105,7 +112,7 @@ describe('startRedisSentinel', () => {
 
   beforeAll(async () => {
     sentinel = await startRedisSentinel();
-    client = new Redis({ sentinels: [...sentinel.sentinels], name: sentinel.masterName });
+    client = new Redis({ sentinels: addresses(sentinel.sentinels), name: sentinel.masterName });
     // Connection errors while the master is down are expected; the assertions check that the client recovers.
     client.on('error', () => {});
   });
@@ -115,7 +122,7 @@ describe('startRedisSentinel', () => {
   });
 
   it('starts a master and a replica watched by 3 sentinels', async () => {
-    expect(sentinel!.sentinels).toHaveLength(3);
+    expect(addresses(sentinel!.sentinels)).toHaveLength(3);
     expect(sentinel!.dataNodes).toHaveLength(2);
     const master = await sentinel!.master();
     expect(sentinel!.dataNodes).toContainEqual(master);
@@ -157,6 +164,6 @@ describe('startRedisSentinel', () => {
     client!.disconnect();
     await sentinel!.stop();
     await sentinel!.stop();
-    await expectAllStopped([...sentinel!.dataNodes, ...sentinel!.sentinels]);
+    await expectAllStopped([...sentinel!.dataNodes, ...addresses(sentinel!.sentinels)]);
   });
 });

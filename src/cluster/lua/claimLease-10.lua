@@ -12,7 +12,6 @@
     KEYS[8]  reserved             {p}:reserved:<serverId>
     KEYS[9]  placements           {p}:placements
     KEYS[10] placement targets    {p}:placement-targets
-    KEYS[11] incarnation          {p}:incarnation (the run id fences were last re-seeded on)
 
     ARGV[1]  deviceId
     ARGV[2]  serverId
@@ -31,19 +30,9 @@
     { -2, "" }                    claims are embargoed (Redis lost its data less than one TTL ago)
     { -3, "" }                    the claiming server is not live (no server key): heartbeat first
     { -4, "" }                    a placement claim without a reservation for this server
-    { -5, runId, seededOn }       this Redis (run id) is not the one fences were re-seeded on
-                                  (seededOn, "" for none): it restarted or failed over, and its
-                                  fences may be behind tokens already handed out; nothing granted
 ]]
 if redis.call('EXISTS', KEYS[6]) == 1 then
   return { -2, '' }
-end
--- The run id is this node's own, never replicated: a promoted replica carries the old master's
--- incarnation but has a run id of its own, so the check holds on the node that would grant.
-local runId = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-local seededOn = redis.call('GET', KEYS[11])
-if runId and runId ~= seededOn then
-  return { -5, runId, seededOn or '' }
 end
 if redis.call('EXISTS', KEYS[7]) == 0 then
   return { -3, '' }
