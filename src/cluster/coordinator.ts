@@ -340,9 +340,11 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     },
 
     onLost(lost) {
-      for (const { deviceId, holder } of lost) {
-        const token = guard.tokenOf(deviceId) ?? 0;
-        guard.drop(deviceId);
+      for (const { deviceId, token, holder } of lost) {
+        // A stale answer (sent before the device was released and claimed here again) is about
+        // a token this server no longer acts under; the newer one is still good.
+        if (guard.tokenOf(deviceId) !== token) continue;
+        guard.drop(deviceId, token);
         heldSince.delete(deviceId);
         void runtime.stop(deviceId, 'lease lost');
         recorder.leaseEvent({ deviceId, serverId, eventType: 'lost', epoch: token, details: { holder } });

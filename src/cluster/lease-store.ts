@@ -43,6 +43,11 @@ export type ClaimResult =
 
 export interface LostLease {
   deviceId: string;
+  /**
+   * The token that was lost. A renewal's answer can arrive after the device was released and
+   * claimed again here under a newer token: only the loss of the token still held counts.
+   */
+  token: number;
   /** Who holds it now, or null when nobody does. */
   holder: { serverId: string; token: number } | null;
 }
@@ -121,13 +126,14 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       );
     }
     const last = pipeline.length;
+    const sent = new Map(leases.map((l) => [l.deviceId, l.token]));
     return (results) => {
       const lost: LostLease[] = [];
       for (const [err, reply] of results.slice(first, last)) {
         if (err) throw err;
         const flat = reply as string[];
         for (let i = 0; i < flat.length; i += 2) {
-          lost.push({ deviceId: flat[i]!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
+          lost.push({ deviceId: flat[i]!, token: sent.get(flat[i]!)!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
         }
       }
       return lost;
@@ -263,7 +269,8 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           [keys.deadlines, keys.holders, keys.owned(serverId), ...chunk.flatMap((l) => [keys.lease(l.deviceId), keys.fence(l.deviceId)])],
           [serverId, ttlMs, ...chunk.flatMap((l) => [l.deviceId, l.token])],
         );
-        for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, holder: parseLeaseValue(flat[i + 1]!) });
+        const sent = new Map(chunk.map((l) => [l.deviceId, l.token]));
+        for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, token: sent.get(flat[i]!)!, holder: parseLeaseValue(flat[i + 1]!) });
       }
       return lost;
     },

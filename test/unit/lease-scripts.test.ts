@@ -123,8 +123,8 @@ describe('renew', () => {
     expect(lost).toHaveLength(2);
     expect(lost).toEqual(
       expect.arrayContaining([
-        { deviceId: stolen, holder: { serverId: 'srv-b', token: 2 } },
-        { deviceId: vanished, holder: null },
+        { deviceId: stolen, token: 1, holder: { serverId: 'srv-b', token: 2 } },
+        { deviceId: vanished, token: 1, holder: null },
       ]),
     );
     const after = await t.redis.pttl(keys.lease(devices[0]!));
@@ -143,7 +143,7 @@ describe('renew', () => {
     await leases.release(device, 'srv-a', 1);
     await leases.claim(device, 'srv-a', 5000);
     expect(await leases.renew('srv-a', 5000, [{ deviceId: device, token: 1 }])).toEqual([
-      { deviceId: device, holder: { serverId: 'srv-a', token: 2 } },
+      { deviceId: device, token: 1, holder: { serverId: 'srv-a', token: 2 } },
     ]);
   });
 });

@@ -1,0 +1,192 @@
+import { randomUUID } from 'node:crypto';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createCoordinator, type Coordinator } from '../../src/cluster/coordinator.js';
+import { createHeartbeat, type Heartbeat } from '../../src/cluster/heartbeat.js';
+import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
+import { createLeaseGuard, type LeaseGuard } from '../../src/cluster/lease-guard.js';
+import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
+import type { LeaseRecorder } from '../../src/cluster/recorder.js';
+import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
+import type { DeviceRuntime } from '../../src/devices/runtime.js';
+import { monotonicNow } from '../../src/shared/clock.js';
+import { duplicateRedis, type Redis } from '../../src/shared/redis.js';
+import { waitUntil } from '../helpers/cluster.js';
+import { removeKeys, useTestRedis, type TestRedis } from '../helpers/redis.js';
+
+// The coordinator against a real Redis, one server in this process: its lease scripts, inbox
+// stream and heartbeat are the real ones. The device runtime is a plain object that records what
+// it was asked (the coordinator's seam to the sockets), so each race below can be staged exactly.
+
+const TTL = 3000;
+let t: TestRedis;
+let keys: ClusterKeys;
+let leases: LeaseStore;
+const open: Array<{ close(): Promise<void> }> = [];
+
+interface RecordingRuntime extends DeviceRuntime {
+  readonly calls: string[];
+  /** Devices with a (pretend) socket, by token. */
+  readonly sockets: Map<string, number>;
+}
+
+function recordingRuntime(): RecordingRuntime {
+  const calls: string[] = [];
+  const sockets = new Map<string, number>();
+  const running = new Map<string, number>();
+  return {
+    calls,
+    sockets,
+    start(deviceId, token) {
+      calls.push(`start ${deviceId} ${token}`);
+      running.set(deviceId, token);
+      sockets.set(deviceId, token);
+    },
+    async stop(deviceId, reason) {
+      calls.push(`stop ${deviceId} ${reason}`);
+      running.delete(deviceId);
+      sockets.delete(deviceId);
+    },
+    async stopAll(reason) {
+      calls.push(`stopAll ${reason}`);
+      running.clear();
+      sockets.clear();
+    },
+    async logout() {
+      return { redis: true, store: true };
+    },
+    async send() {},
+    get activeConnections() {
+      return sockets.size;
+    },
+    get running() {
+      return running.size;
+    },
+    statusCounts: () => ({}),
+    isRunning: (deviceId) => running.has(deviceId),
+    describe: (deviceId) => {
+      const token = running.get(deviceId);
+      return token === undefined ? null : { token, connected: sockets.has(deviceId), attempts: 0, conflicts: 0, qrRounds: 0, qrRefreshes: 0 };
+    },
+  };
+}
+
+const recorder: LeaseRecorder = {
+  leaseEvent: () => undefined,
+  assignment: () => undefined,
+  serverLog: () => undefined,
+  deviceStatus: () => undefined,
+  connectionEvent: () => undefined,
+  messageFinished: () => undefined,
+  snapshots: { save: async () => true },
+  flush: async () => undefined,
+};
+
+interface Server {
+  serverId: string;
+  guard: LeaseGuard;
+  heartbeat: Heartbeat;
+  coordinator: Coordinator;
+  runtime: RecordingRuntime;
+  redis: Redis;
+}
+
+async function startServer(serverId: string, overrides: { redis?: Redis } = {}): Promise<Server> {
+  const redis = overrides.redis ?? t.redis;
+  const log = pino({ level: 'silent' });
+  const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: (TTL * 2) / 3 });
+  const runtime = recordingRuntime();
+  const inboxReader = duplicateRedis(redis, { connectionName: `${serverId}:inbox` }) as Redis;
+  const serverLeases = createLeaseStore({ redis, keys });
+  let coordinator: Coordinator | undefined;
+  const heartbeat = createHeartbeat({
+    redis,
+    keys,
+    leases: serverLeases,
+    guard,
+    clock: monotonicNow,
+    log,
+    serverId,
+    ttlMs: TTL,
+    intervalMs: TTL / 3,
+    advert: () => ({ bootId: 'b', url: '', region: 'r', capacity: 100, priority: 100, draining: false, startedAt: 0, responseTimeMs: 0 }),
+    onLost: (lost) => coordinator?.onLost(lost),
+    onFenced: () => coordinator?.onFenced(),
+    onUnfenced: () => coordinator?.onUnfenced(),
+    onRedisReset: () => undefined,
+  });
+  coordinator = createCoordinator({
+    redis,
+    inboxReader,
+    keys,
+    leases: serverLeases,
+    guard,
+    heartbeat,
+    runtime,
+    recorder,
+    log,
+    serverId,
+    ttlMs: TTL,
+    sweepIntervalMs: 200,
+    placementTimeoutMs: 1000,
+    minHoldMs: 0,
+    clock: monotonicNow,
+    logout: async () => undefined,
+    onRedisReset: () => undefined,
+    onDrainRequested: () => undefined,
+  });
+  await coordinator.start();
+  const started = coordinator;
+  open.push({ close: () => started.stop() });
+  return { serverId, guard, heartbeat, coordinator: started, runtime, redis };
+}
+
+async function wantedDevice(): Promise<string> {
+  const id = randomUUID();
+  await leases.setWanted([id], true);
+  return id;
+}
+
+beforeAll(async () => {
+  t = await useTestRedis();
+});
+beforeEach(async () => {
+  await removeKeys(t.redis, `*{${t.prefix}}*`);
+  keys = createClusterKeys(t.prefix);
+  await adoptFreshRedis(t.redis, keys);
+  leases = createLeaseStore({ redis: t.redis, keys });
+});
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((s) => s.close()));
+});
+afterAll(async () => {
+  await t.cleanup();
+});
+
+describe('lost leases', () => {
+  it('a renewal answer about an older token does not stop the device held under a newer one', async () => {
+    const a = await startServer('srv-a');
+    const device = await wantedDevice();
+    await a.coordinator.place(device);
+    await waitUntil(async () => a.guard.tokenOf(device) === 1, 5000);
+
+    // The device goes and comes back (a release, then a placement back here) while a renewal of
+    // token 1 is in flight; that renewal's answer, arriving now, says token 1 was lost.
+    a.guard.drop(device, 1);
+    await a.runtime.stop(device, 'released');
+    expect(await leases.release(device, 'srv-a', 1)).toBe(true);
+    await a.coordinator.place(device);
+    await waitUntil(async () => a.guard.tokenOf(device) === 2, 5000);
+    a.runtime.calls.length = 0;
+
+    a.coordinator.onLost([{ deviceId: device, token: 1, holder: { serverId: 'srv-a', token: 2 } }]);
+    expect(a.guard.tokenOf(device)).toBe(2);
+    expect(a.runtime.isRunning(device)).toBe(true);
+    expect(a.runtime.calls).toEqual([]);
+
+    // The current token's loss still stops it.
+    a.coordinator.onLost([{ deviceId: device, token: 2, holder: null }]);
+    expect(a.guard.tokenOf(device)).toBeUndefined();
+    expect(a.runtime.calls).toEqual([`stop ${device} lease lost`]);
+  });
+});
