@@ -270,7 +270,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           [serverId, ttlMs, ...chunk.flatMap((l) => [l.deviceId, l.token])],
         );
         const sent = new Map(chunk.map((l) => [l.deviceId, l.token]));
-        for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, token: sent.get(flat[i]!)!, holder: parseLeaseValue(flat[i + 1]!) });
+        for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, token: sent.get(flat[i]!)!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
       }
       return lost;
     },

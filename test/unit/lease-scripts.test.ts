@@ -366,3 +366,38 @@ describe('wanted devices and reservations', () => {
     expect(await leases.claim(device, 'w-3', 60_000, { viaPlacement: true })).toMatchObject({ outcome: 'claimed' });
   });
 });
+
+describe('re-assert after Redis lost its data', () => {
+  it('writes back a vanished lease with its token and lifts the fence to it', async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-a', 5000);
+    await t.redis.del(keys.lease(device), keys.fence(device));
+    expect(await leases.reassert('srv-a', 5000, [{ deviceId: device, token: 1 }])).toEqual([]);
+    expect(await t.redis.get(keys.lease(device))).toBe('srv-a:1');
+    expect(await t.redis.get(keys.fence(device))).toBe('1');
+  });
+
+  it('reports the lease lost when the fence seeded from the store is above its token', async () => {
+    // S held the device with token 7 and was paused; T claimed it (token 8, recorded in the
+    // store) and drained it; Redis lost its data and the fence was seeded to 8. S wakes up.
+    const device = randomUUID();
+    await leases.seedFences([{ deviceId: device, leaseEpoch: 8 }]);
+    expect(await leases.reassert('srv-a', 5000, [{ deviceId: device, token: 7 }])).toEqual([{ deviceId: device, token: 7, holder: null }]);
+    expect(await t.redis.exists(keys.lease(device))).toBe(0);
+    expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(0);
+    expect(await t.redis.get(keys.fence(device))).toBe('8');
+    // The next claim gets a token above every one handed out before.
+    expect(await leases.claim(device, 'srv-b', 5000)).toMatchObject({ outcome: 'claimed', token: 9 });
+  });
+
+  it('drops its own stale value when a promoted replica kept it but the fence is higher', async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-a', 5000);
+    await leases.seedFences([{ deviceId: device, leaseEpoch: 2 }]);
+    expect(await leases.reassert('srv-a', 5000, [{ deviceId: device, token: 1 }])).toEqual([{ deviceId: device, token: 1, holder: null }]);
+    expect(await t.redis.exists(keys.lease(device))).toBe(0);
+    expect(await t.redis.zscore(keys.deadlines, device)).toBeNull();
+    expect(await t.redis.hget(keys.holders, device)).toBeNull();
+    expect(await leases.claim(device, 'srv-b', 5000)).toMatchObject({ outcome: 'claimed', token: 3 });
+  });
+});

@@ -4,6 +4,11 @@
   that token, so later claims hand out higher ones. A lease someone else holds now is reported
   lost. Claims are embargoed meanwhile; re-assertion is not a claim and is allowed.
 
+  A fence above the token (seeded from the store's lease_epoch) means a later token was handed out
+  while this server was paused: the lease is lost even where Redis still shows this server's value
+  (a replica promoted without the newer claim), and that stale value is removed so the device can
+  be placed again at once.
+
   Input:
     KEYS[1]        deadlines   {p}:deadlines
     KEYS[2]        holders     {p}:holders
@@ -15,7 +20,7 @@
     ARGV[3..]      deviceId, token, deviceId, token, ... (same order as the key pairs)
 
   Output:
-    flat array of the lost leases: deviceId, current value, ...
+    flat array of the lost leases: deviceId, current value ("" when none), ...
 ]]
 local serverId, ttl = ARGV[1], tonumber(ARGV[2])
 local time = redis.call('TIME')
@@ -27,9 +32,22 @@ for i = 0, n - 1 do
   local deviceId, token = ARGV[3 + i * 2], tonumber(ARGV[4 + i * 2])
   local mine = serverId .. ':' .. token
   local current = redis.call('GET', leaseKey)
-  if current == false or current == mine then
+  local fence = tonumber(redis.call('GET', fenceKey)) or 0
+  if fence > token then
+    if current == mine then
+      redis.call('DEL', leaseKey)
+      redis.call('ZREM', KEYS[1], deviceId)
+      current = false
+    end
+    if redis.call('HGET', KEYS[2], deviceId) == mine then
+      redis.call('HDEL', KEYS[2], deviceId)
+    end
+    redis.call('SREM', KEYS[3], deviceId)
+    lost[#lost + 1] = deviceId
+    lost[#lost + 1] = current or ''
+  elseif current == false or current == mine then
     redis.call('SET', leaseKey, mine, 'PX', ttl)
-    if (tonumber(redis.call('GET', fenceKey)) or 0) < token then
+    if fence < token then
       redis.call('SET', fenceKey, token)
     end
     redis.call('ZADD', KEYS[1], deadline, deviceId)
