@@ -29,13 +29,10 @@ export interface RedisResetDeps {
 
 /**
  * Reads, in one transaction on the node that holds wafleet's keys (a keyed command routes it under
- * Cluster), that Redis's run id, whether the marker exists and the run id fences were seeded on;
- * with `embargo`, it also starts the claim embargo in the same step.
+ * Cluster), that Redis's run id, whether the marker exists and the run id fences were seeded on.
  */
-async function readIncarnation(redis: Redis, keys: ClusterKeys, embargoMs: number | null) {
-  const tx = redis.multi().info('server').exists(keys.marker).get(keys.incarnation);
-  if (embargoMs !== null) tx.set(keys.claimEmbargo, Date.now(), 'PX', embargoMs, 'NX');
-  const results = (await tx.exec()) ?? [];
+async function readIncarnation(redis: Redis, keys: ClusterKeys) {
+  const results = (await redis.multi().info('server').exists(keys.marker).get(keys.incarnation).exec()) ?? [];
   for (const [err] of results) if (err) throw err;
   return {
     runId: runIdOf(String(results[0]?.[1] ?? '')),
@@ -51,7 +48,10 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys, embargoMs: numbe
  * heartbeat starts over.
  */
 export async function reseedFences({ redis, keys, store, leases, log, ttlMs, restoreMessages }: RedisResetDeps, embargo: boolean): Promise<number> {
-  const { runId } = await readIncarnation(redis, keys, embargo ? ttlMs : null);
+  const { runId } = await readIncarnation(redis, keys);
+  // Claims wait while the fences are lifted: a Redis that restarted refuses them by its run id,
+  // but one that lost its keys without restarting can only be held off by this.
+  if (embargo) await redis.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs, 'NX');
   let lifted = 0;
   let after: string | null = null;
   for (;;) {
@@ -63,9 +63,15 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs, res
   // Claims are refused until the incarnation below is set, and a send needs a claim: the
   // messages are back in line before any device can send.
   await restoreMessages?.();
-  // NX: when several servers notice at once, the first marker stands and the others adopt it.
-  await redis.set(keys.marker, `${new Date().toISOString()}/${Math.random().toString(36).slice(2, 8)}`, 'NX');
-  if (runId !== undefined) await redis.set(keys.incarnation, runId);
+  // One transaction: the incarnation re-opens claims, and the embargo, starting in the same step,
+  // holds them off for a whole TTL from here, however long the re-seed took, so every holder has
+  // that TTL to re-assert what it still runs. NX on the marker: when several servers notice at
+  // once, the first marker stands and the others adopt it.
+  const done = redis.multi().set(keys.marker, `${new Date().toISOString()}/${Math.random().toString(36).slice(2, 8)}`, 'NX');
+  if (embargo) done.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs);
+  if (runId !== undefined) done.set(keys.incarnation, runId);
+  const results = (await done.exec()) ?? [];
+  for (const [err] of results) if (err) throw err;
   log.warn({ lifted, embargoMs: embargo ? ttlMs : 0, runId }, 'fence counters re-seeded from the store');
   return lifted;
 }
@@ -77,7 +83,7 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs, res
  * server noticed) needs the embargo too.
  */
 export async function ensureMarker(deps: RedisResetDeps): Promise<void> {
-  const { runId, hasMarker, seededOn } = await readIncarnation(deps.redis, deps.keys, null);
+  const { runId, hasMarker, seededOn } = await readIncarnation(deps.redis, deps.keys);
   if (hasMarker && (runId === undefined || runId === seededOn)) return;
   if (hasMarker) {
     deps.log.warn({ runId, seededOn }, 'Redis is not the one fences were seeded on (restarted or failed over): re-seeding');
@@ -94,7 +100,7 @@ export async function ensureMarker(deps: RedisResetDeps): Promise<void> {
  * lift fences to.
  */
 export async function adoptFreshRedis(redis: Redis, keys: ClusterKeys): Promise<void> {
-  const { runId } = await readIncarnation(redis, keys, null);
+  const { runId } = await readIncarnation(redis, keys);
   if (runId === undefined) throw new Error('INFO server reported no run_id');
   await redis.multi().set(keys.marker, `adopted/${runId}`, 'NX').set(keys.incarnation, runId).exec();
 }
