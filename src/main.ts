@@ -29,6 +29,7 @@ import { probeHealth } from './http/probe.js';
 import { createRateLimiter } from './http/rate-limit.js';
 import { monotonicNow } from './shared/clock.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
+import { assertNoEviction } from './shared/eviction-policy.js';
 import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
 import { createLogger, type Logger } from './shared/logger.js';
 import { connectRedis, duplicateRedis } from './shared/redis.js';
@@ -65,6 +66,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       extra: { commandTimeout: lease.ttlMs },
     });
     cleanups.push({ name: 'redis', run: () => redis.quit() });
+    await assertNoEviction(redis, log);
     // Blocking inbox reads and subscriber mode each need a connection of their own.
     const inboxReader = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:inbox`, commandTimeout: lease.ttlMs + 5000 });
     const subscriber = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:events` });

@@ -84,12 +84,15 @@ export async function startDaemonRedis(options: { port: number; dir: string; log
   await waitForRedis('127.0.0.1', options.port, 10_000);
 }
 
-/** Throwaway Redis for a test run: no persistence, a child of this process, stopped afterwards. */
-export async function startEphemeralRedis(port: number): Promise<LocalRedis> {
+/**
+ * Throwaway Redis for a test run: no persistence, a child of this process, stopped afterwards.
+ * `extraArgs` are more redis-server options (`['--maxmemory-policy', 'allkeys-lru']`).
+ */
+export async function startEphemeralRedis(port: number, extraArgs: readonly string[] = []): Promise<LocalRedis> {
   if (!redisServerInstalled()) throw new RedisServerMissingError();
   const child = spawn(
     'redis-server',
-    ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'],
+    ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', ...extraArgs],
     { stdio: 'ignore' },
   );
   await waitForRedis('127.0.0.1', port, 10_000);

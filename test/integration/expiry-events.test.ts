@@ -2,6 +2,7 @@ import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startRedisCluster, startRedisSentinel, type RedisNodeAddress } from '../../scripts/lib/redis-topology.js';
 import { listenForExpiredKeys, type ExpiredKeyEvents } from '../../src/cluster/expiry-events.js';
+import { assertNoEviction } from '../../src/shared/eviction-policy.js';
 import { connectRedis, type RedisClient, type RedisTarget } from '../../src/shared/redis.js';
 import { waitUntil } from '../helpers/cluster.js';
 
@@ -28,6 +29,22 @@ async function listen(target: RedisTarget): Promise<{ redis: RedisClient; events
     redis.disconnect();
   });
   return { redis, events, expired };
+}
+
+/**
+ * maxmemory-policy is per node as well: start-up must read it on every master the client writes
+ * to, so turning it to allkeys-lru on `master` alone is what makes assertNoEviction refuse.
+ */
+async function expectEvictionCheckReads(redis: RedisClient, master: RedisNodeAddress): Promise<void> {
+  await assertNoEviction(redis, log);
+  const direct = await connectRedis({ target: { mode: 'standalone', url: `redis://${label(master)}` }, log, connectionName: 'eviction-probe' });
+  try {
+    await direct.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    await expect(assertNoEviction(redis, log)).rejects.toThrow(`Redis at ${label(master)} has maxmemory-policy allkeys-lru`);
+  } finally {
+    await direct.config('SET', 'maxmemory-policy', 'noeviction');
+    direct.disconnect();
+  }
 }
 
 /** Sets `key` to expire at once and waits for its event (retrying the write across a failover). */
@@ -57,6 +74,7 @@ describe('expired-key events', () => {
       if (!tagOn.has(master)) tagOn.set(master, `{t${i}}`);
     }
     expect(tagOn.size).toBe(3);
+    await expectEvictionCheckReads(redis, nodes(cluster.seeds).at(-1)!);
     for (const tag of tagOn.values()) await expectExpiredEvent(redis, expired, `${tag}:before`);
 
     const [oldMaster, tag] = [...tagOn.entries()][0]!;
@@ -74,6 +92,7 @@ describe('expired-key events', () => {
     cleanups.push(() => sentinel.stop());
     const { redis, events, expired } = await listen({ mode: 'sentinel', sentinels: nodes(sentinel.sentinels), masterName: sentinel.masterName, tls: false });
     expect(events.listening).toEqual(['master']);
+    await expectEvictionCheckReads(redis, await sentinel.master());
     await expectExpiredEvent(redis, expired, 'before');
 
     const promoted = await sentinel.failover('kill');
