@@ -208,6 +208,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         startedAt,
         responseTimeMs: Math.round(heartbeat.lastRoundTripMs),
       }),
+      accepting: () => coordinator?.accepting ?? false,
       onLost: (lost) => coordinator?.onLost(lost),
       onFenced: () => coordinator?.onFenced(),
       onUnfenced: () => coordinator?.onUnfenced(),

@@ -56,6 +56,11 @@ export interface Coordinator {
   stop(): Promise<void>;
   sweep(): Promise<void>;
   readonly draining: boolean;
+  /**
+   * Whether placements may pick this server: it runs, is not draining, is not self-fenced, and its
+   * inbox reader is alive. The heartbeat advertises it; placement skips a server that says no.
+   */
+  readonly accepting: boolean;
   /** Lease-loss and self-fence hooks for the heartbeat. */
   onLost(lost: LostLease[]): void;
   onFenced(): void;
@@ -64,6 +69,7 @@ export interface Coordinator {
 
 const INBOX_GROUP = 'owner';
 const SWEEP_BATCH = 500;
+const MAX_UNACKED = 10_000;
 
 export function createCoordinator(options: CoordinatorOptions): Coordinator {
   const { redis, inboxReader, keys, leases, guard, heartbeat, runtime, recorder, log, serverId, ttlMs, metrics } = options;
@@ -74,6 +80,11 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   let sweeping: Promise<void> | undefined;
   let sweepAgain = false;
   let inboxLoop: Promise<void> | undefined;
+  /** Monotonic time the inbox reader last started a read or finished one: it is alive. */
+  let inboxActiveAt = Number.NEGATIVE_INFINITY;
+  const unacked = new Set<string>();
+  // A read blocks for a second at most; a reader silent for this long is stuck somewhere.
+  const inboxStaleMs = Math.max(ttlMs, 5000);
   let drained: Promise<{ released: number }> | undefined;
   /** When this server claimed each device it holds (monotonic), for the rebalance hold time. */
   const heldSince = new Map<string, number>();
@@ -124,43 +135,80 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     }
   };
 
+  const handleInboxMessage = async (fields: string[]): Promise<void> => {
+    const message: Record<string, string> = {};
+    for (let i = 0; i < fields.length; i += 2) message[fields[i]!] = fields[i + 1]!;
+    try {
+      if (message.type === 'place' && message.deviceId) await claim(message.deviceId, 'placement');
+      else if (message.type === 'rebalance') await releaseForRebalance(Number(message.count) || 0);
+      else if ((message.type === 'stop' || message.type === 'logout') && message.deviceId) {
+        await stopHeld(message.deviceId, message.type);
+      } else if (message.type === 'drain') options.onDrainRequested();
+    } catch (err) {
+      log.warn({ err, message }, 'inbox message failed');
+    }
+  };
+
+  /**
+   * Acknowledges handled messages, and any whose acknowledgement failed before. An unacknowledged
+   * message is never read again (reads ask for new ones only), so a failed acknowledgement costs
+   * nothing but its entry; it is retried here rather than allowed to end the reader.
+   */
+  const acknowledge = async (inbox: string, ids: string[]): Promise<void> => {
+    for (const id of ids) unacked.add(id);
+    if (unacked.size === 0) return;
+    const batch = [...unacked];
+    try {
+      const results = (await redis.multi().xack(inbox, INBOX_GROUP, ...batch).xdel(inbox, ...batch).exec()) ?? [];
+      for (const [err] of results) if (err) throw err;
+      for (const id of batch) unacked.delete(id);
+    } catch (err) {
+      // Bounded: a Redis that refuses acknowledgements for this long has lost the stream anyway.
+      if (unacked.size > MAX_UNACKED) unacked.clear();
+      log.warn({ err: { message: (err as Error).message }, pending: unacked.size }, 'inbox acknowledgement failed; retried with the next read');
+    }
+  };
+
+  const readInboxOnce = async (inbox: string): Promise<void> => {
+    inboxActiveAt = options.clock();
+    let batch: Array<[string, Array<[string, string[]]>]> | null;
+    try {
+      batch = (await inboxReader.xreadgroup(
+        'GROUP', INBOX_GROUP, serverId, 'COUNT', 200, 'BLOCK', 1000, 'STREAMS', inbox, '>',
+      )) as Array<[string, Array<[string, string[]]>]> | null;
+    } catch (err) {
+      if (stopped) return;
+      const message = (err as Error).message;
+      // The stream and its group vanish when Redis loses its data; make them again.
+      if (message.startsWith('NOGROUP') || message.startsWith('UNBLOCKED')) {
+        await createInboxGroup().catch(() => undefined);
+        return;
+      }
+      throw err;
+    }
+    inboxActiveAt = options.clock();
+    const ids: string[] = [];
+    for (const [, messages] of batch ?? []) {
+      await Promise.all(messages.map(([, fields]) => handleInboxMessage(fields)));
+      ids.push(...messages.map(([id]) => id));
+    }
+    await acknowledge(inbox, ids);
+  };
+
+  /**
+   * The reader must outlive any error: a dead reader on a live server is a target that placement
+   * keeps choosing and that never claims. Whatever a round throws, the next one starts after a
+   * pause; meanwhile the server advertises that it accepts no placements (see `accepting`).
+   */
   const readInbox = async (): Promise<void> => {
     const inbox = keys.inbox(serverId);
     while (!stopped) {
-      let batch: Array<[string, Array<[string, string[]]>]> | null;
       try {
-        batch = (await inboxReader.xreadgroup(
-          'GROUP', INBOX_GROUP, serverId, 'COUNT', 200, 'BLOCK', 1000, 'STREAMS', inbox, '>',
-        )) as Array<[string, Array<[string, string[]]>]> | null;
+        await readInboxOnce(inbox);
       } catch (err) {
         if (stopped) return;
-        const message = (err as Error).message;
-        // The stream and its group vanish when Redis loses its data; make them again.
-        if (message.startsWith('NOGROUP') || message.startsWith('UNBLOCKED')) {
-          await createInboxGroup().catch(() => undefined);
-          continue;
-        }
-        log.warn({ err: { message } }, 'inbox read failed');
+        log.warn({ err: { message: (err as Error).message } }, 'inbox read failed; reading again shortly');
         await new Promise((r) => setTimeout(r, 500));
-        continue;
-      }
-      for (const [, messages] of batch ?? []) {
-        await Promise.all(
-          messages.map(async ([id, fields]) => {
-            const message: Record<string, string> = {};
-            for (let i = 0; i < fields.length; i += 2) message[fields[i]!] = fields[i + 1]!;
-            try {
-              if (message.type === 'place' && message.deviceId) await claim(message.deviceId, 'placement');
-              else if (message.type === 'rebalance') await releaseForRebalance(Number(message.count) || 0);
-              else if ((message.type === 'stop' || message.type === 'logout') && message.deviceId) {
-                await stopHeld(message.deviceId, message.type);
-              } else if (message.type === 'drain') options.onDrainRequested();
-            } catch (err) {
-              log.warn({ err, message }, 'inbox message failed');
-            }
-            await redis.multi().xack(inbox, INBOX_GROUP, id).xdel(inbox, id).exec();
-          }),
-        );
       }
     }
   };
@@ -228,7 +276,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   const sweepOnce = async (): Promise<void> => {
     const servers = await candidates();
     /** Orphans to place; `from` is the owner whose lease expired (a failover), if any. */
-    const orphans: Array<{ deviceId: string; from?: { serverId: string; token: number } | null }> = [];
+    const orphans: Array<{ deviceId: string; from?: { serverId: string; token: number } | null; exclude?: string }> = [];
     for (const { deviceId, holder } of await leases.findExpired(SWEEP_BATCH)) {
       const outcome = await leases.expire(deviceId, holder);
       if (outcome !== 'expired') continue;
@@ -245,10 +293,12 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       metrics?.failovers.inc();
       orphans.push({ deviceId, from: previous });
     }
-    for (const { deviceId } of await leases.findDuePlacements(SWEEP_BATCH)) orphans.push({ deviceId });
+    // A target that let its reservation run out may never claim (stuck, fenced, its reader gone):
+    // the device goes elsewhere when anywhere else has room.
+    for (const { deviceId, target } of await leases.findDuePlacements(SWEEP_BATCH)) orphans.push({ deviceId, exclude: target });
     await Promise.all(
-      orphans.map(async ({ deviceId, from }) => {
-        const placed = await leases.place(deviceId, servers, options.placementTimeoutMs);
+      orphans.map(async ({ deviceId, from, exclude }) => {
+        const placed = await leases.place(deviceId, servers, options.placementTimeoutMs, exclude);
         if (from === undefined) return;
         const fields = { deviceId, from: from?.serverId ?? null, token: from?.token ?? null };
         if (placed.outcome === 'placed') log.info({ ...fields, target: placed.serverId }, `Failover: lease expired; device placed on ${placed.serverId}`);
@@ -283,9 +333,10 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       // their reservations expire and are placed again anyway.
       await redis.del(keys.inbox(serverId));
       await createInboxGroup();
+      // Reading before the first beat, so that beat can already advertise a live reader.
+      inboxLoop = readInbox();
       await heartbeat.beat();
       heartbeat.start();
-      inboxLoop = readInbox();
       sweepTimer = setInterval(() => void sweep(), options.sweepIntervalMs);
       sweepTimer.unref();
       void sweep();
@@ -337,6 +388,10 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
 
     get draining() {
       return draining;
+    },
+
+    get accepting() {
+      return !stopped && !draining && inboxLoop !== undefined && !guard.isFenced() && options.clock() - inboxActiveAt < inboxStaleMs;
     },
 
     onLost(lost) {

@@ -33,6 +33,11 @@ export interface HeartbeatOptions {
   ttlMs: number;
   intervalMs: number;
   advert(): ServerAdvert;
+  /**
+   * Whether placements may pick this server now (see Coordinator.accepting); advertised as
+   * `accepting`. Without it, a server accepts whenever it is not self-fenced.
+   */
+  accepting?(): boolean;
   /** Leases found lost by a renewal. */
   onLost(lost: LostLease[]): void;
   /** The self-fence deadline passed without a successful renewal. */
@@ -63,6 +68,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
   let lastMarker: string | undefined;
   let lastRoundTripMs = 0;
   let stopped = false;
+  const isAccepting = () => (options.accepting ? options.accepting() : !guard.isFenced());
 
   const armFenceWatch = () => {
     clearTimeout(fenceTimer);
@@ -86,6 +92,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
   const beatOnce = async () => {
     const sentAt = clock();
     const advert = options.advert();
+    const accepting = isAccepting();
     const held = guard.held();
     const serverKey = keys.server(serverId);
     const pipeline = redis
@@ -93,6 +100,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       .hset(serverKey, {
         ...advert,
         draining: advert.draining ? 1 : 0,
+        accepting: accepting ? 1 : 0,
         load: held.length,
         heartbeatAt: Date.now(),
       })
@@ -151,6 +159,9 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
         options.onUnfenced();
       }
       armFenceWatch();
+      // This beat lifted the fence (the first beat at start-up does): say so now rather than a
+      // renewal interval later, so placements need not wait for the next beat.
+      if (!accepting && isAccepting()) await redis.hset(serverKey, 'accepting', 1);
     } catch (err) {
       metrics?.heartbeatFailures.inc();
       log.warn({ err: { message: (err as Error).message }, remainingMs: Math.round(guard.remainingMs()) }, 'heartbeat failed');

@@ -11,8 +11,10 @@ import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
 import type { DeviceRuntime } from '../../src/devices/runtime.js';
 import { monotonicNow } from '../../src/shared/clock.js';
 import { duplicateRedis, type Redis } from '../../src/shared/redis.js';
+import { Redis as IORedis } from 'ioredis';
 import { waitUntil } from '../helpers/cluster.js';
 import { removeKeys, useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 // The coordinator against a real Redis, one server in this process: its lease scripts, inbox
 // stream and heartbeat are the real ones. The device runtime is a plain object that records what
@@ -91,12 +93,12 @@ interface Server {
   redis: Redis;
 }
 
-async function startServer(serverId: string, overrides: { redis?: Redis } = {}): Promise<Server> {
+async function startServer(serverId: string, overrides: { redis?: Redis; inboxReader?: Redis } = {}): Promise<Server> {
   const redis = overrides.redis ?? t.redis;
   const log = pino({ level: 'silent' });
   const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: (TTL * 2) / 3 });
   const runtime = recordingRuntime();
-  const inboxReader = duplicateRedis(redis, { connectionName: `${serverId}:inbox` }) as Redis;
+  const inboxReader = overrides.inboxReader ?? (duplicateRedis(redis, { connectionName: `${serverId}:inbox` }) as Redis);
   const serverLeases = createLeaseStore({ redis, keys });
   let coordinator: Coordinator | undefined;
   const heartbeat = createHeartbeat({
@@ -110,6 +112,7 @@ async function startServer(serverId: string, overrides: { redis?: Redis } = {}):
     ttlMs: TTL,
     intervalMs: TTL / 3,
     advert: () => ({ bootId: 'b', url: '', region: 'r', capacity: 100, priority: 100, draining: false, startedAt: 0, responseTimeMs: 0 }),
+    accepting: () => coordinator?.accepting ?? false,
     onLost: (lost) => coordinator?.onLost(lost),
     onFenced: () => coordinator?.onFenced(),
     onUnfenced: () => coordinator?.onUnfenced(),
@@ -139,6 +142,16 @@ async function startServer(serverId: string, overrides: { redis?: Redis } = {}):
   const started = coordinator;
   open.push({ close: () => started.stop() });
   return { serverId, guard, heartbeat, coordinator: started, runtime, redis };
+}
+
+/** A server that looks live to placement (a fresh advert) but runs nothing: it never claims. */
+async function silentServer(serverId: string, priority: number): Promise<void> {
+  await t.redis
+    .multi()
+    .hset(keys.server(serverId), { capacity: 100, priority, draining: 0, responseTimeMs: 0 })
+    .pexpire(keys.server(serverId), 60_000)
+    .sadd(keys.servers, serverId)
+    .exec();
 }
 
 async function wantedDevice(): Promise<string> {
@@ -188,5 +201,58 @@ describe('lost leases', () => {
     a.coordinator.onLost([{ deviceId: device, token: 2, holder: null }]);
     expect(a.guard.tokenOf(device)).toBeUndefined();
     expect(a.runtime.calls).toEqual([`stop ${device} lease lost`]);
+  });
+});
+
+describe('placement only goes where a claim can follow', () => {
+  it('the inbox reader outlives a failed acknowledgement, and the server keeps claiming', async () => {
+    const url = new URL(t.url);
+    const proxy = await startTcpProxy(url.hostname, Number(url.port || 6379));
+    // Commands (claims, acknowledgements, heartbeats) go through the proxy; the blocking inbox
+    // read does not, so it reads a placement while every other command fails.
+    const viaProxy = new IORedis(proxy.port, '127.0.0.1', { maxRetriesPerRequest: 1, commandTimeout: 1000 });
+    viaProxy.on('error', () => undefined);
+    const reader = t.redis.duplicate({ connectionName: 'srv-a:inbox' });
+    open.push({ close: async () => void (viaProxy.disconnect(), reader.disconnect(), await proxy.close()) });
+    const a = await startServer('srv-a', { redis: viaProxy, inboxReader: reader });
+    const first = await wantedDevice();
+    await a.coordinator.place(first);
+    await waitUntil(async () => a.guard.tokenOf(first) !== undefined, 5000);
+
+    await proxy.stop();
+    const lostWhileCut = await wantedDevice();
+    await t.redis.xadd(keys.inbox('srv-a'), '*', 'type', 'place', 'deviceId', lostWhileCut);
+    // The claim and then the acknowledgement fail; before the fix the latter ended the reader.
+    await new Promise((r) => setTimeout(r, 1000));
+    await proxy.resume();
+    await waitUntil(async () => !a.guard.isFenced() && (await t.redis.hget(keys.server('srv-a'), 'accepting')) === '1', 10_000);
+
+    const after = await wantedDevice();
+    expect(await a.coordinator.place(after)).toEqual({ outcome: 'placed', serverId: 'srv-a' });
+    await waitUntil(async () => a.guard.tokenOf(after) !== undefined, 5000, () => 'the device placed after the cut was never claimed');
+  });
+
+  it('a self-fenced server whose advert stays fresh advertises that it accepts no placements', async () => {
+    const a = await startServer('srv-a');
+    await silentServer('srv-b', 50);
+    await waitUntil(async () => (await t.redis.hget(keys.server('srv-a'), 'accepting')) === '1', 5000);
+    // Redis lost wafleet's marker and the re-seed cannot finish (the store is down, say): every
+    // beat still refreshes the server key, but no renewal counts, so the server self-fences.
+    await t.redis.del(keys.marker);
+    await waitUntil(async () => a.guard.isFenced(), 5000);
+    await waitUntil(async () => (await t.redis.hget(keys.server('srv-a'), 'accepting')) === '0', 5000);
+    expect(await t.redis.exists(keys.server('srv-a'))).toBe(1);
+    // srv-a has the higher priority, but would never claim: the device goes to srv-b.
+    expect(await leases.place(await wantedDevice(), ['srv-a', 'srv-b'], 1000)).toEqual({ outcome: 'placed', serverId: 'srv-b' });
+  });
+
+  it('a placement whose target let the reservation run out goes elsewhere', async () => {
+    await silentServer('srv-x', 200);
+    const a = await startServer('srv-a');
+    const device = await wantedDevice();
+    expect(await a.coordinator.place(device)).toEqual({ outcome: 'placed', serverId: 'srv-x' });
+    // srv-x never claims; after the placement timeout the sweep places the device again, and
+    // srv-x, though still the first choice by priority, is passed over.
+    await waitUntil(async () => a.guard.tokenOf(device) !== undefined, 5000, async () => `placed on ${await t.redis.hget(keys.placementTargets, device)}`);
   });
 });

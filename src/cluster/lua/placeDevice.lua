@@ -2,7 +2,9 @@
   Picks the server a device should run on and reserves capacity there, atomically, so concurrent
   placements can never overfill a server; then tells the target through its inbox stream.
 
-  Choice: live servers (server key present), not draining, load below capacity, where
+  Choice: live servers (server key present) that accept placements (`accepting` is not "0": a
+  self-fenced server, or one whose inbox reader is down, would never claim), not draining, load
+  below capacity, where
   load = owned devices + unexpired reservations; highest priority first, then lowest
   load/capacity, then lowest response time, then server id (so ties are deterministic).
 
@@ -19,7 +21,8 @@
 
     ARGV[1]  deviceId
     ARGV[2]  reservation ms (how long the target has to claim)
-    ARGV[3]  server id to exclude ("" for none), e.g. the server draining the device
+    ARGV[3]  server id to exclude ("" for none): the server draining the device, or the target
+             whose reservation ran out unclaimed
     ARGV[4..] candidate server ids, in the order of their keys
 
   Output:
@@ -62,12 +65,13 @@ for i = 4, #ARGV do
   local base = 4 + (i - 4) * 4
   local serverKey, ownedKey, reservedKey = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
   if serverId ~= exclude and redis.call('EXISTS', serverKey) == 1 then
-    local fields = redis.call('HMGET', serverKey, 'capacity', 'priority', 'draining', 'responseTimeMs')
+    local fields = redis.call('HMGET', serverKey, 'capacity', 'priority', 'draining', 'responseTimeMs', 'accepting')
     local capacity = tonumber(fields[1]) or 0
     local priority = tonumber(fields[2]) or 0
     local draining = fields[3] == '1'
     local response = tonumber(fields[4]) or 0
-    if not draining and capacity > 0 then
+    local refusing = fields[5] == '0'
+    if not draining and not refusing and capacity > 0 then
       redis.call('ZREMRANGEBYSCORE', reservedKey, '-inf', now)
       local load = redis.call('SCARD', ownedKey) + redis.call('ZCARD', reservedKey)
       if load < capacity then
