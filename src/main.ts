@@ -210,8 +210,6 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       }),
       accepting: () => coordinator?.accepting ?? false,
       onLost: (lost) => coordinator?.onLost(lost),
-      onFenced: () => coordinator?.onFenced(),
-      onUnfenced: () => coordinator?.onUnfenced(),
       onRedisReset,
       metrics,
     });

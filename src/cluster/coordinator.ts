@@ -61,10 +61,8 @@ export interface Coordinator {
    * inbox reader is alive. The heartbeat advertises it; placement skips a server that says no.
    */
   readonly accepting: boolean;
-  /** Lease-loss and self-fence hooks for the heartbeat. */
+  /** Leases a renewal (or a re-assert) found lost. */
   onLost(lost: LostLease[]): void;
-  onFenced(): void;
-  onUnfenced(): void;
 }
 
 const INBOX_GROUP = 'owner';
@@ -327,12 +325,30 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     return sweeping;
   };
 
+  /** Every device stops the moment the guard fences, by whatever path it came to be fenced. */
+  const onFenced = () => {
+    recorder.serverLog({ serverId, level: 'error', event: 'self_fenced', message: 'no lease renewal in time; every device stopped' });
+    fenceStop = runtime.stopAll('self-fenced').catch((err) => log.error({ err }, 'stopping devices on self-fence failed'));
+  };
+
+  const onUnfenced = () => {
+    // The renewal that lifted the fence proved the remaining leases are still ours. Restart
+    // once the fence's stop has finished: a device still stopping counts as running. start() is
+    // idempotent and also reopens a device still running whose socket the guard closed.
+    void fenceStop.then(() => {
+      if (guard.isFenced()) return;
+      for (const { deviceId, token } of guard.held()) runtime.start(deviceId, token);
+    });
+  };
+  let unsubscribeFence = () => {};
+
   const coordinator: Coordinator = {
     async start() {
       // A fresh group per boot: placements addressed to an earlier boot of this id are stale, and
       // their reservations expire and are placed again anyway.
       await redis.del(keys.inbox(serverId));
       await createInboxGroup();
+      unsubscribeFence = guard.onChange((fenced) => (fenced ? onFenced() : onUnfenced()));
       // Reading before the first beat, so that beat can already advertise a live reader.
       inboxLoop = readInbox();
       await heartbeat.beat();
@@ -378,6 +394,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       stopped = true;
       clearInterval(sweepTimer);
       heartbeat.stop();
+      unsubscribeFence();
       inboxReader.disconnect();
       await inboxLoop?.catch(() => undefined);
       await sweeping;
@@ -405,23 +422,6 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
         recorder.leaseEvent({ deviceId, serverId, eventType: 'lost', epoch: token, details: { holder } });
         log.warn({ deviceId, token, holder }, 'lease lost; device stopped');
       }
-    },
-
-    onFenced() {
-      recorder.serverLog({ serverId, level: 'error', event: 'self_fenced', message: 'no lease renewal in time; every device stopped' });
-      fenceStop = runtime.stopAll('self-fenced').catch((err) => log.error({ err }, 'stopping devices on self-fence failed'));
-    },
-
-    onUnfenced() {
-      // The renewal that lifted the fence proved the remaining leases are still ours. Restart
-      // only once the fence's stop has finished: a device still stopping counts as running, and
-      // would not be started again.
-      void fenceStop.then(() => {
-        if (guard.isFenced()) return;
-        for (const { deviceId, token } of guard.held()) {
-          if (!runtime.isRunning(deviceId)) runtime.start(deviceId, token);
-        }
-      });
     },
   };
   return coordinator;

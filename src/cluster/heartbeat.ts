@@ -38,12 +38,8 @@ export interface HeartbeatOptions {
    * `accepting`. Without it, a server accepts whenever it is not self-fenced.
    */
   accepting?(): boolean;
-  /** Leases found lost by a renewal. */
+  /** Leases found lost by a renewal. (Self-fencing is the guard's to report: LeaseGuard.onChange.) */
   onLost(lost: LostLease[]): void;
-  /** The self-fence deadline passed without a successful renewal. */
-  onFenced(): void;
-  /** A renewal succeeded after the server had been fenced. */
-  onUnfenced(): void;
   /** Redis lost wafleet's data, restarted or failed over (marker gone, run id changed). */
   onRedisReset(reason: string): void;
   metrics?: Pick<Metrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences'>;
@@ -61,33 +57,18 @@ export interface Heartbeat {
 export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
   const { redis, keys, leases, guard, clock, log, serverId, ttlMs, intervalMs, metrics } = options;
   let timer: NodeJS.Timeout | undefined;
-  let fenceTimer: NodeJS.Timeout | undefined;
   let inFlight: Promise<void> | undefined;
-  let fenced = true;
   let runId: string | undefined;
   let lastMarker: string | undefined;
   let lastRoundTripMs = 0;
-  let stopped = false;
   const isAccepting = () => (options.accepting ? options.accepting() : !guard.isFenced());
 
-  const armFenceWatch = () => {
-    clearTimeout(fenceTimer);
-    fenceTimer = setTimeout(checkFence, Math.max(1, guard.remainingMs()));
-    fenceTimer.unref();
+  const reportFence = (fenced: boolean) => {
+    if (!fenced) return;
+    metrics?.selfFences.inc();
+    log.error({ ttlMs }, 'self-fenced: no successful lease renewal in time; stopping every device');
   };
-  const checkFence = () => {
-    if (stopped) return;
-    if (guard.isFenced()) {
-      if (!fenced) {
-        fenced = true;
-        metrics?.selfFences.inc();
-        log.error({ ttlMs }, 'self-fenced: no successful lease renewal in time; stopping every device');
-        options.onFenced();
-      }
-    } else {
-      armFenceWatch();
-    }
-  };
+  let unsubscribe = () => {};
 
   const beatOnce = async () => {
     const sentAt = clock();
@@ -148,24 +129,19 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
         return;
       }
 
+      // A renewal that was sent too long ago (it hung through a partition) proves nothing now;
+      // the guard knows, and tells its listeners when this one lifts the fence.
       guard.renewed(sentAt);
       if (lost.length > 0) {
         metrics?.renewalsLost.inc(lost.length);
         options.onLost(lost);
       }
-      // A renewal that was sent too long ago (it hung through a partition) proves nothing now.
-      if (fenced && !guard.isFenced()) {
-        fenced = false;
-        options.onUnfenced();
-      }
-      armFenceWatch();
       // This beat lifted the fence (the first beat at start-up does): say so now rather than a
       // renewal interval later, so placements need not wait for the next beat.
       if (!accepting && isAccepting()) await redis.hset(serverKey, 'accepting', 1);
     } catch (err) {
       metrics?.heartbeatFailures.inc();
       log.warn({ err: { message: (err as Error).message }, remainingMs: Math.round(guard.remainingMs()) }, 'heartbeat failed');
-      checkFence();
     }
   };
 
@@ -179,15 +155,16 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
 
   return {
     start() {
-      stopped = false;
+      unsubscribe();
+      unsubscribe = guard.onChange(reportFence);
       timer = setInterval(() => void beat(), intervalMs);
       timer.unref();
     },
     beat,
     stop() {
-      stopped = true;
       clearInterval(timer);
-      clearTimeout(fenceTimer);
+      // A server that stopped renewing on purpose (drained, stopping) is not self-fenced.
+      unsubscribe();
     },
     get lastRoundTripMs() {
       return lastRoundTripMs;

@@ -72,7 +72,10 @@ export interface DeviceRunState {
 }
 
 export interface DeviceRuntime {
-  /** Starts the device's socket under the token the guard holds for it. */
+  /**
+   * Starts the device's socket under the token the guard holds for it. Idempotent for one token,
+   * except that it reopens a socket the guard closed (a running device left with no socket).
+   */
   start(deviceId: string, token: number): void;
   /** Stops the socket; the session is kept (never a logout). */
   stop(deviceId: string, reason: string): Promise<void>;
@@ -500,7 +503,12 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
   return {
     start(deviceId, token) {
       const current = devices.get(deviceId);
-      if (current && current.token === token) return;
+      if (current && current.token === token) {
+        // Running, but idle with no socket: the guard closed it (a fence) and nothing reopens
+        // it by itself. Asked to run it, open it again; otherwise this is a repeat, ignored.
+        if (!current.stopped && !current.socket && !current.opening && !current.retry) open(current);
+        return;
+      }
       if (current) void stopEntry(current, 'superseded by a newer token');
       const entry: Running = {
         deviceId,

@@ -66,6 +66,28 @@ describe('device runtime (simulated WhatsApp)', () => {
     expect(await bed.t.redis.hget(bed.keys.simConflicts, deviceId)).toBeNull();
   });
 
+  it('a socket the guard closed is opened again when the device is started again under the same token', async () => {
+    // The simulated socket checks the guard at every keep-alive tick (a fifth of a second here).
+    const a = await server('srv-a', { SIM_KEEPALIVE_TIMEOUT_MS: '600' });
+    const deviceId = await bed.createDevice();
+    const token = await a.start(deviceId);
+    await eventually(async () => a.runtime.describe(deviceId)?.connected === true, 10_000);
+
+    a.guard.revoke();
+    await eventually(async () => (await socketOwner(deviceId)) === undefined, 5000);
+    // The device still counts as running: nothing but a new start opens its socket again.
+    expect(a.runtime.isRunning(deviceId)).toBe(true);
+    expect(a.runtime.describe(deviceId)?.connected).toBe(false);
+
+    a.guard.renewed(monotonicNow());
+    a.runtime.start(deviceId, token);
+    await eventually(async () => a.runtime.describe(deviceId)?.connected === true && (await socketOwner(deviceId)) === 'srv-a', 10_000);
+    // A repeated start of a running device opens nothing more.
+    a.runtime.start(deviceId, token);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(Number(await bed.t.redis.hget(bed.keys.simConnects, deviceId))).toBe(2);
+  });
+
   it('Redis copy deleted, snapshot present: the device restores from the snapshot and needs no QR', async () => {
     const a = await server('srv-a');
     const deviceId = await bed.createDevice();

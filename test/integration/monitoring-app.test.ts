@@ -99,8 +99,6 @@ async function advertise(serverId: string, options: { draining?: boolean; ttlMs?
       responseTimeMs: 4,
     }),
     onLost: () => undefined,
-    onFenced: () => undefined,
-    onUnfenced: () => undefined,
     onRedisReset: () => undefined,
   });
   await heartbeat.beat();

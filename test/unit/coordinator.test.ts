@@ -114,8 +114,6 @@ async function startServer(serverId: string, overrides: { redis?: Redis; inboxRe
     advert: () => ({ bootId: 'b', url: '', region: 'r', capacity: 100, priority: 100, draining: false, startedAt: 0, responseTimeMs: 0 }),
     accepting: () => coordinator?.accepting ?? false,
     onLost: (lost) => coordinator?.onLost(lost),
-    onFenced: () => coordinator?.onFenced(),
-    onUnfenced: () => coordinator?.onUnfenced(),
     onRedisReset: () => undefined,
   });
   coordinator = createCoordinator({
@@ -254,5 +252,35 @@ describe('placement only goes where a claim can follow', () => {
     // srv-x never claims; after the placement timeout the sweep places the device again, and
     // srv-x, though still the first choice by priority, is passed over.
     await waitUntil(async () => a.guard.tokenOf(device) !== undefined, 5000, async () => `placed on ${await t.redis.hget(keys.placementTargets, device)}`);
+  });
+});
+
+describe('self-fence', () => {
+  it('a fence that returns after the Redis-reset path lifted it still stops every device; the next renewal starts them again', async () => {
+    const a = await startServer('srv-a');
+    const before = await wantedDevice();
+    await a.coordinator.place(before);
+    await waitUntil(async () => a.runtime.isRunning(before), 5000);
+
+    // The marker is gone and no re-seed completes, so no beat renews: the server self-fences.
+    const marker = await t.redis.get(keys.marker);
+    await t.redis.del(keys.marker);
+    await waitUntil(async () => a.runtime.running === 0, 5000);
+
+    // The Redis-reset path re-asserts the leases and counts that as a renewal, lifting the fence
+    // without any heartbeat; the held device runs again and claims go ahead.
+    a.guard.renewed(monotonicNow());
+    await waitUntil(async () => a.runtime.isRunning(before), 2000);
+    const during = await wantedDevice();
+    await a.coordinator.place(during);
+    await waitUntil(async () => a.runtime.isRunning(during), 5000);
+
+    // Still no beat renews: the guard lapses again, and every device must stop again.
+    await waitUntil(async () => a.guard.isFenced(), 5000);
+    await waitUntil(async () => a.runtime.running === 0, 2000, () => `still running: ${a.runtime.calls.join(', ')}`);
+    expect(a.runtime.calls.filter((c) => c === 'stopAll self-fenced')).toHaveLength(2);
+
+    await t.redis.set(keys.marker, marker!);
+    await waitUntil(async () => a.runtime.isRunning(before) && a.runtime.isRunning(during), 5000);
   });
 });

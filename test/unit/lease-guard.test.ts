@@ -56,4 +56,22 @@ describe('lease guard', () => {
     guard.revoke();
     expect(guard.isFenced()).toBe(true);
   });
+
+  it('tells its listeners of every change, the deadline passing included, whoever renewed', async () => {
+    const guard = createLeaseGuard({ clock: () => performance.now(), selfFenceMs: 100 });
+    const heard: boolean[] = [];
+    const unsubscribe = guard.onChange((fenced) => heard.push(fenced));
+    guard.renewed(performance.now());
+    expect(heard).toEqual([false]);
+    guard.renewed(performance.now()); // no change, nothing said
+    expect(heard).toEqual([false]);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(heard).toEqual([false, true]);
+    guard.renewed(performance.now());
+    guard.revoke();
+    expect(heard).toEqual([false, true, false, true]);
+    unsubscribe();
+    guard.renewed(performance.now());
+    expect(heard).toHaveLength(4);
+  });
 });

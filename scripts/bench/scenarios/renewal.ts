@@ -79,8 +79,6 @@ export const renewalScenario: Scenario = {
         intervalMs: INTERVAL_MS,
         advert: () => ({ bootId: 'bench', url: 'http://127.0.0.1:1', region: 'bench', capacity: 100_000, priority: 100, draining: false, startedAt: Date.now(), responseTimeMs: 0 }),
         onLost: (gone) => (lost += gone.length),
-        onFenced: () => undefined,
-        onUnfenced: () => undefined,
         onRedisReset: (reason) => {
           throw new Error(`heartbeat saw a Redis reset: ${reason}`);
         },
