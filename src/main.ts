@@ -198,6 +198,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       serverId,
       ttlMs: lease.ttlMs,
       intervalMs: lease.renewIntervalMs,
+      maxClockDriftMs: (lease.ttlMs - lease.selfFenceMs) / 4,
       advert: () => ({
         bootId,
         url: config.server.url,

@@ -42,7 +42,14 @@ export interface HeartbeatOptions {
   onLost(lost: LostLease[]): void;
   /** Redis lost wafleet's data, restarted or failed over (marker gone, run id changed). */
   onRedisReset(reason: string): void;
-  metrics?: Pick<Metrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences'>;
+  /**
+   * Leases expire by Redis's clock, the self-fence deadline runs on the local monotonic one, with
+   * a margin of TTL minus the self-fence time between them. When the two clocks disagree about the
+   * time between beats by more than this (a quarter of that margin; default TTL/12), one of them
+   * stepped or runs at another rate, and the margin no longer holds: the server self-fences.
+   */
+  maxClockDriftMs?: number;
+  metrics?: Pick<Metrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences' | 'clockSteps'>;
 }
 
 export interface Heartbeat {
@@ -54,6 +61,27 @@ export interface Heartbeat {
   readonly lastRoundTripMs: number;
 }
 
+/** One beat's reading of Redis's clock (TIME), between two local monotonic times. */
+interface ClockSample {
+  redisMs: number;
+  sentAt: number;
+  receivedAt: number;
+}
+
+/**
+ * How far Redis's clock moved from the local one between two samples, in ms; 0 when the gap fits
+ * within the round trips' uncertainty. Positive: Redis's clock ran ahead, so leases expire sooner
+ * than the local deadline assumes.
+ */
+export function clockDrift(previous: ClockSample, current: ClockSample): number {
+  const redisElapsed = current.redisMs - previous.redisMs;
+  const localAtLeast = current.sentAt - previous.receivedAt;
+  const localAtMost = current.receivedAt - previous.sentAt;
+  if (redisElapsed < localAtLeast) return redisElapsed - localAtLeast;
+  if (redisElapsed > localAtMost) return redisElapsed - localAtMost;
+  return 0;
+}
+
 export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
   const { redis, keys, leases, guard, clock, log, serverId, ttlMs, intervalMs, metrics } = options;
   let timer: NodeJS.Timeout | undefined;
@@ -61,6 +89,8 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
   let runId: string | undefined;
   let lastMarker: string | undefined;
   let lastRoundTripMs = 0;
+  const maxClockDriftMs = options.maxClockDriftMs ?? ttlMs / 12;
+  let lastClock: ClockSample | undefined;
   const isAccepting = () => (options.accepting ? options.accepting() : !guard.isFenced());
 
   const reportFence = (fenced: boolean) => {
@@ -89,7 +119,8 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       .sadd(keys.servers, serverId)
       .get(keys.marker)
       .info('server')
-      .get(keys.incarnation);
+      .get(keys.incarnation)
+      .time();
     const lostFrom = leases.queueRenew(pipeline, serverId, ttlMs, held);
     try {
       const results = (await pipeline.exec()) ?? [];
@@ -98,8 +129,11 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       const marker = (results[3]?.[1] as string | null) ?? null;
       const currentRunId = runIdOf(String(results[4]?.[1] ?? ''));
       const seededOn = (results[5]?.[1] as string | null) ?? null;
+      const [seconds, micros] = results[6]?.[1] as [string, string];
+      const receivedAt = clock();
+      const clockSample: ClockSample = { redisMs: Number(seconds) * 1000 + Number(micros) / 1000, sentAt, receivedAt };
 
-      lastRoundTripMs = clock() - sentAt;
+      lastRoundTripMs = receivedAt - sentAt;
       metrics?.renewalSeconds.observe(lastRoundTripMs / 1000);
       const previousRunId = runId;
       const restarted = runId !== undefined && currentRunId !== undefined && currentRunId !== runId;
@@ -121,11 +155,29 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       // run id changing. Either way the leases the renewal reports lost may only be missing from
       // the new Redis, so the reset re-asserts them rather than stopping their devices.
       if (restarted || (currentRunId !== undefined && currentRunId !== seededOn)) {
+        // Another Redis, another machine's clock: compare from here on.
+        lastClock = undefined;
         options.onRedisReset(
           restarted
             ? `Redis run id changed from ${previousRunId} to ${currentRunId}: it restarted or failed over`
             : `Redis run id ${currentRunId} is not the one fences were seeded on (${seededOn ?? 'none'}): it restarted or failed over`,
         );
+        return;
+      }
+
+      const previousClock = lastClock;
+      lastClock = clockSample;
+      const drift = previousClock ? clockDrift(previousClock, clockSample) : 0;
+      if (Math.abs(drift) > maxClockDriftMs) {
+        const redisElapsedMs = Math.round(clockSample.redisMs - previousClock!.redisMs);
+        const localElapsedMs = Math.round(clockSample.sentAt - previousClock!.sentAt);
+        log.error(
+          { driftMs: Math.round(drift), redisElapsedMs, localElapsedMs, maxClockDriftMs: Math.round(maxClockDriftMs) },
+          `clock step: Redis's clock moved ${redisElapsedMs} ms between two beats while this server's monotonic clock moved ${localElapsedMs} ms; ` +
+            'lease expiry (Redis time) and the self-fence deadline (local time) no longer agree, so this renewal is not trusted: self-fencing until the next beat',
+        );
+        metrics?.clockSteps.inc();
+        guard.revoke();
         return;
       }
 

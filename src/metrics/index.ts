@@ -75,6 +75,8 @@ export interface Metrics {
   /** Leases a renewal found no longer this server's (taken or expired). */
   readonly renewalsLost: Counter;
   readonly selfFences: Counter;
+  /** Beats whose renewal was not trusted: Redis's clock and the local one disagreed (a clock step). */
+  readonly clockSteps: Counter;
   readonly claims: Counter<'outcome'>;
   readonly claimSeconds: Histogram;
   /** Expired leases of a dead or fenced owner that this server's sweep put up for placement. */
@@ -213,6 +215,11 @@ export function createMetrics({ serverId, processMetrics = true }: MetricsOption
     selfFences: new Counter({
       name: 'wafleet_self_fence_total',
       help: 'Times this server self-fenced: no successful renewal within LEASE_SELF_FENCE_MS, every device stopped',
+      registers,
+    }),
+    clockSteps: new Counter({
+      name: 'wafleet_clock_steps_total',
+      help: "Beats whose renewal was not trusted because Redis's clock and the local monotonic clock disagreed by more than a quarter of the lease margin; the server self-fenced",
       registers,
     }),
     claims,
