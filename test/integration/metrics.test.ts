@@ -25,6 +25,7 @@ const DOCUMENTED = [
   'wafleet_drains_total',
   'wafleet_lease_releases_total',
   'wafleet_self_fence_total',
+  'wafleet_clock_steps_total',
   'wafleet_self_fenced',
   'wafleet_draining',
   'wafleet_device_sockets',
