@@ -11,6 +11,7 @@ import { createRebalancer } from './cluster/rebalance.js';
 import { createReconciler } from './cluster/reconcile.js';
 import { createWriteBehindRecorder } from './cluster/recorder.js';
 import { ensureMarker, reseedFences, type RedisResetDeps } from './cluster/redis-reset.js';
+import { assertSoleServer, createBootId } from './cluster/server-exclusivity.js';
 import { createSingletonRunner } from './cluster/singleton.js';
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
 import { createSnapshotWriter } from './devices/auth-state/auth-state.js';
@@ -45,7 +46,9 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
   const { identity } = config.server;
   const serverId = identity.id;
   const { lease } = config;
-  log.info({ config: describeConfig(config) }, `Server identified: ${serverId} (from ${identity.source})`);
+  // Random per process start: tells this process from an earlier (crashed) or a second one with the same id.
+  const bootId = createBootId();
+  log.info({ config: describeConfig(config), bootId }, `Server identified: ${serverId} (from ${identity.source})`);
   // One registry per process, handed to whatever counts (heartbeat, coordinator, outbound).
   const metrics = createMetrics({ serverId });
 
@@ -62,15 +65,19 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const redis = await connectRedis({
       target: config.redis.target,
       log,
-      connectionName: `wafleet:${serverId}`,
+      connectionName: `wafleet:${serverId}:${bootId}`,
       extra: { commandTimeout: lease.ttlMs },
     });
     cleanups.push({ name: 'redis', run: () => redis.quit() });
     await assertNoEviction(redis, log);
     // Blocking inbox reads and subscriber mode each need a connection of their own.
-    const inboxReader = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:inbox`, commandTimeout: lease.ttlMs + 5000 });
-    const subscriber = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:events` });
+    const inboxReader = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:${bootId}:inbox`, commandTimeout: lease.ttlMs + 5000 });
+    const subscriber = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:${bootId}:events` });
     cleanups.push({ name: 'redis connections', run: async () => [inboxReader, subscriber].forEach((c) => c.disconnect()) });
+    const keys = createClusterKeys(config.redis.keyPrefix);
+    // Before anything acts under the id (store registration, inbox, heartbeat): a second process
+    // with the SERVER_ID of a live one stops here.
+    const sole = await assertSoleServer({ redis, keys, serverId, bootId, url: config.server.url, ttlMs: lease.ttlMs, log: log.child({ module: 'server-id' }) });
 
     const store = await createStore(config.store, { log: log.child({ module: 'store' }) });
     cleanups.push({ name: 'store', run: () => store.close() });
@@ -95,11 +102,10 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       details: { pid: process.pid, port: config.server.port },
     });
 
-    const keys = createClusterKeys(config.redis.keyPrefix);
     const leases = createLeaseStore({ redis, keys });
     const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: lease.selfFenceMs });
     // BullMQ's blocking reads need a connection without retry limits (outbound and write-behind).
-    const bull = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:bullmq`, maxRetriesPerRequest: null, commandTimeout: undefined });
+    const bull = duplicateRedis(redis, { connectionName: `wafleet:${serverId}:${bootId}:bullmq`, maxRetriesPerRequest: null, commandTimeout: undefined });
     cleanups.push({ name: 'bullmq connection', run: async () => bull.disconnect() });
     // Records reach the store behind the lease core, through BullMQ; every server works the queue.
     const storeSync = createStoreSync({
@@ -186,7 +192,6 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
           resetting = undefined;
         });
     };
-    const bootId = `${process.pid}-${Date.now().toString(36)}`;
     const startedAt = Date.now();
     const heartbeat = createHeartbeat({
       redis,
@@ -239,6 +244,8 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       metrics,
     });
     const activeCoordinator = coordinator;
+    // The start-up claim lasts one TTL; from the first beat (in start) on, the heartbeat holds the id.
+    await sole.confirm();
     await activeCoordinator.start();
     cleanups.push({ name: 'coordinator', run: () => activeCoordinator.stop() });
     // An expired lease wakes the sweep at once instead of at its next poll.

@@ -13,6 +13,12 @@ export interface ClusterKeys {
   readonly holders: string;
   /** hash, PX TTL: a live server's advertised state */
   server(serverId: string): string;
+  /**
+   * hash `bootId`, `url`, PX TTL: the boot (process start) that claimed the server id while it
+   * starts, until its heartbeat names it in `server`; a second process with the same id is
+   * refused while either names a boot that still has a connection to Redis
+   */
+  serverClaim(serverId: string): string;
   /** set: devices held by the server */
   owned(serverId: string): string;
   /** set: every server id that has ever heartbeated and not left; placement iterates it */
@@ -100,6 +106,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     deadlines: `${tag}:deadlines`,
     holders: `${tag}:holders`,
     server: (serverId: string) => `${tag}:server:${serverId}`,
+    serverClaim: (serverId: string) => `${tag}:server-claim:${serverId}`,
     owned: (serverId: string) => `${tag}:owned:${serverId}`,
     servers: `${tag}:servers`,
     reserved: (serverId: string) => `${tag}:reserved:${serverId}`,
