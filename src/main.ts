@@ -6,7 +6,7 @@ import { listenForExpiredKeys } from './cluster/expiry-events.js';
 import { createHeartbeat } from './cluster/heartbeat.js';
 import { createClusterKeys } from './cluster/keys.js';
 import { createLeaseGuard } from './cluster/lease-guard.js';
-import { createLeaseStore } from './cluster/lease-store.js';
+import { createLeaseStore, holderId } from './cluster/lease-store.js';
 import { createRebalancer } from './cluster/rebalance.js';
 import { createReconciler } from './cluster/reconcile.js';
 import { createWriteBehindRecorder } from './cluster/recorder.js';
@@ -142,6 +142,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       guard,
       recorder,
       serverId,
+      bootId,
       log,
     });
     cleanups.push({ name: 'connector', run: () => connector.close() });
@@ -160,6 +161,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       },
       log: log.child({ module: 'outbound' }),
       serverId,
+      bootId,
       ratePerMinute: config.messages.ratePerMinute,
       delayMs: config.messages.delayMs,
       attempts: config.messages.attempts,
@@ -183,7 +185,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         recorder.serverLog({ serverId, level: 'error', event: 'redis_reset', message: reason });
         await reseedFences(resetDeps, true);
         const sentAt = monotonicNow();
-        const lost = await leases.reassert(serverId, lease.ttlMs, guard.held());
+        const lost = await leases.reassert(holderId(serverId, bootId), lease.ttlMs, guard.held());
         guard.renewed(sentAt);
         if (lost.length > 0) coordinator?.onLost(lost);
       })()
@@ -201,6 +203,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       clock: monotonicNow,
       log: log.child({ module: 'heartbeat' }),
       serverId,
+      bootId,
       ttlMs: lease.ttlMs,
       intervalMs: lease.renewIntervalMs,
       maxClockDriftMs: (lease.ttlMs - lease.selfFenceMs) / 4,
@@ -230,6 +233,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       recorder,
       log: log.child({ module: 'coordinator' }),
       serverId,
+      bootId,
       ttlMs: lease.ttlMs,
       sweepIntervalMs: lease.sweepIntervalMs,
       placementTimeoutMs: lease.placementTimeoutMs,

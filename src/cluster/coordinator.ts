@@ -6,7 +6,7 @@ import type { Logger } from '../shared/logger.js';
 import type { Heartbeat } from './heartbeat.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
-import { parseLeaseValue, type LeaseStore, type LostLease, type PlaceResult } from './lease-store.js';
+import { holderId, parseLeaseValue, type LeaseStore, type LostLease, type PlaceResult } from './lease-store.js';
 import type { LeaseRecorder } from './recorder.js';
 
 // Ties the lease protocol together for one server: it claims what placement sends to its inbox,
@@ -25,6 +25,11 @@ export interface CoordinatorOptions {
   recorder: LeaseRecorder;
   log: Logger;
   serverId: string;
+  /**
+   * This process's boot id (random per start), named in the lease values it holds: a lease of this
+   * server id but another boot is a predecessor's or an impostor's, never this process's.
+   */
+  bootId?: string;
   ttlMs: number;
   sweepIntervalMs: number;
   /** How long a placement target has to claim before the device is placed again. */
@@ -72,6 +77,8 @@ const MAX_UNACKED = 10_000;
 export function createCoordinator(options: CoordinatorOptions): Coordinator {
   const { redis, inboxReader, keys, leases, guard, heartbeat, runtime, recorder, log, serverId, ttlMs, metrics } = options;
   const drainBatchSize = options.drainBatchSize ?? 100;
+  const { bootId } = options;
+  const holder = holderId(serverId, bootId);
   let draining = false;
   let stopped = false;
   let sweepTimer: NodeJS.Timeout | undefined;
@@ -93,13 +100,20 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   const claim = async (deviceId: string, via: string): Promise<void> => {
     if (draining || stopped || guard.isFenced()) return;
     const sentAt = options.clock();
-    const result = await leases.claim(deviceId, serverId, ttlMs, { viaPlacement: via === 'placement' });
+    let result = await leases.claim(deviceId, holder, ttlMs, { viaPlacement: via === 'placement' });
     metrics?.claimSeconds.observe((options.clock() - sentAt) / 1000);
     metrics?.claims.inc({ outcome: result.outcome });
-    if (result.outcome === 'held' && result.serverId !== serverId) {
+    if (result.outcome === 'held' && bootId !== undefined && result.serverId === serverId && result.bootId === bootId) {
+      if (guard.tokenOf(deviceId) === result.token) return;
+      // Held by this very process, yet not in hand: a claim whose reply was lost, which ioredis
+      // sent again, and whose second run found the lease its first run granted. It is ours.
+      log.info({ deviceId, token: result.token, via }, 'claim reply lost; adopting the lease this process was granted');
+      result = { outcome: 'claimed', token: result.token };
+    }
+    if (result.outcome === 'held' && (result.serverId !== serverId || result.bootId !== bootId)) {
       // The seed's operators grep for this line: another server runs the device, so this one
       // leaves it alone.
-      log.info({ deviceId, owner: result.serverId, token: result.token, via }, 'Device not assigned to this server - skipping');
+      log.info({ deviceId, owner: result.serverId, ownerBoot: result.bootId, token: result.token, via }, 'Device not assigned to this server - skipping');
       return;
     }
     if (result.outcome === 'redis_changed') {
@@ -219,7 +233,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     await runtime.stop(deviceId, eventType);
     guard.drop(deviceId, token);
     heldSince.delete(deviceId);
-    if (!(await leases.release(deviceId, serverId, token))) return false;
+    if (!(await leases.release(deviceId, holder, token))) return false;
     metrics?.releases.inc({ reason: eventType });
     log.info({ deviceId, token, reason: eventType }, 'Device released');
     recorder.leaseEvent({ deviceId, serverId, eventType, epoch: token, details: { reason } });
@@ -242,7 +256,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     else await runtime.stop(deviceId, 'stopped through the API');
     guard.drop(deviceId, token);
     heldSince.delete(deviceId);
-    if (await leases.release(deviceId, serverId, token)) {
+    if (await leases.release(deviceId, holder, token)) {
       metrics?.releases.inc({ reason: why });
       log.info({ deviceId, token, reason: why }, 'Device released');
       recorder.leaseEvent({ deviceId, serverId, eventType: 'release', epoch: token, details: { reason: why } });

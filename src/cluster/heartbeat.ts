@@ -4,7 +4,7 @@ import type { Logger } from '../shared/logger.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
-import { runIdOf, type LeaseStore, type LostLease } from './lease-store.js';
+import { holderId, runIdOf, type LeaseStore, type LostLease } from './lease-store.js';
 
 // The heartbeat: every renewIntervalMs, one pipelined round trip that refreshes the server key,
 // renews every lease this server holds (chunked scripts), and checks that Redis still has
@@ -30,6 +30,8 @@ export interface HeartbeatOptions {
   clock: MonotonicClock;
   log: Logger;
   serverId: string;
+  /** This process's boot id, named in the lease values it renews (absent: the bare server id). */
+  bootId?: string;
   ttlMs: number;
   intervalMs: number;
   advert(): ServerAdvert;
@@ -121,7 +123,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       .info('server')
       .get(keys.incarnation)
       .time();
-    const lostFrom = leases.queueRenew(pipeline, serverId, ttlMs, held);
+    const lostFrom = leases.queueRenew(pipeline, holderId(serverId, options.bootId), ttlMs, held);
     try {
       const results = (await pipeline.exec()) ?? [];
       for (const [err] of results) if (err) throw err;

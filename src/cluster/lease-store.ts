@@ -2,6 +2,9 @@ import type { ChainableCommander } from 'ioredis';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import { defineLuaScripts, loadLuaScript, queueLua, runLua } from '../shared/lua.js';
 import type { ClusterKeys } from './keys.js';
+import { leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } from './lease-value.js';
+
+export { holderId, leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } from './lease-value.js';
 
 // Typed access to the lease scripts (src/cluster/lua). Every call is one atomic script; a Redis
 // connection error is thrown as such and never mistaken for the loss of a lease.
@@ -29,8 +32,9 @@ export interface HeldLease {
 
 export type ClaimResult =
   /** `expired`: the previous holder, when its lease ran out unreleased and unswept (a failover). */
-  | { outcome: 'claimed'; token: number; expired?: { serverId: string; token: number } }
-  | { outcome: 'held'; serverId: string; token: number }
+  | { outcome: 'claimed'; token: number; expired?: LeaseHolder }
+  /** `bootId`: which start of that server holds it (absent for holders that name no boot). */
+  | { outcome: 'held'; serverId: string; bootId?: string; token: number }
   | { outcome: 'embargoed' }
   | { outcome: 'not_live' }
   | { outcome: 'not_reserved' }
@@ -59,40 +63,32 @@ export type PlaceResult =
   | { outcome: 'unwanted' }
   | { outcome: 'none' };
 
-export interface LeaseInfo {
-  serverId: string;
-  token: number;
+export interface LeaseInfo extends LeaseHolder {
   ttlMs: number;
 }
 
 /** The `run_id` line of `INFO server`: it changes whenever Redis restarts or another node takes over. */
 export const runIdOf = (info: string): string | undefined => /run_id:(\w+)/.exec(info)?.[1];
 
-/** Parses `serverId:token`. Server ids never contain ':', so the last ':' splits. */
-export function parseLeaseValue(value: string): { serverId: string; token: number } | null {
-  const at = value.lastIndexOf(':');
-  if (at <= 0) return null;
-  const token = Number(value.slice(at + 1));
-  return Number.isSafeInteger(token) ? { serverId: value.slice(0, at), token } : null;
-}
-
+// Every call below that writes or compares a lease value takes the holder id (holderId(): the
+// server id, with the process's boot id); keys per server use the server id part of it.
 export interface LeaseStore {
   /** `viaPlacement`: the claim answers a placement and needs this server's reservation. */
-  claim(deviceId: string, serverId: string, ttlMs: number, options?: { minToken?: number; viaPlacement?: boolean }): Promise<ClaimResult>;
+  claim(deviceId: string, holder: string, ttlMs: number, options?: { minToken?: number; viaPlacement?: boolean }): Promise<ClaimResult>;
   /** Marks devices wanted (desired state running) or not; placement only places wanted ones. */
   setWanted(deviceIds: readonly string[], wanted: boolean): Promise<void>;
-  renew(serverId: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
+  renew(holder: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
   /**
    * Queues the renewal on a caller's pipeline (so the heartbeat stays one round trip) and returns
    * the parser for that pipeline's results.
    */
   queueRenew(
     pipeline: ChainableCommander,
-    serverId: string,
+    holder: string,
     ttlMs: number,
     leases: readonly HeldLease[],
   ): (results: Array<[Error | null, unknown]>) => LostLease[];
-  release(deviceId: string, serverId: string, token: number): Promise<boolean>;
+  release(deviceId: string, holder: string, token: number): Promise<boolean>;
   findExpired(limit: number): Promise<Array<{ deviceId: string; holder: string }>>;
   /** Placements whose reservation ran out unclaimed (or that found no server): place them again. */
   findDuePlacements(limit: number): Promise<Array<{ deviceId: string; target: string }>>;
@@ -102,21 +98,22 @@ export interface LeaseStore {
   place(deviceId: string, candidates: readonly string[], reservationMs: number, exclude?: string): Promise<PlaceResult>;
   read(deviceId: string): Promise<LeaseInfo | null>;
   /** After Redis lost its data: writes this server's leases back with their tokens; reports the lost. */
-  reassert(serverId: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
+  reassert(holder: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
   /** Lifts fence counters to the store's epochs (never lowers one); returns how many were lifted. */
   seedFences(epochs: ReadonlyArray<{ deviceId: string; leaseEpoch: number }>): Promise<number>;
-  /** Fenced: false (and nothing written) unless `serverId:token` still holds the lease. */
-  setStatus(deviceId: string, serverId: string, token: number, status: string, detail?: Record<string, unknown>): Promise<boolean>;
+  /** Fenced: false (and nothing written) unless `holder:token` still holds the lease. */
+  setStatus(deviceId: string, holder: string, token: number, status: string, detail?: Record<string, unknown>): Promise<boolean>;
 }
 
 export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterKeys }): LeaseStore {
   defineLuaScripts(redis, Object.values(scripts));
 
-  const queueRenew: LeaseStore['queueRenew'] = (pipeline, serverId, ttlMs, leases) => {
+  const queueRenew: LeaseStore['queueRenew'] = (pipeline, holder, ttlMs, leases) => {
     const first = pipeline.length;
+    const serverId = serverIdOf(holder);
     for (let start = 0; start < leases.length; start += RENEW_CHUNK) {
       const chunk = leases.slice(start, start + RENEW_CHUNK);
-      const args: (string | number)[] = [serverId, ttlMs];
+      const args: (string | number)[] = [holder, ttlMs];
       for (const lease of chunk) args.push(lease.deviceId, lease.token);
       queueLua(
         pipeline,
@@ -142,7 +139,8 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
 
 
   return {
-    async claim(deviceId, serverId, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
+    async claim(deviceId, holder, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
+      const serverId = serverIdOf(holder);
       // One transaction, so the run id read is that of the Redis that ran the claim: a failover
       // between a separate check and the claim would go unseen.
       const tx = redis.multi().info('server').get(keys.incarnation);
@@ -161,7 +159,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           keys.placements,
           keys.placementTargets,
         ],
-        [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0'],
+        [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0', holder],
       );
       const results = (await tx.exec()) ?? [];
       for (const [err] of results) if (err) throw err;
@@ -170,7 +168,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       const [code, value, expiredHolder] = results[2]?.[1] as [number, string, string?];
       if (runId !== undefined && runId !== seededOn) {
         if (code > 0) {
-          await runLua(redis, scripts.release, [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverId)], [deviceId, `${serverId}:${code}`]);
+          await runLua(redis, scripts.release, [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverId)], [deviceId, leaseValue(holder, code)]);
         }
         return { outcome: 'redis_changed', runId, seededOn };
       }
@@ -181,26 +179,26 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       if (code === -2) return { outcome: 'embargoed' };
       if (code === -3) return { outcome: 'not_live' };
       if (code === -4) return { outcome: 'not_reserved' };
-      const holder = parseLeaseValue(value);
-      if (!holder) throw new Error(`lease of ${deviceId} holds an unreadable value ${JSON.stringify(value)}`);
-      return { outcome: 'held', ...holder };
+      const current = parseLeaseValue(value);
+      if (!current) throw new Error(`lease of ${deviceId} holds an unreadable value ${JSON.stringify(value)}`);
+      return { outcome: 'held', ...current };
     },
 
     queueRenew,
 
-    async renew(serverId, ttlMs, leases) {
+    async renew(holder, ttlMs, leases) {
       if (leases.length === 0) return [];
       const pipeline = redis.pipeline();
-      const lostFrom = queueRenew(pipeline, serverId, ttlMs, leases);
+      const lostFrom = queueRenew(pipeline, holder, ttlMs, leases);
       return lostFrom((await pipeline.exec()) ?? []);
     },
 
-    async release(deviceId, serverId, token) {
+    async release(deviceId, holder, token) {
       const released = await runLua<number>(
         redis,
         scripts.release,
-        [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverId)],
-        [deviceId, `${serverId}:${token}`],
+        [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverIdOf(holder))],
+        [deviceId, leaseValue(holder, token)],
       );
       return released === 1;
     },
@@ -259,7 +257,8 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       return { outcome: 'none' };
     },
 
-    async reassert(serverId, ttlMs, held) {
+    async reassert(holder, ttlMs, held) {
+      const serverId = serverIdOf(holder);
       const lost: LostLease[] = [];
       for (let start = 0; start < held.length; start += RENEW_CHUNK) {
         const chunk = held.slice(start, start + RENEW_CHUNK);
@@ -267,7 +266,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           redis,
           scripts.reassert,
           [keys.deadlines, keys.holders, keys.owned(serverId), ...chunk.flatMap((l) => [keys.lease(l.deviceId), keys.fence(l.deviceId)])],
-          [serverId, ttlMs, ...chunk.flatMap((l) => [l.deviceId, l.token])],
+          [holder, ttlMs, ...chunk.flatMap((l) => [l.deviceId, l.token])],
         );
         const sent = new Map(chunk.map((l) => [l.deviceId, l.token]));
         for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, token: sent.get(flat[i]!)!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
@@ -285,12 +284,12 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       );
     },
 
-    async setStatus(deviceId, serverId, token, status, detail) {
+    async setStatus(deviceId, holder, token, status, detail) {
       const written = await runLua<number>(
         redis,
         scripts.setStatus,
         [keys.lease(deviceId), keys.deviceStatus(deviceId)],
-        [`${serverId}:${token}`, status, detail ? JSON.stringify(detail) : '', Date.now()],
+        [leaseValue(holder, token), status, detail ? JSON.stringify(detail) : '', Date.now()],
       );
       return written === 1;
     },

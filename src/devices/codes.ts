@@ -1,6 +1,7 @@
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
+import { holderId, leaseValue } from '../cluster/lease-value.js';
 
 // The latest QR code and pairing code of each device, published in Redis for as long as WhatsApp
 // honours them, so any server's API can hand them out whichever server holds the socket. Written
@@ -49,37 +50,44 @@ function parse<T>(raw: string | null | undefined): T | null {
   }
 }
 
+/** The lease a code is published under: only its holder may show or withdraw codes. */
+export interface CodeHolder {
+  serverId: string;
+  bootId?: string;
+  token: number;
+}
+
 export interface CodePublisher {
   /** Resolves with the code's expiry (Unix ms), or null when refused (lease not held). */
   publish(
     deviceId: string,
-    holder: { serverId: string; token: number },
+    holder: CodeHolder,
     code: { kind: 'qr' | 'pairing'; value: string; ttlMs: number; refresh: number; round: number },
   ): Promise<number | null>;
   /** Withdraws both codes; false when refused (lease not held). */
-  clear(deviceId: string, holder: { serverId: string; token: number }): Promise<boolean>;
+  clear(deviceId: string, holder: CodeHolder): Promise<boolean>;
 }
 
 export function createCodePublisher({ redis, keys }: { redis: Redis; keys: ClusterKeys }): CodePublisher {
   defineLuaScripts(redis, Object.values(scripts));
   return {
-    async publish(deviceId, { serverId, token }, code) {
+    async publish(deviceId, { serverId, bootId, token }, code) {
       const key = code.kind === 'qr' ? keys.qrCode(deviceId) : keys.pairingCode(deviceId);
       const field = code.kind === 'qr' ? 'qr' : 'pairingCode';
       const expiresAt = await runLua<number>(
         redis,
         scripts.publish,
         [keys.lease(deviceId), key],
-        [`${serverId}:${token}`, field, code.value, Math.max(1, Math.round(code.ttlMs)), code.refresh, code.round],
+        [leaseValue(holderId(serverId, bootId), token), field, code.value, Math.max(1, Math.round(code.ttlMs)), code.refresh, code.round],
       );
       return expiresAt > 0 ? expiresAt : null;
     },
-    async clear(deviceId, { serverId, token }) {
+    async clear(deviceId, { serverId, bootId, token }) {
       const cleared = await runLua<number>(
         redis,
         scripts.clear,
         [keys.lease(deviceId), keys.qrCode(deviceId), keys.pairingCode(deviceId)],
-        [`${serverId}:${token}`],
+        [leaseValue(holderId(serverId, bootId), token)],
       );
       return cleared === 1;
     },

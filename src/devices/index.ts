@@ -1,4 +1,5 @@
 import type { RedisClient as Redis } from '../shared/redis.js';
+import { holderId } from '../cluster/lease-value.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';
@@ -29,6 +30,8 @@ export interface DevicesOptions {
   guard: LeaseGuard;
   recorder: LeaseRecorder;
   serverId: string;
+  /** This process's boot id, named in the lease values it holds (absent: the bare server id). */
+  bootId?: string;
   log: Logger;
   /** A connector made elsewhere (tests: Baileys with a socket hook); default: the driver's. */
   connector?: DeviceConnector;
@@ -40,7 +43,8 @@ export interface Devices {
 }
 
 export async function createDevices(options: DevicesOptions): Promise<Devices> {
-  const { settings, redis, subscriber, keys, store, leases, guard, recorder, serverId, log } = options;
+  const { settings, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log } = options;
+  const holder = holderId(serverId, bootId);
   const connector =
     options.connector ??
     (settings.driver === 'simulated'
@@ -50,12 +54,13 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
     connector,
     guard,
     serverId,
+    ...(bootId ? { bootId } : {}),
     log: log.child({ module: 'devices' }),
     policy: settings.reconnect,
     authStates: createAuthStateStore({ redis, keys, store, snapshots: recorder.snapshots, log: log.child({ module: 'auth-state' }), snapshotDelayMs: settings.sessionSnapshotDelayMs }),
     codes: createCodePublisher({ redis, keys }),
     async recordStatus(deviceId, token, status, detail) {
-      const written = await leases.setStatus(deviceId, serverId, token, status, detail);
+      const written = await leases.setStatus(deviceId, holder, token, status, detail);
       if (written) recorder.deviceStatus(deviceId, status, token, typeof detail?.reason === 'string' ? detail.reason : null);
       return written;
     },
@@ -68,9 +73,9 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
     },
     async leaseHolder(deviceId) {
       const lease = await leases.read(deviceId);
-      return lease && { serverId: lease.serverId, token: lease.token };
+      return lease && { serverId: lease.serverId, ...(lease.bootId ? { bootId: lease.bootId } : {}), token: lease.token };
     },
-    retire: createDeviceRetirer({ store, leases, guard, recorder, serverId, log: log.child({ module: 'devices' }) }),
+    retire: createDeviceRetirer({ store, leases, guard, recorder, serverId, holder, log: log.child({ module: 'devices' }) }),
   });
   return { connector, runtime };
 }

@@ -15,6 +15,8 @@ export interface DeviceRetirerOptions {
   guard: LeaseGuard;
   recorder: Pick<LeaseRecorder, 'leaseEvent'>;
   serverId: string;
+  /** The lease values' holder (holderId: the server id with this process's boot id); default serverId. */
+  holder?: string;
   log: Logger;
   /** Pause between attempts while the store cannot be written. */
   retryMs?: number;
@@ -22,7 +24,7 @@ export interface DeviceRetirerOptions {
 
 export type DeviceRetirer = (deviceId: string, token: number, retirement: Retirement) => Promise<void>;
 
-export function createDeviceRetirer({ store, leases, guard, recorder, serverId, log, retryMs = 2000 }: DeviceRetirerOptions): DeviceRetirer {
+export function createDeviceRetirer({ store, leases, guard, recorder, serverId, holder = serverId, log, retryMs = 2000 }: DeviceRetirerOptions): DeviceRetirer {
   return async (deviceId, token, retirement) => {
     // The desired state first: a lease released while the device is still wanted would be placed
     // again by reconcile, and a logged-out device would be showing QR codes on another server.
@@ -39,7 +41,7 @@ export function createDeviceRetirer({ store, leases, guard, recorder, serverId, 
     }
     await leases.setWanted([deviceId], false);
     guard.drop(deviceId, token);
-    const released = await leases.release(deviceId, serverId, token);
+    const released = await leases.release(deviceId, holder, token);
     if (released) {
       recorder.leaseEvent({ deviceId, serverId, eventType: 'release', epoch: token, details: { reason: retirement.reason, status: retirement.status } });
     }

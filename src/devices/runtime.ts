@@ -39,6 +39,8 @@ export interface DeviceRuntimeOptions {
   connector: DeviceConnector;
   guard: LeaseGuard;
   serverId: string;
+  /** This process's boot id: the lease values it holds name it (absent: the bare server id). */
+  bootId?: string;
   log: Logger;
   recordStatus: StatusSink;
   recordEvent: ConnectionEventSink;
@@ -47,7 +49,7 @@ export interface DeviceRuntimeOptions {
   /** How a device that is not linked yet links (the store's connection_method); null: QR. */
   linkMethod(deviceId: string): Promise<LinkMethod | null>;
   /** Reads the lease's holder in Redis (null: no lease). Throws when Redis cannot say. */
-  leaseHolder(deviceId: string): Promise<{ serverId: string; token: number } | null>;
+  leaseHolder(deviceId: string): Promise<{ serverId: string; bootId?: string; token: number } | null>;
   /**
    * The device stopped for good: the callee makes its desired state `stopped` (so nothing starts
    * it again) and releases the lease. Called after the final status is written, under the lease.
@@ -140,7 +142,7 @@ interface Running {
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntime {
-  const { connector, guard, serverId, log, recordStatus, recordEvent, authStates, codes } = options;
+  const { connector, guard, serverId, bootId, log, recordStatus, recordEvent, authStates, codes } = options;
   const policy: ReconnectPolicy = { ...DEFAULT_RECONNECT_POLICY, ...options.policy };
   const random = options.random ?? Math.random;
   const clock = options.clock ?? monotonicNow;
@@ -164,7 +166,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
   };
 
   const withdrawCodes = (entry: Running) => {
-    codes.clear(entry.deviceId, { serverId, token: entry.token }).catch((err) => entry.log.warn({ err: { message: message(err) } }, 'codes not withdrawn'));
+    codes.clear(entry.deviceId, { serverId, bootId, token: entry.token }).catch((err) => entry.log.warn({ err: { message: message(err) } }, 'codes not withdrawn'));
   };
 
   const open = (entry: Running): void => {
@@ -280,7 +282,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     const round = entry.qrRounds + 1;
     const refresh = entry.qrRefreshes;
     codes
-      .publish(entry.deviceId, { serverId, token: entry.token }, { kind, value, ttlMs, refresh, round })
+      .publish(entry.deviceId, { serverId, bootId, token: entry.token }, { kind, value, ttlMs, refresh, round })
       .then((expiresAt) => {
         if (expiresAt === null) entry.log.warn({ kind }, 'code not published: lease not held');
       })
@@ -412,7 +414,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       entry.log.info({ reason: message(err) }, 'not reconnecting: lease no longer held');
       return;
     }
-    let holder: { serverId: string; token: number } | null;
+    let holder: { serverId: string; bootId?: string; token: number } | null;
     try {
       holder = await options.leaseHolder(entry.deviceId);
     } catch (err) {
@@ -422,7 +424,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       return;
     }
     if (entry.stopped) return;
-    if (holder && (holder.serverId !== serverId || holder.token !== entry.token)) {
+    if (holder && (holder.serverId !== serverId || holder.bootId !== bootId || holder.token !== entry.token)) {
       entry.log.warn({ holder }, 'not reconnecting: another server holds the lease now');
       await stopEntry(entry, 'lease taken by another server');
       return;
@@ -514,7 +516,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         deviceId,
         token,
         log: log.child({ deviceId, token }),
-        auth: authStates.forDevice(deviceId, { serverId, token, guard: () => guard.check(deviceId, token) }),
+        auth: authStates.forDevice(deviceId, { serverId, bootId, token, guard: () => guard.check(deviceId, token) }),
         generation: 0,
         stopped: false,
         connected: false,
@@ -551,7 +553,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     async logout(deviceId, token, reason) {
       const running = devices.get(deviceId);
       const entry = running?.token === token ? running : undefined;
-      const auth = entry?.auth ?? authStates.forDevice(deviceId, { serverId, token, guard: () => guard.check(deviceId, token) });
+      const auth = entry?.auth ?? authStates.forDevice(deviceId, { serverId, bootId, token, guard: () => guard.check(deviceId, token) });
       const deviceLog = entry?.log ?? log.child({ deviceId, token });
       // Halted first, so the socket's own close is not taken for WhatsApp logging it out.
       const halted = entry ? halt(entry) : false;

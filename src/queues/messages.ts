@@ -3,6 +3,7 @@ import type { RedisClient as Redis } from '../shared/redis.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
 import type { OUTBOUND_MESSAGE_TYPES, StoredMessage } from '../store/types.js';
+import { leaseValue } from '../cluster/lease-value.js';
 
 // Outbound message records in Redis, the working copy of what the store accepted (once per
 // idempotency key, see migrations/007_outbound_messages.sql): `queued` ->
@@ -71,8 +72,11 @@ export interface MessageRecords {
    */
   accept(message: AcceptedOutboundMessage): Promise<{ status: MessageStatus; created: boolean }>;
   get(messageId: string): Promise<MessageRecord | null>;
-  /** `rate`: sends allowed per `windowMs` for the device (a sliding window). */
-  begin(messageId: string, deviceId: string, serverId: string, token: number, rate: { limit: number; windowMs: number }): Promise<BeginSend>;
+  /**
+   * `holder`: the sender's holder id (holderId()); `rate`: sends allowed per `windowMs` for the
+   * device (a sliding window).
+   */
+  begin(messageId: string, deviceId: string, holder: string, token: number, rate: { limit: number; windowMs: number }): Promise<BeginSend>;
   /** `windowMs`: the device's rate window, whose slot for this message moves to the delivery. */
   finish(messageId: string, deviceId: string, outcome: 'sent' | 'failed', detail: string, windowMs?: number): Promise<void>;
   /** The device's own messages-per-minute limit, or null when it follows the default. */
@@ -153,12 +157,12 @@ export function createMessageRecords({
       };
     },
 
-    async begin(messageId, deviceId, serverId, token, rate) {
+    async begin(messageId, deviceId, holder, token, rate) {
       const [outcome, value] = await runLua<[string, string | number]>(
         redis,
         scripts.begin,
         [keys.message(messageId), keys.lease(deviceId), keys.sendTimes(deviceId), keys.rateOverrides],
-        [`${serverId}:${token}`, messageId, rate.limit, rate.windowMs, deviceId],
+        [leaseValue(holder, token), messageId, rate.limit, rate.windowMs, deviceId],
       );
       if (outcome === 'go') return { outcome, attempt: Number(value) };
       if (outcome === 'sent') return { outcome, waMessageId: String(value) };

@@ -7,6 +7,7 @@ import type { Metrics, QueueCounts } from '../metrics/index.js';
 import { WafleetError } from '../shared/errors.js';
 import { defineLuaScripts, loadLuaScript, runLua } from '../shared/lua.js';
 import { waMessageIdFor, type MessageRecords, type OutboundMessage } from './messages.js';
+import { holderId } from '../cluster/lease-value.js';
 
 // Outbound messages on BullMQ: one queue per device, `wa-out-<deviceId>`, so a device's messages
 // keep their order (one worker, concurrency 1), are paced per device (a sliding window checked
@@ -42,6 +43,8 @@ export interface OutboundOptions {
   sender: MessageSender;
   log: Logger;
   serverId: string;
+  /** This process's boot id, named in the lease values it holds (absent: the bare server id). */
+  bootId?: string;
   /** Messages per minute per device (ban protection): never more in any 60-second window. */
   ratePerMinute: number;
   /** The rate window; 60 s in production, shorter in tests. */
@@ -178,7 +181,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
     if (!sender.ready(deviceId, token)) return later(250);
     const [min, max] = options.delayMs;
     if (max > 0) await new Promise((r) => setTimeout(r, min + Math.random() * (max - min)));
-    const begun = await records.begin(messageId, deviceId, options.serverId, token, {
+    const begun = await records.begin(messageId, deviceId, holderId(options.serverId, options.bootId), token, {
       limit: options.ratePerMinute,
       windowMs: options.rateWindowMs ?? 60_000,
     });

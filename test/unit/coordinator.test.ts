@@ -93,7 +93,8 @@ interface Server {
   redis: Redis;
 }
 
-async function startServer(serverId: string, overrides: { redis?: Redis; inboxReader?: Redis } = {}): Promise<Server> {
+async function startServer(serverId: string, overrides: { redis?: Redis; inboxReader?: Redis; bootId?: string } = {}): Promise<Server> {
+  const { bootId } = overrides;
   const redis = overrides.redis ?? t.redis;
   const log = pino({ level: 'silent' });
   const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: (TTL * 2) / 3 });
@@ -109,6 +110,7 @@ async function startServer(serverId: string, overrides: { redis?: Redis; inboxRe
     clock: monotonicNow,
     log,
     serverId,
+    bootId,
     ttlMs: TTL,
     intervalMs: TTL / 3,
     advert: () => ({ bootId: 'b', url: '', region: 'r', capacity: 100, priority: 100, draining: false, startedAt: 0, responseTimeMs: 0 }),
@@ -127,6 +129,7 @@ async function startServer(serverId: string, overrides: { redis?: Redis; inboxRe
     recorder,
     log,
     serverId,
+    bootId,
     ttlMs: TTL,
     sweepIntervalMs: 200,
     placementTimeoutMs: 1000,
@@ -282,5 +285,32 @@ describe('self-fence', () => {
 
     await t.redis.set(keys.marker, marker!);
     await waitUntil(async () => a.runtime.isRunning(before) && a.runtime.isRunning(during), 5000);
+  });
+});
+
+describe('the boot id in lease values', () => {
+  it('a claim whose reply was lost is adopted by the process it was granted to, not wasted', async () => {
+    const a = await startServer('srv-a', { bootId: 'a0a0a0a0a0a0' });
+    const device = await wantedDevice();
+    // The claim ran and granted token 1, but its reply was lost; ioredis sends the script again.
+    expect(await leases.claim(device, 'srv-a@a0a0a0a0a0a0', TTL)).toEqual({ outcome: 'claimed', token: 1 });
+    expect(await t.redis.get(keys.lease(device))).toBe('srv-a@a0a0a0a0a0a0:1');
+    await t.redis.xadd(keys.inbox('srv-a'), '*', 'type', 'place', 'deviceId', device);
+    await waitUntil(async () => a.guard.tokenOf(device) === 1 && a.runtime.isRunning(device), 2000);
+    expect(await t.redis.get(keys.fence(device))).toBe('1');
+  });
+
+  it('a lease of the same server id but another boot is not taken for this process\'s own', async () => {
+    const a = await startServer('srv-a', { bootId: 'a0a0a0a0a0a0' });
+    const device = await wantedDevice();
+    await leases.claim(device, 'srv-a@b1b1b1b1b1b1', TTL);
+    await t.redis.xadd(keys.inbox('srv-a'), '*', 'type', 'place', 'deviceId', device);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(a.guard.tokenOf(device)).toBeUndefined();
+    expect(a.runtime.isRunning(device)).toBe(false);
+    // Its renewals do not renew the other boot's lease either.
+    expect(await leases.renew('srv-a@a0a0a0a0a0a0', TTL, [{ deviceId: device, token: 1 }])).toEqual([
+      { deviceId: device, token: 1, holder: { serverId: 'srv-a', bootId: 'b1b1b1b1b1b1', token: 1 } },
+    ]);
   });
 });

@@ -20,9 +20,11 @@
     ARGV[5]  "1" when the claim answers a placement: it then needs the device's reservation to
              name this server (a late claim after the reservation expired, or after the device
              was stopped, must not start it); "0" otherwise
+    ARGV[6]  the holder the lease value names: "serverId@bootId" (this start of the server),
+             or "" for the bare serverId
 
   Output:
-    { token, "serverId:token", expired }
+    { token, "holder:token", expired }
                                   claimed; `expired` is the holder ("serverId:token") of a lease
                                   that ran out without being released or swept (a failover that
                                   this claim completes before any sweep did), else ""
@@ -55,7 +57,11 @@ if token < floor then
   redis.call('SET', KEYS[2], token)
 end
 
-local value = serverId .. ':' .. token
+local holder = ARGV[6]
+if holder == nil or holder == '' then
+  holder = serverId
+end
+local value = holder .. ':' .. token
 -- A release and a sweep both forget the holder, so one still named here held a lease that
 -- simply ran out: the sweep that would have counted this failover finds the new lease instead.
 local expired = redis.call('HGET', KEYS[4], deviceId) or ''

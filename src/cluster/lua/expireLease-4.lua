@@ -9,7 +9,7 @@
     KEYS[4]  owned set of the last holder  {p}:owned:<serverId> (any key when there is none)
 
     ARGV[1]  deviceId
-    ARGV[2]  the holder the caller read ("serverId:token", or "" for none)
+    ARGV[2]  the holder the caller read ("holder:token", or "" for none)
 
   Output:
     1   expired: the device is an orphan, the caller places it

@@ -27,7 +27,7 @@
 
   Output:
     { "placed", serverId }    reserved on serverId and announced in its inbox
-    { "owned", value }        the device already has a lease ("serverId:token"); any placement
+    { "owned", value }        the device already has a lease ("holder:token"); any placement
                               left for it is dropped
     { "unwanted", "" }        the device is not wanted (stopped or deleted); any placement is dropped
     { "pending", serverId }   an unexpired reservation already exists

@@ -15,14 +15,14 @@
     KEYS[3]        owned set   {p}:owned:<serverId>
     KEYS[4..]      per lease, two keys: {p}:lease:<deviceId>, {p}:fence:<deviceId>
 
-    ARGV[1]        serverId
+    ARGV[1]        holder ("serverId@bootId", or a bare serverId)
     ARGV[2]        ttl ms
     ARGV[3..]      deviceId, token, deviceId, token, ... (same order as the key pairs)
 
   Output:
     flat array of the lost leases: deviceId, current value ("" when none), ...
 ]]
-local serverId, ttl = ARGV[1], tonumber(ARGV[2])
+local holder, ttl = ARGV[1], tonumber(ARGV[2])
 local time = redis.call('TIME')
 local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
 local lost = {}
@@ -30,7 +30,7 @@ local n = (#KEYS - 3) / 2
 for i = 0, n - 1 do
   local leaseKey, fenceKey = KEYS[4 + i * 2], KEYS[5 + i * 2]
   local deviceId, token = ARGV[3 + i * 2], tonumber(ARGV[4 + i * 2])
-  local mine = serverId .. ':' .. token
+  local mine = holder .. ':' .. token
   local current = redis.call('GET', leaseKey)
   local fence = tonumber(redis.call('GET', fenceKey)) or 0
   if fence > token then

@@ -9,7 +9,7 @@
     KEYS[4]  owned set      {p}:owned:<serverId>
 
     ARGV[1]  deviceId
-    ARGV[2]  expected value "serverId:token"
+    ARGV[2]  expected value "holder:token"
 
   Output:
     1  released

@@ -8,15 +8,15 @@
     KEYS[2]       owned set      {p}:owned:<serverId>
     KEYS[3..n+2]  lease keys     {p}:lease:<deviceId>, in the order of the pairs in ARGV
 
-    ARGV[1]       serverId
+    ARGV[1]       holder ("serverId@bootId", or a bare serverId)
     ARGV[2]       ttl ms
     ARGV[3..]     deviceId, token, deviceId, token, ...
 
   Output:
     flat array of the lost leases: deviceId, current value ("" when the lease is gone), ...
-    A lease counts as lost when its value is no longer exactly "serverId:token".
+    A lease counts as lost when its value is no longer exactly "holder:token".
 ]]
-local serverId, ttl = ARGV[1], tonumber(ARGV[2])
+local holder, ttl = ARGV[1], tonumber(ARGV[2])
 local time = redis.call('TIME')
 local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
 local lost = {}
@@ -24,7 +24,7 @@ for i = 3, #KEYS do
   local pair = (i - 3) * 2 + 3
   local deviceId, token = ARGV[pair], ARGV[pair + 1]
   local current = redis.call('GET', KEYS[i])
-  if current == serverId .. ':' .. token then
+  if current == holder .. ':' .. token then
     redis.call('PEXPIRE', KEYS[i], ttl)
     redis.call('ZADD', KEYS[1], deadline, deviceId)
   else

@@ -1,6 +1,7 @@
 import { initAuthCreds, type AuthenticationState, type SignalDataSet, type SignalDataTypeMap, type SignalKeyStore } from '@whiskeysockets/baileys';
 import type { RedisClient as Redis } from '../../shared/redis.js';
 import type { ClusterKeys } from '../../cluster/keys.js';
+import { holderId, leaseValue } from '../../cluster/lease-value.js';
 import { defineLuaScripts, loadLuaScript, runLua } from '../../shared/lua.js';
 import type { Logger } from '../../shared/logger.js';
 import type { Store } from '../../store/types.js';
@@ -25,6 +26,8 @@ const scripts = {
 /** The lease under which a device's auth state is written. */
 export interface AuthLease {
   serverId: string;
+  /** The holding process's boot id, as the lease value names it (absent: the bare server id). */
+  bootId?: string;
   token: number;
   /** Throws unless this server may still act for the device (self-fence deadline, token). */
   guard(): void;
@@ -78,7 +81,7 @@ export function createAuthStateStore(options: AuthStateStoreOptions): AuthStateS
 
   return {
     forDevice(deviceId, lease) {
-      const holder = `${lease.serverId}:${lease.token}`;
+      const holder = leaseValue(holderId(lease.serverId, lease.bootId), lease.token);
       const hashKey = keys.authState(deviceId);
       const scriptKeys = [keys.lease(deviceId), hashKey];
       const deviceLog = log.child({ deviceId, token: lease.token });

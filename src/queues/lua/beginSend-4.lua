@@ -11,7 +11,7 @@
     KEYS[2]  lease key       {p}:lease:<deviceId>
     KEYS[3]  send times      {p}:sends:<deviceId> (sorted set: messageId -> send time, ms)
     KEYS[4]  rate overrides  {p}:rate-limits (hash: deviceId -> sends allowed per window)
-    ARGV[1]  "serverId:token" of the sender
+    ARGV[1]  the lease value the sender holds ("serverId@bootId:token")
     ARGV[2]  messageId
     ARGV[3]  default rate limit: sends allowed per window (a device's override in KEYS[4] wins)
     ARGV[4]  window ms
