@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { OPERATIONS, type CallOperation } from './operations.js';
-import { asRows, mapApiKey, mapDevice, mapLeaseEvent, mapMessage, mapServer, mapSession, toDate } from './rows.js';
+import { asRows, mapApiKey, mapDevice, mapLeaseEvent, mapMessage, mapServer, mapSession, toDate, toNumber } from './rows.js';
 import type { ApplyRecordsReport, DeviceStatus, MigrationReport, Store, StoredMessage } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -117,6 +117,10 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
     async listLeaseEpochs(after, limit) {
       const rows = asRows(await call('listLeaseEpochs', { p_after: after, p_limit: limit }));
       return rows.map((row) => ({ deviceId: String(row.device_id), leaseEpoch: Number(row.lease_epoch) }));
+    },
+
+    async nextTokenEpoch(redisRunId, serverId) {
+      return toNumber(await call('nextTokenEpoch', { p_redis_run_id: redisRunId, p_server_id: serverId }));
     },
 
     async saveSession(deviceId, creds, keys, epoch) {

@@ -92,6 +92,11 @@ export const OPERATIONS = {
     returns: 'scalar',
     params: { p_device_id: 'uuid', p_status: 'text', p_epoch: 'bigint', p_error_message: 'text' },
   },
+  nextTokenEpoch: {
+    fn: 'wafleet_next_token_epoch',
+    returns: 'scalar',
+    params: { p_redis_run_id: 'text', p_server_id: 'text' },
+  },
   saveSession: {
     fn: 'wafleet_save_session',
     returns: 'scalar',

@@ -116,7 +116,7 @@ export interface ApplyRecordsReport {
   applied: number;
   /** Appended records already in the store (the batch ran before). */
   duplicate: number;
-  /** Assignments and status refused: the device has a newer epoch. */
+  /** Assignments and status refused: the device has a newer epoch, or this one from another server. */
   fenced: number;
   /** Records the database refused (a device deleted meanwhile, a value out of range). */
   rejected: number;
@@ -230,9 +230,12 @@ export interface Store {
   getBestAvailableServer(): Promise<string | null>;
   createDevice(device: NewDevice): Promise<Device>;
   getDevice(deviceId: string): Promise<Device | null>;
-  /** Fenced: false when the stored lease_epoch is already higher than `epoch`. */
+  /**
+   * Fenced: false when the stored lease_epoch is higher than `epoch`, or equal and recorded by
+   * another server.
+   */
   recordAssignment(deviceId: string, serverId: string | null, epoch: number): Promise<boolean>;
-  /** Fenced like recordAssignment: false when the store has a newer epoch for the device. */
+  /** Fenced on lease_epoch alone (no sender to compare): false when the store has a newer epoch for the device. */
   updateDeviceStatus(deviceId: string, status: DeviceStatus, epoch: number, errorMessage?: string | null): Promise<boolean>;
   /** The wanted state; reconcile places every `running` device that runs nowhere. Null: no such device. */
   setDesiredState(deviceId: string, desiredState: 'running' | 'stopped'): Promise<Device | null>;
@@ -240,6 +243,13 @@ export interface Store {
   listWantedDevices(after: string | null, limit: number): Promise<string[]>;
   /** Devices with a lease epoch above 0, by id, to re-seed Redis's fences after it lost its data. */
   listLeaseEpochs(after: string | null, limit: number): Promise<Array<{ deviceId: string; leaseEpoch: number }>>;
+  /**
+   * A new Redis incarnation epoch, higher than every one before (from any server), for the re-seed
+   * after Redis lost its data: tokens handed out afterwards start above `epoch * 2^32`, so no token
+   * of an earlier incarnation is ever handed out again. Each call takes one; recorded with the
+   * Redis run id (null: unknown) and the asking server.
+   */
+  nextTokenEpoch(redisRunId: string | null, serverId: string): Promise<number>;
   /** Fenced: false when the stored snapshot has a higher epoch, or the device does not exist. */
   saveSession(deviceId: string, creds: unknown, keys: Record<string, Record<string, unknown>>, epoch: number): Promise<boolean>;
   getSession(deviceId: string): Promise<SessionSnapshot | null>;

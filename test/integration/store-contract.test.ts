@@ -182,6 +182,7 @@ function supabaseTarget(): Target {
         cleanup: async () => {
           await probe(`delete from backend_servers where id like 'ct-%'`);
           await probe(`delete from server_logs where server_id like 'ct-%'`);
+          await probe(`delete from token_epochs where server_id like 'ct-%'`);
           await probe('delete from device_lease_events where device_id = any($1::uuid[])', [deviceIds]);
           await probe('delete from device_connection_logs where device_id = any($1::uuid[])', [deviceIds]);
           await probe(`delete from devices where device_name like 'ct-%'`);
@@ -413,8 +414,12 @@ function storeContract(target: Target) {
       expect(await store.recordAssignment(device.id, id('one'), 5)).toBe(true);
       expect(await store.recordAssignment(device.id, id('two'), 4)).toBe(false);
       expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: id('one'), leaseEpoch: 5 });
-      // Equal is accepted, so a retried write is idempotent.
-      expect(await store.recordAssignment(device.id, id('two'), 5)).toBe(true);
+      // Equal from the server that recorded it is accepted, so a retried write is idempotent;
+      // equal from another server is refused (one token, granted twice across a Redis data loss).
+      expect(await store.recordAssignment(device.id, id('one'), 5)).toBe(true);
+      expect(await store.recordAssignment(device.id, id('two'), 5)).toBe(false);
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: id('one'), leaseEpoch: 5 });
+      expect(await store.recordAssignment(device.id, id('two'), 6)).toBe(true);
       expect(await store.recordAssignment(device.id, null, 7)).toBe(true);
       expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: null, leaseEpoch: 7 });
       expect(await store.recordAssignment(randomUUID(), id('one'), 99)).toBe(false);
@@ -473,6 +478,44 @@ function storeContract(target: Target) {
       expect(epochs).toContainEqual({ deviceId: b, leaseEpoch: 42 });
       expect(epochs.map((e) => e.deviceId)).not.toContain(c);
       expect(epochs.every((e) => e.leaseEpoch > 0)).toBe(true);
+    });
+
+    it('hands out token epochs that only go up, one per call, never the same twice, also to two stores at once', async () => {
+      const id = ids();
+      const mine: number[] = [];
+      for (let i = 0; i < 5; i++) mine.push(await store.nextTokenEpoch(i === 0 ? null : `run-${i}`, id('epochs')));
+      expect(mine[0]).toBeGreaterThanOrEqual(1);
+      for (let i = 1; i < mine.length; i++) expect(mine[i]).toBeGreaterThan(mine[i - 1]!);
+      expect(mine.every(Number.isSafeInteger)).toBe(true);
+      // Each epoch is audited with who asked and for which Redis run.
+      const audit = await probe('select epoch::int, redis_run_id, server_id from token_epochs where server_id = $1 order by epoch', [id('epochs')]);
+      expect(audit).toEqual(mine.map((epoch, i) => ({ epoch, redis_run_id: i === 0 ? null : `run-${i}`, server_id: id('epochs') })));
+
+      // Several servers noticing the same Redis reset at once: each gets its own, higher epoch.
+      const pair = await target.openPair();
+      try {
+        await Promise.all(pair.stores.map((s) => s.migrate()));
+        const perStore = await Promise.all(
+          pair.stores.map(async (s, n) => {
+            const taken: number[] = [];
+            await Promise.all(
+              Array.from({ length: 12 }, async () => {
+                taken.push(await s.nextTokenEpoch('run-same', id(`racer-${n}`)));
+              }),
+            );
+            return taken;
+          }),
+        );
+        const all = perStore.flat();
+        expect(new Set(all).size).toBe(all.length);
+        // A database of its own: the epochs are exactly 1..24, none lost, none twice.
+        if (target.isolated) expect([...all].sort((a, b) => a - b)).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
+        // And later calls only go higher.
+        const after = await pair.stores[0].nextTokenEpoch('run-next', id('racer-0'));
+        expect(after).toBeGreaterThan(Math.max(...all));
+      } finally {
+        await pair.cleanup();
+      }
     });
 
     it('saves session snapshots fenced by epoch, and clears them with a tombstone a stale save cannot revive', async () => {
@@ -635,6 +678,55 @@ function storeContract(target: Target) {
       expect(await probe('select event_type from device_connection_logs where device_id = $1', [device.id])).toEqual([{ event_type: 'connecting' }]);
       expect(await probe('select event, message from server_logs where server_id = $1', [id('wb')])).toEqual([{ event: 'wb_test', message: 'hello' }]);
       expect(await store.applyRecords([])).toMatchObject({ applied: 0, rejected: 0 });
+    });
+
+    it('refuses an equal token from another server: the same token granted twice after Redis lost its data', async () => {
+      const id = ids();
+      const [s, t] = [id('s'), id('t')];
+      await store.registerServer(registration(s));
+      await store.registerServer(registration(t));
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-equal-token', connectionMethod: 'qr' });
+      const at = (n: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString();
+      const assignment = (serverId: string, epoch: number, n: number): StoreRecord => ({ kind: 'assignment', at: at(n), deviceId: device.id, serverId, epoch });
+      const status = (serverId: string, epoch: number, n: number, value: 'connecting' | 'connected' | 'error'): StoreRecord => ({
+        kind: 'status', at: at(n), deviceId: device.id, serverId, status: value, epoch, errorMessage: value === 'error' ? `from ${serverId}` : null,
+      });
+      const recorder = async () => (await probe('select lease_epoch_server_id from devices where id = $1', [device.id]))[0]!.lease_epoch_server_id;
+
+      // S claims with 41.
+      expect(await store.applyRecords([assignment(s, 41, 1), status(s, 41, 2, 'connected')])).toMatchObject({ applied: 2, fenced: 0 });
+      expect(await recorder()).toBe(s);
+      // Redis lost its data, the fence was re-seeded to 40 and T was granted 41 too: refused.
+      expect(await store.applyRecords([assignment(t, 41, 3), status(t, 41, 4, 'error')])).toMatchObject({ applied: 0, fenced: 2, rejected: 0 });
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: s, leaseEpoch: 41, status: 'connected', errorMessage: null });
+      // S's own records with 41 again (a replayed batch, a later status) still count.
+      expect(await store.applyRecords([assignment(s, 41, 1), status(s, 41, 5, 'connecting')])).toMatchObject({ applied: 2, fenced: 0 });
+      // A newer token counts from anyone, and then S's equal-to-old or older writes do not.
+      expect(await store.applyRecords([assignment(t, 42, 6), status(t, 42, 7, 'connected')])).toMatchObject({ applied: 2, fenced: 0 });
+      expect(await recorder()).toBe(t);
+      expect(await store.applyRecords([status(s, 42, 8, 'error'), status(s, 41, 9, 'error'), assignment(s, 42, 10)])).toMatchObject({ applied: 0, fenced: 3 });
+      expect(await store.getDevice(device.id)).toMatchObject({ assignedServerId: t, leaseEpoch: 42, status: 'connected', errorMessage: null });
+
+      const writes = await probe('select kind, server_id, epoch::int, status, applied from device_state_writes where device_id = $1 order by id', [device.id]);
+      expect(writes).toEqual([
+        { kind: 'assignment', server_id: s, epoch: 41, status: null, applied: true },
+        { kind: 'status', server_id: s, epoch: 41, status: 'connected', applied: true },
+        { kind: 'assignment', server_id: t, epoch: 41, status: null, applied: false },
+        { kind: 'status', server_id: t, epoch: 41, status: 'error', applied: false },
+        { kind: 'assignment', server_id: s, epoch: 41, status: null, applied: true },
+        { kind: 'status', server_id: s, epoch: 41, status: 'connecting', applied: true },
+        { kind: 'assignment', server_id: t, epoch: 42, status: null, applied: true },
+        { kind: 'status', server_id: t, epoch: 42, status: 'connected', applied: true },
+        { kind: 'status', server_id: s, epoch: 42, status: 'error', applied: false },
+        { kind: 'status', server_id: s, epoch: 41, status: 'error', applied: false },
+        { kind: 'assignment', server_id: s, epoch: 42, status: null, applied: false },
+      ]);
+
+      // An epoch nobody is known to have recorded (an assignment to nobody) takes an equal token
+      // from anyone, as before.
+      expect(await store.recordAssignment(device.id, null, 50)).toBe(true);
+      expect(await recorder()).toBeNull();
+      expect(await store.applyRecords([status(s, 50, 11, 'connecting')])).toMatchObject({ applied: 1, fenced: 0 });
     });
 
     it('accepts a message once per idempotency key, also concurrently, and frees a key after its window', async () => {

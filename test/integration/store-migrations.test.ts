@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { PGlite } from '@electric-sql/pglite';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createInProcessPgliteStore, type Store } from '../../src/store/index.js';
+import { createInProcessPgliteStore, loadMigrations, migrate, type Store } from '../../src/store/index.js';
+import { createPgliteExecutor } from '../../src/store/executor.js';
 import { OPERATIONS } from '../../src/store/operations.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -72,6 +73,15 @@ describe('migrations on a Supabase-like database', () => {
     expect(rows.map((r) => r.id)).toContain('srv-rls');
   });
 
+  it('lets only the service role take a token epoch', async () => {
+    for (const role of ['anon', 'authenticated']) {
+      await expect(as(role, null, () => db.query(`select wafleet_next_token_epoch('run', 'srv-rls')`))).rejects.toMatchObject({ code: '42501' });
+      await expect(as(role, null, () => db.query(`select nextval('token_epoch_seq')`))).rejects.toMatchObject({ code: '42501' });
+    }
+    const epoch = await as('service_role', null, async () => (await db.query<{ e: string }>(`select wafleet_next_token_epoch('run', 'srv-rls')::text as e`)).rows[0]!.e);
+    expect(Number(epoch)).toBeGreaterThanOrEqual(1);
+  });
+
   it('shows signed-in users their own devices and never session data', async () => {
     const alice = randomUUID();
     const bob = randomUUID();
@@ -102,6 +112,50 @@ describe('migrations on plain PostgreSQL (no auth schema)', () => {
       await store.migrate();
       const { rows } = await db.query<{ on: boolean }>(`select bool_or(relrowsecurity) as on from pg_class where relname like 'device%'`);
       expect(rows[0]?.on).toBe(false);
+    } finally {
+      await store.close();
+      await db.close();
+    }
+  });
+});
+
+describe('migration 008 (token epochs) on a store that already holds leases', () => {
+  it('learns who recorded each existing lease_epoch, so the new fence holds for rows written before it', async () => {
+    const db = await PGlite.create('memory://');
+    const executor = createPgliteExecutor(db, { closeDb: false });
+    const store = await createInProcessPgliteStore(log, { db });
+    try {
+      const migrations = await loadMigrations();
+      await migrate(executor, log, { migrations: migrations.filter((m) => m.version < 8) });
+      await db.query(`select * from wafleet_register_server('srv-old', 'n', 'http://n', 'vps', 'eu', 10, 0, null, '{}')`);
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'upgraded', connectionMethod: 'qr' });
+      await db.query(`select wafleet_record_assignment($1, 'srv-old', 41)`, [device.id]);
+
+      expect((await store.migrate()).applied).toEqual(migrations.filter((m) => m.version >= 8).map((m) => m.name));
+      const { rows } = await db.query<{ lease_epoch_server_id: string | null }>('select lease_epoch_server_id from devices where id = $1', [device.id]);
+      expect(rows).toEqual([{ lease_epoch_server_id: 'srv-old' }]);
+      await db.query(`select * from wafleet_register_server('srv-new', 'n', 'http://n', 'vps', 'eu', 10, 0, null, '{}')`);
+      expect(await store.recordAssignment(device.id, 'srv-new', 41)).toBe(false);
+      expect(await store.recordAssignment(device.id, 'srv-old', 41)).toBe(true);
+      expect(await store.nextTokenEpoch(null, 'srv-new')).toBe(1);
+    } finally {
+      await store.close();
+      await db.close();
+    }
+  });
+
+  it('refuses to hand out an epoch whose tokens would pass 2^53', async () => {
+    const db = await PGlite.create('memory://');
+    const store = await createInProcessPgliteStore(log, { db });
+    try {
+      await store.migrate();
+      const last = 2 ** 21 - 1;
+      // The highest token of the last epoch is still a safe integer; the next epoch's first is not.
+      expect(Number.isSafeInteger(last * 2 ** 32 + (2 ** 32 - 1))).toBe(true);
+      expect(Number.isSafeInteger((last + 1) * 2 ** 32 + 1)).toBe(false);
+      await db.query('select setval($1, $2, false)', ['token_epoch_seq', last]);
+      expect(await store.nextTokenEpoch('run', 'srv-x')).toBe(last);
+      await expect(store.nextTokenEpoch('run', 'srv-x')).rejects.toThrow(/maximum value/);
     } finally {
       await store.close();
       await db.close();

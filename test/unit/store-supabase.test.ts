@@ -243,7 +243,7 @@ describe('supabase adapter request shapes', () => {
     expectRpc('wafleet_schema_version', {});
   });
 
-  it('lease-core operations: fenced status, wanted state, reconcile and re-seed pages', async () => {
+  it('lease-core operations: fenced status, wanted state, reconcile and re-seed pages, token epochs', async () => {
     const store = await open();
     answers.set('wafleet_update_device_status', { status: 200, body: true });
     expect(await store.updateDeviceStatus(deviceRow.id, 'connected', 12)).toBe(true);
@@ -263,6 +263,11 @@ describe('supabase adapter request shapes', () => {
     answers.set('wafleet_list_lease_epochs', { status: 200, body: [{ device_id: deviceRow.id, lease_epoch: 9 }] });
     expect(await store.listLeaseEpochs(deviceRow.user_id, 2)).toEqual([{ deviceId: deviceRow.id, leaseEpoch: 9 }]);
     expectRpc('wafleet_list_lease_epochs', { p_after: deviceRow.user_id, p_limit: 2 });
+
+    requests = [];
+    answers.set('wafleet_next_token_epoch', { status: 200, body: 7 });
+    expect(await store.nextTokenEpoch('3f1c0a', 'srv-1')).toBe(7);
+    expectRpc('wafleet_next_token_epoch', { p_redis_run_id: '3f1c0a', p_server_id: 'srv-1' });
   });
 
   it('session snapshot operations', async () => {
@@ -372,6 +377,7 @@ describe('supabase adapter request shapes', () => {
         'wafleet_list_servers',
         'wafleet_list_wanted_devices',
         'wafleet_mark_server_inactive',
+        'wafleet_next_token_epoch',
         'wafleet_recent_lease_events',
         'wafleet_record_assignment',
         'wafleet_record_health_check',
