@@ -129,7 +129,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const restoreProducer = createOutboundProducer({ redis: bull, keys, retentionMs: config.messages.retentionMs });
     cleanups.push({ name: 'message restore', run: () => restoreProducer.close() });
     const restoreMessages = createMessageRestore({ store, redis, keys, records: messages, producer: restoreProducer, log: log.child({ module: 'message-restore' }) });
-    const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, restoreMessages };
+    const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages };
     await ensureMarker(resetDeps);
 
     const { connector, runtime: deviceRuntime } = await createDevices({

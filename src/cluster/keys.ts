@@ -41,6 +41,12 @@ export interface ClusterKeys {
   readonly incarnation: string;
   /** string, PX TTL: while it exists nobody claims (set after Redis lost its data) */
   readonly claimEmbargo: string;
+  /**
+   * integer: every token granted is above it. Each re-seed after Redis lost its data raises it
+   * to the store's new incarnation epoch times 2^32, so no token of an earlier Redis incarnation
+   * (whose record may never have reached the store) is ever granted again
+   */
+  readonly tokenFloor: string;
   /** hash, fenced: a device's live status as its owner last reported it */
   deviceStatus(deviceId: string): string;
   /** Simulated WhatsApp (the `simulated` connector): the device's open socket, PX keep-alive */
@@ -116,6 +122,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     marker: `${tag}:marker`,
     incarnation: `${tag}:incarnation`,
     claimEmbargo: `${tag}:claim-embargo`,
+    tokenFloor: `${tag}:token-floor`,
     deviceStatus: (deviceId: string) => `${tag}:device:${deviceId}`,
     simSocket: (deviceId: string) => `${tag}:sim:socket:${deviceId}`,
     simConflicts: `${tag}:sim:conflicts`,

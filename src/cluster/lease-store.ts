@@ -11,7 +11,8 @@ export { holderId, leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } f
 
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
-  claim: loadLuaScript(LUA, 'claimLease-10.lua'),
+  claim: loadLuaScript(LUA, 'claimLease-11.lua'),
+  raiseTokenFloor: loadLuaScript(LUA, 'raiseTokenFloor-1.lua'),
   renew: loadLuaScript(LUA, 'renewLeases.lua'),
   release: loadLuaScript(LUA, 'releaseLease-4.lua'),
   findDue: loadLuaScript(LUA, 'findDue-2.lua'),
@@ -99,6 +100,8 @@ export interface LeaseStore {
   read(deviceId: string): Promise<LeaseInfo | null>;
   /** After Redis lost its data: writes this server's leases back with their tokens; reports the lost. */
   reassert(holder: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
+  /** Queues, on a caller's transaction, raising the token floor to `floor` (never lowering it). */
+  queueRaiseTokenFloor(tx: ChainableCommander, floor: string): void;
   /** Lifts fence counters to the store's epochs (never lowers one); returns how many were lifted. */
   seedFences(epochs: ReadonlyArray<{ deviceId: string; leaseEpoch: number }>): Promise<number>;
   /** Fenced: false (and nothing written) unless `holder:token` still holds the lease. */
@@ -158,6 +161,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           keys.reserved(serverId),
           keys.placements,
           keys.placementTargets,
+          keys.tokenFloor,
         ],
         [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0', holder],
       );
@@ -272,6 +276,10 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
         for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, token: sent.get(flat[i]!)!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
       }
       return lost;
+    },
+
+    queueRaiseTokenFloor(tx, floor) {
+      queueLua(tx, scripts.raiseTokenFloor, [keys.tokenFloor], [floor]);
     },
 
     async seedFences(epochs) {

@@ -13,6 +13,9 @@ import { runIdOf, type LeaseStore } from './lease-store.js';
 
 const SEED_PAGE = 1000;
 
+/** Tokens of incarnation epoch E are granted above E * 2^32 (exact: below 2^53 for E < 2^21). */
+export const tokenFloorOf = (epoch: number): string => (BigInt(epoch) << 32n).toString();
+
 export interface RedisResetDeps {
   redis: Redis;
   keys: ClusterKeys;
@@ -20,6 +23,8 @@ export interface RedisResetDeps {
   leases: LeaseStore;
   log: Logger;
   ttlMs: number;
+  /** Who re-seeds, for the store's audit of incarnation epochs. */
+  serverId?: string;
   /**
    * Puts the messages the store still counts as pending back into Redis (see queues/restore.ts).
    * Run before claims re-open, so no device sends before its line is whole again.
@@ -47,8 +52,12 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys) {
  * again; should Redis have changed meanwhile, that run id is already stale and the next claim or
  * heartbeat starts over.
  */
-export async function reseedFences({ redis, keys, store, leases, log, ttlMs, restoreMessages }: RedisResetDeps, embargo: boolean): Promise<number> {
+export async function reseedFences({ redis, keys, store, leases, log, ttlMs, serverId, restoreMessages }: RedisResetDeps, embargo: boolean): Promise<number> {
   const { runId } = await readIncarnation(redis, keys);
+  // The store's lease_epochs may lack the newest tokens (their records were queued in the Redis
+  // that lost them): a new incarnation epoch in the high bits keeps every token granted from now
+  // on above any granted before, whatever the store knows.
+  const epoch = await store.nextTokenEpoch(runId ?? null, serverId ?? 'unknown');
   // Claims wait while the fences are lifted: a Redis that restarted refuses them by its run id,
   // but one that lost its keys without restarting can only be held off by this.
   if (embargo) await redis.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs, 'NX');
@@ -69,10 +78,11 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs, res
   // once, the first marker stands and the others adopt it.
   const done = redis.multi().set(keys.marker, `${new Date().toISOString()}/${Math.random().toString(36).slice(2, 8)}`, 'NX');
   if (embargo) done.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs);
+  leases.queueRaiseTokenFloor(done, tokenFloorOf(epoch));
   if (runId !== undefined) done.set(keys.incarnation, runId);
   const results = (await done.exec()) ?? [];
   for (const [err] of results) if (err) throw err;
-  log.warn({ lifted, embargoMs: embargo ? ttlMs : 0, runId }, 'fence counters re-seeded from the store');
+  log.warn({ lifted, embargoMs: embargo ? ttlMs : 0, runId, tokenEpoch: epoch }, 'fence counters re-seeded from the store');
   return lifted;
 }
 

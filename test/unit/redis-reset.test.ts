@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClusterKeys } from '../../src/cluster/keys.js';
@@ -46,5 +47,31 @@ describe('re-seed after Redis lost its data', () => {
     // Holders re-assert what they still run within this TTL; no claim may take a device first.
     expect(await t.redis.pttl(keys.claimEmbargo)).toBeGreaterThan(ttlMs * 0.8);
     expect(await t.redis.exists(keys.marker)).toBe(1);
+  });
+
+  it('never grants again a token whose record had not reached the store when Redis lost its data', async () => {
+    // S claimed the device with token 1; the record was still queued in Redis when Redis lost
+    // its data, so the store knows no lease_epoch for it, and S is paused (no re-assert).
+    const ttlMs = 1000;
+    const keys = createClusterKeys(t.prefix);
+    const leases = createLeaseStore({ redis: t.redis, keys });
+    const device = randomUUID();
+    await t.redis.del(keys.claimEmbargo);
+    for (const server of ['srv-s', 'srv-t']) await t.redis.multi().hset(keys.server(server), { capacity: 10 }).pexpire(keys.server(server), 60_000).exec();
+    const before = await leases.claim(device, 'srv-s@5a5a5a5a5a5a', 60_000);
+    expect(before).toMatchObject({ outcome: 'claimed' });
+    const oldToken = (before as { token: number }).token;
+    await t.redis.del(keys.lease(device), keys.fence(device), keys.marker, keys.incarnation, keys.deadlines, keys.holders, keys.claimEmbargo);
+
+    await reseedFences({ redis: t.redis, keys, store, leases, log, ttlMs, serverId: 'srv-t' }, true);
+    await t.redis.del(keys.claimEmbargo);
+    const after = await leases.claim(device, 'srv-t@7b7b7b7b7b7b', 60_000);
+    expect(after).toMatchObject({ outcome: 'claimed' });
+    const newToken = (after as { token: number }).token;
+    expect(newToken).toBeGreaterThan(oldToken);
+    // The token's high bits name the incarnation epoch the store handed out for this re-seed.
+    expect(Math.floor(newToken / 2 ** 32)).toBeGreaterThanOrEqual(1);
+    expect(await t.redis.get(keys.lease(device))).toBe(`srv-t@7b7b7b7b7b7b:${newToken}`);
+    expect(Number.isSafeInteger(newToken)).toBe(true);
   });
 });

@@ -30,7 +30,7 @@ local n = (#KEYS - 3) / 2
 for i = 0, n - 1 do
   local leaseKey, fenceKey = KEYS[4 + i * 2], KEYS[5 + i * 2]
   local deviceId, token = ARGV[3 + i * 2], tonumber(ARGV[4 + i * 2])
-  local mine = holder .. ':' .. token
+  local mine = holder .. ':' .. string.format('%d', token)
   local current = redis.call('GET', leaseKey)
   local fence = tonumber(redis.call('GET', fenceKey)) or 0
   if fence > token then

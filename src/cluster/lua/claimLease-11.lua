@@ -12,6 +12,7 @@
     KEYS[8]  reserved             {p}:reserved:<serverId>
     KEYS[9]  placements           {p}:placements
     KEYS[10] placement targets    {p}:placement-targets
+    KEYS[11] token floor          {p}:token-floor (tokens are granted above it; see seedFences)
 
     ARGV[1]  deviceId
     ARGV[2]  serverId
@@ -48,10 +49,12 @@ if ARGV[5] == '1' and redis.call('HGET', KEYS[10], ARGV[1]) ~= ARGV[2] then
 end
 
 local deviceId, serverId, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
--- The fence only goes up: INCR, then lift it to the store's floor when Redis's counter is behind
--- (after Redis lost its data the counter restarts at 1, but tokens must stay above old ones).
+-- The fence only goes up: INCR, then lift it to the floors when Redis's counter is behind. After
+-- Redis lost its data the counter restarts from the store's lease_epoch, which may lack the newest
+-- tokens (their records were still queued in this Redis): the incarnation floor, raised at each
+-- re-seed, puts every token of the new incarnation above any of an earlier one.
 local token = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[4])
+local floor = math.max(tonumber(ARGV[4]), (tonumber(redis.call('GET', KEYS[11])) or 0) + 1)
 if token < floor then
   token = floor
   redis.call('SET', KEYS[2], token)
@@ -61,7 +64,8 @@ local holder = ARGV[6]
 if holder == nil or holder == '' then
   holder = serverId
 end
-local value = holder .. ':' .. token
+-- %d: Lua's own number-to-string turns tokens above 10^14 (high incarnation epochs) into 1e+14.
+local value = holder .. ':' .. string.format('%d', token)
 -- A release and a sweep both forget the holder, so one still named here held a lease that
 -- simply ran out: the sweep that would have counted this failover finds the new lease instead.
 local expired = redis.call('HGET', KEYS[4], deviceId) or ''
