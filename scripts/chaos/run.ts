@@ -109,8 +109,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
     const messageByWa = new Map<string, string>();
     const reader = createSimHistoryReader({ redis, keys, messageOf: (wa) => messageByWa.get(wa) });
     let conflictsBefore = 0;
-    const drainSim = async () => {
-      for (const e of await reader.read()) record(e);
+    // One read of the stream at a time (two at once read the same entries twice, and each would
+    // be recorded twice), and none while Redis is being restarted (see restartRedis).
+    let simDrain: Promise<void> = Promise.resolve();
+    let simDrainHeld = false;
+    const drainSim = (): Promise<void> => {
+      if (simDrainHeld) return simDrain;
+      simDrain = simDrain
+        .then(async () => {
+          for (const e of await reader.read()) record(e);
+        })
+        .catch(() => undefined);
+      return simDrain;
     };
 
     const devices: string[] = [];
@@ -267,16 +277,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
       return candidates[pick % candidates.length]!;
     };
     const restartRedis = async () => {
-      await drainSim();
       // Whatever the simulated WhatsApp records between the last read and the stop would go with
       // Redis's data, and a message delivered in that moment would look lost. With writes paused
-      // nothing more is recorded (nor sent: a send is a write), so the last read is complete.
+      // nothing more is recorded (nor sent: a send is a write), so the last read is complete. The
+      // periodic reads stop first: one caught by the pause would wait in its trim until Redis stops.
+      await drainSim();
+      simDrainHeld = true;
+      await simDrain;
       await redis.call('CLIENT', 'PAUSE', String(ttlMs * 3), 'WRITE');
       for (const e of await reader.read({ trim: false })) record(e);
       conflictsBefore += Number((await redis.hget(keys.simConflicts, 'total')) ?? 0);
       await ownRedis.stop();
       record({ t: Date.now(), kind: 'sim_reset' });
       ownRedis = await startEphemeralRedis(redisPort);
+      simDrainHeld = false;
     };
 
     for (const planned of faultSchedule(options.seed, { minMs: Math.min(2000, ttlMs), maxMs: ttlMs * 2 })) {

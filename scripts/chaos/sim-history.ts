@@ -65,8 +65,8 @@ export function createSimHistoryReader(options: {
         }
         after = entries[entries.length - 1]![0];
         // Only this reader consumes the stream: what it has read is no longer needed.
-        // A trim that fails (or waits out a write pause until Redis is stopped) loses nothing:
-        // the entries are read, and the cursor has moved past them.
+        // A trim that fails (the connection cut by a fault) loses nothing: the entries are read,
+        // and the cursor has moved past them.
         if (trim) await redis.xtrim(keys.simHistory, 'MINID', after).catch(() => undefined);
         if (entries.length < batch) break;
       }
