@@ -47,20 +47,27 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys) {
 }
 
 /**
- * Lifts fences from the store; with `embargo`, nobody claims for one TTL. Returns fences lifted.
- * Ends by recording the run id it began on as the one fences are seeded on, so claims go ahead
- * again; should Redis have changed meanwhile, that run id is already stale and the next claim or
- * heartbeat starts over.
+ * Lifts fences from the store and puts the pending messages back; with `embargo`, nobody claims
+ * for one TTL after it is done. Returns fences lifted. Ends by recording the run id it began on as
+ * the one fences are seeded on, so claims go ahead again; should Redis have changed meanwhile,
+ * that run id is already stale and the next claim or heartbeat starts over.
+ *
+ * Every server that notices a reset calls this, most of them after the first has finished: the
+ * marker in place and this very Redis recorded as seeded mean there is nothing left to do (the
+ * incarnation is set last, so it stands for a complete re-seed), and the store is not read again.
+ * Until then claims are refused by the incarnation check (the Redis that lost its data lost the
+ * incarnation key with it, or has another run id), so no embargo is needed while this runs.
  */
 export async function reseedFences({ redis, keys, store, leases, log, ttlMs, serverId, restoreMessages }: RedisResetDeps, embargo: boolean): Promise<number> {
-  const { runId } = await readIncarnation(redis, keys);
+  const { runId, hasMarker, seededOn } = await readIncarnation(redis, keys);
+  if (hasMarker && runId !== undefined && runId === seededOn) {
+    log.info({ runId }, 'fences already re-seeded on this Redis by another server');
+    return 0;
+  }
   // The store's lease_epochs may lack the newest tokens (their records were queued in the Redis
   // that lost them): a new incarnation epoch in the high bits keeps every token granted from now
   // on above any granted before, whatever the store knows.
   const epoch = await store.nextTokenEpoch(runId ?? null, serverId ?? 'unknown');
-  // Claims wait while the fences are lifted: a Redis that restarted refuses them by its run id,
-  // but one that lost its keys without restarting can only be held off by this.
-  if (embargo) await redis.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs, 'NX');
   let lifted = 0;
   let after: string | null = null;
   for (;;) {
@@ -74,10 +81,10 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs, ser
   await restoreMessages?.();
   // One transaction: the incarnation re-opens claims, and the embargo, starting in the same step,
   // holds them off for a whole TTL from here, however long the re-seed took, so every holder has
-  // that TTL to re-assert what it still runs. NX on the marker: when several servers notice at
-  // once, the first marker stands and the others adopt it.
+  // that TTL to re-assert what it still runs. NX on both: when several servers re-seed at once,
+  // the first to finish sets the marker and starts the embargo; a later one must not extend it.
   const done = redis.multi().set(keys.marker, `${new Date().toISOString()}/${Math.random().toString(36).slice(2, 8)}`, 'NX');
-  if (embargo) done.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs);
+  if (embargo) done.set(keys.claimEmbargo, Date.now(), 'PX', ttlMs, 'NX');
   leases.queueRaiseTokenFloor(done, tokenFloorOf(epoch));
   if (runId !== undefined) done.set(keys.incarnation, runId);
   const results = (await done.exec()) ?? [];

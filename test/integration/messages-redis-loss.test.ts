@@ -82,9 +82,9 @@ describe('outbound messages when Redis loses its data', () => {
     await own.stop(); // no persistence: every record, job and idempotency key is gone
     own = await startEphemeralRedis(port);
     await waitUntil(
-      async () => servers.every((s) => s.output().includes('pending messages put back')),
+      async () => servers.some((s) => s.output().includes('pending messages put back')),
       TTL * 10,
-      () => 'every server restored the pending messages',
+      () => 'no server restored the pending messages',
     );
 
     // Accepted after the loss: these go behind the restored ones.

@@ -47,6 +47,14 @@ describe('re-seed after Redis lost its data', () => {
     // Holders re-assert what they still run within this TTL; no claim may take a device first.
     expect(await t.redis.pttl(keys.claimEmbargo)).toBeGreaterThan(ttlMs * 0.8);
     expect(await t.redis.exists(keys.marker)).toBe(1);
+
+    // The other servers noticing the same reset find the re-seed done: nothing is read again, and
+    // the embargo is not extended by them.
+    await new Promise((r) => setTimeout(r, 300));
+    const restored: string[] = [];
+    expect(await reseedFences({ ...deps, restoreMessages: async () => void restored.push('again') }, true)).toBe(0);
+    expect(restored).toEqual([]);
+    expect(await t.redis.pttl(keys.claimEmbargo)).toBeLessThan(ttlMs - 250);
   });
 
   it('never grants again a token whose record had not reached the store when Redis lost its data', async () => {
