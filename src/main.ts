@@ -252,6 +252,13 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     await sole.confirm();
     await activeCoordinator.start();
     cleanups.push({ name: 'coordinator', run: () => activeCoordinator.stop() });
+    // A crashed predecessor (pm2 restarted this process under its id) holds leases nobody renews:
+    // take them over now rather than wait a TTL for them to expire.
+    if (sole.predecessor) {
+      await activeCoordinator
+        .takeOver(sole.predecessor.bootId)
+        .catch((err) => log.warn({ err: { message: (err as Error).message } }, "taking over the previous boot's leases failed; they expire and move instead"));
+    }
     // An expired lease wakes the sweep at once instead of at its next poll.
     const leaseKeyPrefix = keys.lease('');
     const expiredKeys = await listenForExpiredKeys({

@@ -55,6 +55,11 @@ export interface Coordinator {
   start(): Promise<void>;
   /** Places a device that runs nowhere (new, or wanted again); idempotent. */
   place(deviceId: string): Promise<PlaceResult>;
+  /**
+   * Takes over, with new tokens, the leases still held by an earlier boot of this server id that
+   * is proven dead (a crash, restarted by pm2); returns how many. Call after start().
+   */
+  takeOver(deadBootId: string): Promise<number>;
   /** Hands every device to other servers, then leaves the cluster. Runs once. */
   drain(reason: string): Promise<{ released: number }>;
   /** Stops loops and devices without handing anything over (after drain, or when fenced). */
@@ -124,12 +129,8 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       log.debug({ deviceId, result }, 'claim not taken');
       return;
     }
-    guard.hold(deviceId, result.token);
-    heldSince.set(deviceId, options.clock());
-    runtime.start(deviceId, result.token);
-    recorder.assignment(deviceId, serverId, result.token);
     const { expired } = result;
-    recorder.leaseEvent({ deviceId, serverId, eventType: 'claim', epoch: result.token, details: { via, ...(expired ? { expiredFrom: expired } : {}) } });
+    run(deviceId, result.token, via, expired ? { expiredFrom: expired } : {});
     if (expired) {
       // The lease ran out and this claim came before any sweep: the failover is counted here,
       // and the sweep, finding a live lease, counts nothing.
@@ -137,6 +138,33 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       log.info({ deviceId, from: expired.serverId, fromToken: expired.token, token: result.token }, 'Failover: lease expired; device taken over here before any sweep');
     }
     log.info({ deviceId, token: result.token, via }, 'Device assigned to server');
+  };
+
+  /** Runs a device under a lease just granted here, and records the claim. */
+  const run = (deviceId: string, token: number, via: string, details: Record<string, unknown>) => {
+    guard.hold(deviceId, token);
+    heldSince.set(deviceId, options.clock());
+    runtime.start(deviceId, token);
+    recorder.assignment(deviceId, serverId, token);
+    recorder.leaseEvent({ deviceId, serverId, eventType: 'claim', epoch: token, details: { via, ...details } });
+  };
+
+  /**
+   * A restarted server whose predecessor (an earlier boot of this server id) is proven dead takes
+   * its leases over at once, with new tokens, instead of waiting a TTL for them to expire. Each one
+   * is a failover, recorded as the predecessor's lease expiring and a claim here.
+   */
+  const takeOver = async (deadBootId: string): Promise<number> => {
+    if (bootId === undefined || deadBootId === bootId || guard.isFenced()) return 0;
+    const owned = await redis.smembers(keys.owned(serverId));
+    const taken = await leases.takeOver(holderId(serverId, deadBootId), holder, ttlMs, owned.filter((d) => guard.tokenOf(d) === undefined));
+    for (const { deviceId, token, previous } of taken) {
+      recorder.leaseEvent({ deviceId, serverId, eventType: 'expire', epoch: previous?.token ?? 0, details: { takenOverBy: serverId, deadBoot: deadBootId } });
+      metrics?.failovers.inc();
+      run(deviceId, token, 'takeover', { expiredFrom: previous, deadBoot: deadBootId });
+    }
+    log.info({ deadBoot: deadBootId, taken: taken.length, owned: owned.length }, `Failover: took over ${taken.length} leases of this server's previous boot ${deadBootId}, which has no connection left`);
+    return taken.length;
   };
 
   const createInboxGroup = async (): Promise<void> => {
@@ -373,6 +401,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     },
 
     place: (deviceId) => place(deviceId),
+    takeOver,
 
     drain(reason) {
       drained ??= (async () => {

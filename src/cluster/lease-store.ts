@@ -13,6 +13,7 @@ const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
   claim: loadLuaScript(LUA, 'claimLease-11.lua'),
   raiseTokenFloor: loadLuaScript(LUA, 'raiseTokenFloor-1.lua'),
+  takeOver: loadLuaScript(LUA, 'takeOverLeases.lua'),
   renew: loadLuaScript(LUA, 'renewLeases.lua'),
   release: loadLuaScript(LUA, 'releaseLease-4.lua'),
   findDue: loadLuaScript(LUA, 'findDue-2.lua'),
@@ -100,6 +101,11 @@ export interface LeaseStore {
   read(deviceId: string): Promise<LeaseInfo | null>;
   /** After Redis lost its data: writes this server's leases back with their tokens; reports the lost. */
   reassert(holder: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
+  /**
+   * Takes over, with new tokens for `holder`, the leases of `deviceIds` that still name `deadHolder`
+   * (an earlier boot of the same server, proven dead). Nothing while claims are embargoed.
+   */
+  takeOver(deadHolder: string, holder: string, ttlMs: number, deviceIds: readonly string[]): Promise<Array<{ deviceId: string; token: number; previous: LeaseHolder | null }>>;
   /** Queues, on a caller's transaction, raising the token floor to `floor` (never lowering it). */
   queueRaiseTokenFloor(tx: ChainableCommander, floor: string): void;
   /** Lifts fence counters to the store's epochs (never lowers one); returns how many were lifted. */
@@ -276,6 +282,23 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
         for (let i = 0; i < flat.length; i += 2) lost.push({ deviceId: flat[i]!, token: sent.get(flat[i]!)!, holder: flat[i + 1] ? parseLeaseValue(flat[i + 1]!) : null });
       }
       return lost;
+    },
+
+    async takeOver(deadHolder, holder, ttlMs, deviceIds) {
+      const taken: Array<{ deviceId: string; token: number; previous: LeaseHolder | null }> = [];
+      for (let start = 0; start < deviceIds.length; start += RENEW_CHUNK) {
+        const chunk = deviceIds.slice(start, start + RENEW_CHUNK);
+        const flat = await runLua<Array<string | number>>(
+          redis,
+          scripts.takeOver,
+          [keys.deadlines, keys.holders, keys.owned(serverIdOf(holder)), keys.tokenFloor, keys.claimEmbargo, ...chunk.flatMap((d) => [keys.lease(d), keys.fence(d)])],
+          [deadHolder, holder, ttlMs, ...chunk],
+        );
+        for (let i = 0; i < flat.length; i += 3) {
+          taken.push({ deviceId: String(flat[i]), token: Number(flat[i + 1]), previous: parseLeaseValue(String(flat[i + 2])) });
+        }
+      }
+      return taken;
     },
 
     queueRaiseTokenFloor(tx, floor) {

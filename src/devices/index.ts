@@ -48,7 +48,7 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
   const connector =
     options.connector ??
     (settings.driver === 'simulated'
-      ? await createSimulatedConnector({ redis, subscriber, keys, log: log.child({ module: 'simulated-whatsapp' }), ...settings.simulated })
+      ? await createSimulatedConnector({ redis, subscriber, keys, log: log.child({ module: 'simulated-whatsapp' }), ...settings.simulated, ...(bootId ? { bootId } : {}) })
       : createBaileysConnector({ log: log.child({ module: 'baileys' }), ...settings.baileys }));
   const runtime = createDeviceRuntime({
     connector,

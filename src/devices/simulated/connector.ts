@@ -5,6 +5,7 @@ import { defineLuaScripts, loadLuaScript, runLua } from '../../shared/lua.js';
 import type { Logger } from '../../shared/logger.js';
 import { isLinked } from '../auth-state/codec.js';
 import { DisconnectCode, type DeviceConnector, type DeviceSocket, type OpenDeviceOptions } from '../connector.js';
+import { isBootAlive } from '../../cluster/server-exclusivity.js';
 
 // A simulated WhatsApp for load tests, demos and the multi-process tests. It behaves like the real
 // one where it matters to wafleet:
@@ -49,6 +50,12 @@ export interface SimulatedConnectorOptions {
   qrIntervalMs?: number;
   /** Codes one socket shows before WhatsApp gives up on it (408), like Baileys' QR refs. */
   codesPerSocket?: number;
+  /**
+   * The boot id of the process this connector runs in (its Redis connections are named for it).
+   * A socket of a boot that has no connection left is one whose process died: its TCP connection
+   * closed with it, so WhatsApp dropped it at once, and a new socket replaces nothing.
+   */
+  bootId?: string;
   random?: () => number;
 }
 
@@ -150,6 +157,39 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
     return entry.socket;
   };
 
+  // Whether a boot still has a connection, asked once per boot however many sockets it had: a dead
+  // boot stays dead (boot ids never come back), a live answer is trusted for a second.
+  const deadBoots = new Set<string>();
+  const bootChecks = new Map<string, Promise<boolean>>();
+  const bootIsDead = (bootId: string): Promise<boolean> => {
+    if (deadBoots.has(bootId)) return Promise.resolve(true);
+    let check = bootChecks.get(bootId);
+    if (!check) {
+      check = isBootAlive(redis, bootId)
+        .then((alive) => {
+          if (alive === false) deadBoots.add(bootId);
+          return alive === false;
+        })
+        .catch(() => false);
+      bootChecks.set(bootId, check);
+      setTimeout(() => bootChecks.delete(bootId), 1000).unref();
+    }
+    return check;
+  };
+
+  /**
+   * A socket still open in the simulation whose process died (crashed, SIGKILLed) did not close
+   * itself, but on the real WhatsApp the kernel closed its TCP connection when the process died:
+   * WhatsApp saw it go, and the next socket kicks nothing. Closed here the same way.
+   */
+  const dropSocketOfDeadProcess = async (deviceId: string): Promise<void> => {
+    const current = await redis.get(keys.simSocket(deviceId));
+    const owner = current?.split('#')[2]?.split('-');
+    if (!current || !owner || owner.length < 2 || owner[0] === options.bootId) return;
+    if (!(await bootIsDead(owner[0]!))) return;
+    await runLua(redis, scripts.close, [keys.simSocket(deviceId), keys.simHistory], [current, deviceId, 'closed', SIM_HISTORY_CAP]);
+  };
+
   const connector: DeviceConnector = {
     kind: 'simulated',
 
@@ -162,7 +202,8 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
       guard();
       if (!isLinked(auth.state.creds)) return showCodes(openOptions);
 
-      const socketId = `${serverId}#${token}#${randomBytes(4).toString('hex')}`;
+      const socketId = `${serverId}#${token}#${options.bootId ? `${options.bootId}-` : ''}${randomBytes(4).toString('hex')}`;
+      await dropSocketOfDeadProcess(deviceId);
       let ended = false;
       let pinging = false;
       const socketKey = keys.simSocket(deviceId);
