@@ -131,12 +131,13 @@ export interface DeviceStatusReport {
   deviceId: string;
   /** Nothing about the device anywhere: no key in Redis, no row in the store. */
   known: boolean;
-  lease: { serverId: string; token: number; ttlMs: number; ownerLive: boolean } | null;
+  lease: { serverId: string; bootId?: string; token: number; ttlMs: number; ownerLive: boolean } | null;
   /** Last fencing token handed out for the device (the next claim gets a higher one). */
   fence: number | null;
   /** Deadline of the lease (Redis clock) relative to now, ms; negative once past. */
   deadlineInMs: number | null;
-  lastHolder: { serverId: string; token: number } | null;
+  /** The holder the sweep last saw, with the boot of the process that held it. */
+  lastHolder: { serverId: string; bootId?: string; token: number } | null;
   live: { status: string; serverId: string | null; token: number | null; updatedAt: string | null; detail: string | null } | null;
   wanted: boolean;
   placement: { target: string | null; reservationLeftMs: number } | null;

@@ -139,7 +139,7 @@ describe('npm run status', () => {
     const orphan = await statusJson(['--device', device]);
     expect(orphan.code).toBe(1);
     expect(orphan.json.lease).toBeNull();
-    expect(orphan.json.lastHolder).toEqual({ serverId: owners.get(device), token: fence });
+    expect(orphan.json.lastHolder).toEqual({ serverId: owners.get(device), bootId: expect.stringMatching(/^[0-9a-f]{12}$/), token: fence });
     expect(orphan.json.deadlineInMs).toBeLessThan(-TTL);
   });
 });
