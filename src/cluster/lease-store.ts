@@ -11,7 +11,7 @@ export { holderId, leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } f
 
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
-  claim: loadLuaScript(LUA, 'claimLease-11.lua'),
+  claim: loadLuaScript(LUA, 'claimLease-12.lua'),
   raiseTokenFloor: loadLuaScript(LUA, 'raiseTokenFloor-1.lua'),
   takeOver: loadLuaScript(LUA, 'takeOverLeases.lua'),
   renew: loadLuaScript(LUA, 'renewLeases.lua'),
@@ -42,8 +42,8 @@ export type ClaimResult =
   | { outcome: 'not_reserved' }
   /**
    * Redis is not the one the fences were re-seeded on (it restarted or failed over, and nobody
-   * has re-seeded yet): a token it hands out may already have been handed out, so the claim,
-   * if the script granted it, was released at once.
+   * has re-seeded yet): a token it hands out may already have been handed out, so the script
+   * granted nothing.
    */
   | { outcome: 'redis_changed'; runId: string; seededOn: string | null };
 
@@ -150,11 +150,8 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
   return {
     async claim(deviceId, holder, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
       const serverId = serverIdOf(holder);
-      // One transaction, so the run id read is that of the Redis that ran the claim: a failover
-      // between a separate check and the claim would go unseen.
-      const tx = redis.multi().info('server').get(keys.incarnation);
-      queueLua(
-        tx,
+      const [code, value, third] = await runLua<[number, string, string?]>(
+        redis,
         scripts.claim,
         [
           keys.lease(deviceId),
@@ -168,22 +165,13 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
           keys.placements,
           keys.placementTargets,
           keys.tokenFloor,
+          keys.incarnation,
         ],
         [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0', holder],
       );
-      const results = (await tx.exec()) ?? [];
-      for (const [err] of results) if (err) throw err;
-      const runId = runIdOf(String(results[0]?.[1] ?? ''));
-      const seededOn = (results[1]?.[1] as string | null) ?? null;
-      const [code, value, expiredHolder] = results[2]?.[1] as [number, string, string?];
-      if (runId !== undefined && runId !== seededOn) {
-        if (code > 0) {
-          await runLua(redis, scripts.release, [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverId)], [deviceId, leaseValue(holder, code)]);
-        }
-        return { outcome: 'redis_changed', runId, seededOn };
-      }
+      if (code === -5) return { outcome: 'redis_changed', runId: value, seededOn: third || null };
       if (code > 0) {
-        const expired = expiredHolder ? parseLeaseValue(expiredHolder) : null;
+        const expired = third ? parseLeaseValue(third) : null;
         return expired ? { outcome: 'claimed', token: code, expired } : { outcome: 'claimed', token: code };
       }
       if (code === -2) return { outcome: 'embargoed' };

@@ -89,16 +89,16 @@ describe('claim', () => {
     // As after a failover: the replica that took over has the old master's run id in its copy.
     await t.redis.set(keys.incarnation, 'run-id-of-the-old-master');
     expect(await leases.claim(device, 'srv-a', 5000)).toEqual({ outcome: 'redis_changed', runId, seededOn: 'run-id-of-the-old-master' });
-    // The script had granted token 1; it was released at once, and token 1 is never handed out again.
+    // Nothing was granted: no lease, no owner, and no token taken from the fence.
     expect(await t.redis.exists(keys.lease(device))).toBe(0);
     expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(0);
-    expect(await t.redis.get(keys.fence(device))).toBe('1');
+    expect(await t.redis.get(keys.fence(device))).toBeNull();
 
     await t.redis.del(keys.incarnation);
     expect(await leases.claim(device, 'srv-a', 5000)).toMatchObject({ outcome: 'redis_changed', seededOn: null });
 
     await adoptFreshRedis(t.redis, keys);
-    expect(await leases.claim(device, 'srv-a', 5000)).toEqual({ outcome: 'claimed', token: 3 });
+    expect(await leases.claim(device, 'srv-a', 5000)).toEqual({ outcome: 'claimed', token: 1 });
   });
 });
 

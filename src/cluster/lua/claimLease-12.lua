@@ -13,6 +13,7 @@
     KEYS[9]  placements           {p}:placements
     KEYS[10] placement targets    {p}:placement-targets
     KEYS[11] token floor          {p}:token-floor (tokens are granted above it; see seedFences)
+    KEYS[12] incarnation          {p}:incarnation (the run id fences were last re-seeded on)
 
     ARGV[1]  deviceId
     ARGV[2]  serverId
@@ -33,9 +34,25 @@
     { -2, "" }                    claims are embargoed (Redis lost its data less than one TTL ago)
     { -3, "" }                    the claiming server is not live (no server key): heartbeat first
     { -4, "" }                    a placement claim without a reservation for this server
+    { -5, runId, seededOn }       this Redis (run id) is not the one fences were re-seeded on
+                                  (seededOn, "" for none): it restarted or failed over, and its
+                                  fences may be behind tokens already handed out; nothing granted
 ]]
-if redis.call('EXISTS', KEYS[6]) == 1 then
+-- One read for the three cluster-wide keys: a claim is the hot path of failover and start-up.
+local cluster = redis.call('MGET', KEYS[6], KEYS[12], KEYS[11])
+if cluster[1] then
   return { -2, '' }
+end
+-- The run id is this node's own, never replicated: a promoted replica carries the old master's
+-- incarnation but has a run id of its own, so the check holds on the very node that would grant.
+-- A plain find and a fixed-width cut (run ids are 40 hex digits): a pattern match over the INFO
+-- text cost more than the rest of the claim's reads together.
+local info = redis.call('INFO', 'server')
+local at = string.find(info, 'run_id:', 1, true)
+local runId = at and string.sub(info, at + 7, at + 46)
+local seededOn = cluster[2]
+if runId and runId ~= seededOn then
+  return { -5, runId, seededOn or '' }
 end
 if redis.call('EXISTS', KEYS[7]) == 0 then
   return { -3, '' }
@@ -44,7 +61,8 @@ local current = redis.call('GET', KEYS[1])
 if current then
   return { -1, current }
 end
-if ARGV[5] == '1' and redis.call('HGET', KEYS[10], ARGV[1]) ~= ARGV[2] then
+local target = redis.call('HGET', KEYS[10], ARGV[1])
+if ARGV[5] == '1' and target ~= ARGV[2] then
   return { -4, '' }
 end
 
@@ -54,7 +72,7 @@ local deviceId, serverId, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 -- tokens (their records were still queued in this Redis): the incarnation floor, raised at each
 -- re-seed, puts every token of the new incarnation above any of an earlier one.
 local token = redis.call('INCR', KEYS[2])
-local floor = math.max(tonumber(ARGV[4]), (tonumber(redis.call('GET', KEYS[11])) or 0) + 1)
+local floor = math.max(tonumber(ARGV[4]), (tonumber(cluster[3]) or 0) + 1)
 if token < floor then
   token = floor
   redis.call('SET', KEYS[2], token)
@@ -75,8 +93,12 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 redis.call('ZADD', KEYS[3], now + ttl, deviceId)
 redis.call('HSET', KEYS[4], deviceId, value)
 redis.call('SADD', KEYS[5], deviceId)
--- The reservation that brought the device here (if any) has done its job.
-redis.call('ZREM', KEYS[8], deviceId)
-redis.call('ZREM', KEYS[9], deviceId)
-redis.call('HDEL', KEYS[10], deviceId)
+-- The reservation that brought the device here (if any) has done its job. Reservations are
+-- written together (a target with a placement deadline and an entry in the target's reserved
+-- set), so a device without a target has none to clear.
+if target then
+  redis.call('ZREM', KEYS[8], deviceId)
+  redis.call('ZREM', KEYS[9], deviceId)
+  redis.call('HDEL', KEYS[10], deviceId)
+end
 return { token, value, expired }
