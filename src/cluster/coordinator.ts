@@ -317,9 +317,10 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     const servers = await candidates();
     /** Orphans to place; `from` is the owner whose lease expired (a failover), if any. */
     const orphans: Array<{ deviceId: string; from?: { serverId: string; token: number } | null; exclude?: string }> = [];
-    for (const { deviceId, holder } of await leases.findExpired(SWEEP_BATCH)) {
-      const outcome = await leases.expire(deviceId, holder);
-      if (outcome !== 'expired') continue;
+    const due = await leases.findExpired(SWEEP_BATCH);
+    const outcomes = await leases.expire(due);
+    for (const [i, { deviceId, holder }] of due.entries()) {
+      if (outcomes[i] !== 'expired') continue;
       const previous = parseLeaseValue(holder);
       recorder.leaseEvent({
         deviceId,

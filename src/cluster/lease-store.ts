@@ -96,7 +96,11 @@ export interface LeaseStore {
   findDuePlacements(limit: number): Promise<Array<{ deviceId: string; target: string }>>;
   /** Forgets a device's placement (it was stopped or deleted, so nobody should claim it). */
   cancelPlacement(deviceId: string): Promise<void>;
-  expire(deviceId: string, holder: string): Promise<'expired' | 'alive' | 'changed'>;
+  /**
+   * Expires leases past their deadline (as findExpired listed them), in one round trip for the
+   * whole batch: after a server dies its whole share is due at once. Outcomes in input order.
+   */
+  expire(due: ReadonlyArray<{ deviceId: string; holder: string }>): Promise<Array<'expired' | 'alive' | 'changed'>>;
   place(deviceId: string, candidates: readonly string[], reservationMs: number, exclude?: string): Promise<PlaceResult>;
   read(deviceId: string): Promise<LeaseInfo | null>;
   /** After Redis lost its data: writes this server's leases back with their tokens; reports the lost. */
@@ -225,15 +229,23 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       await redis.multi().zrem(keys.placements, deviceId).hdel(keys.placementTargets, deviceId).exec();
     },
 
-    async expire(deviceId, holder) {
-      const previous = holder ? parseLeaseValue(holder) : null;
-      const code = await runLua<number>(
-        redis,
-        scripts.expire,
-        [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(previous?.serverId ?? '_none')],
-        [deviceId, holder],
-      );
-      return code === 1 ? 'expired' : code === 0 ? 'alive' : 'changed';
+    async expire(due) {
+      if (due.length === 0) return [];
+      const pipeline = redis.pipeline();
+      for (const { deviceId, holder } of due) {
+        const previous = holder ? parseLeaseValue(holder) : null;
+        queueLua(
+          pipeline,
+          scripts.expire,
+          [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(previous?.serverId ?? '_none')],
+          [deviceId, holder],
+        );
+      }
+      const results = (await pipeline.exec()) ?? [];
+      return results.map(([err, code]) => {
+        if (err) throw err;
+        return code === 1 ? 'expired' : code === 0 ? 'alive' : 'changed';
+      });
     },
 
     async place(deviceId, candidates, reservationMs, exclude = '') {

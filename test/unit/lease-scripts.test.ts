@@ -5,6 +5,7 @@ import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, RENEW_CHUNK, type LeaseStore } from '../../src/cluster/lease-store.js';
 import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
 import { removeKeys, useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { countRoundTrips } from '../../scripts/bench/probe.js';
 
 // The lease scripts, run directly against a real Redis. Expiry is tested with short real TTLs and
 // polling: fake timers do not move Redis's clock.
@@ -174,21 +175,44 @@ describe('expiry', () => {
       due = await leases.findExpired(100);
     }
     expect(due).toEqual([{ deviceId: device, holder: 'srv-a:1' }]);
-    expect(await leases.expire(device, 'srv-a:1')).toBe('expired');
+    expect(await leases.expire(due)).toEqual(['expired']);
     expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(0);
     expect(await t.redis.hget(keys.holders, device)).toBeNull();
     expect(await leases.findExpired(100)).toEqual([]);
     // A second sweeper that read the same holder is told it changed, and does nothing.
-    expect(await leases.expire(device, 'srv-a:1')).toBe('changed');
+    expect(await leases.expire(due)).toEqual(['changed']);
   });
 
   it('corrects the deadline instead of expiring a lease that is still alive', async () => {
     const device = randomUUID();
     await leases.claim(device, 'srv-a', 60_000);
     await t.redis.zadd(keys.deadlines, 0, device);
-    expect(await leases.expire(device, 'srv-a:1')).toBe('alive');
+    expect(await leases.expire([{ deviceId: device, holder: 'srv-a:1' }])).toEqual(['alive']);
     expect(Number(await t.redis.zscore(keys.deadlines, device))).toBeGreaterThan(0);
     expect(await t.redis.get(keys.lease(device))).toBe('srv-a:1');
+  });
+
+  it('expires a batch in one round trip, each lease on its own terms: orphaned, alive, taken since, or already swept', async () => {
+    const [gone, alive, taken] = [randomUUID(), randomUUID(), randomUUID()];
+    await leases.claim(gone, 'srv-a', 100);
+    await leases.claim(alive, 'srv-a', 60_000);
+    await leases.claim(taken, 'srv-a', 100);
+    await new Promise((r) => setTimeout(r, 150));
+    await goLive('srv-b');
+    expect(await leases.claim(taken, 'srv-b', 60_000)).toMatchObject({ outcome: 'claimed', token: 2 });
+    const sent = countRoundTrips(t.redis);
+    const outcomes = await leases.expire([
+      { deviceId: gone, holder: 'srv-a:1' },
+      { deviceId: alive, holder: 'srv-a:1' },
+      { deviceId: taken, holder: 'srv-a:1' },
+      // As a second sweeper that read the same holder would find it: the first expired it.
+      { deviceId: gone, holder: 'srv-a:1' },
+    ]);
+    expect(outcomes).toEqual(['expired', 'alive', 'alive', 'changed']);
+    expect(sent.read()).toMatchObject({ roundTrips: 1, scripts: 4 });
+    expect(await t.redis.sismember(keys.owned('srv-a'), gone)).toBe(0);
+    expect(await t.redis.sismember(keys.owned('srv-a'), alive)).toBe(1);
+    expect(await t.redis.get(keys.lease(taken))).toBe('srv-b:2');
   });
 });
 
