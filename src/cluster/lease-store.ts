@@ -11,7 +11,7 @@ export { holderId, leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } f
 
 const LUA = new URL('./lua/', import.meta.url);
 const scripts = {
-  claim: loadLuaScript(LUA, 'claimLease-12.lua'),
+  claim: loadLuaScript(LUA, 'claimLeases.lua'),
   raiseTokenFloor: loadLuaScript(LUA, 'raiseTokenFloor-1.lua'),
   takeOver: loadLuaScript(LUA, 'takeOverLeases.lua'),
   renew: loadLuaScript(LUA, 'renewLeases.lua'),
@@ -77,6 +77,16 @@ export const runIdOf = (info: string): string | undefined => /run_id:(\w+)/.exec
 export interface LeaseStore {
   /** `viaPlacement`: the claim answers a placement and needs this server's reservation. */
   claim(deviceId: string, holder: string, ttlMs: number, options?: { minToken?: number; viaPlacement?: boolean }): Promise<ClaimResult>;
+  /**
+   * Claims several devices in one script call (what one inbox read brings): the cluster-wide
+   * checks run once for the batch. Results in input order; `minToken` per device, 0 when unknown.
+   */
+  claimMany(
+    claims: ReadonlyArray<{ deviceId: string; minToken?: number }>,
+    holder: string,
+    ttlMs: number,
+    options?: { viaPlacement?: boolean },
+  ): Promise<ClaimResult[]>;
   /** Marks devices wanted (desired state running) or not; placement only places wanted ones. */
   setWanted(deviceIds: readonly string[], wanted: boolean): Promise<void>;
   renew(holder: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
@@ -151,28 +161,37 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
   };
 
 
-  return {
-    async claim(deviceId, holder, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
-      const serverId = serverIdOf(holder);
-      const [code, value, third] = await runLua<[number, string, string?]>(
-        redis,
-        scripts.claim,
-        [
-          keys.lease(deviceId),
-          keys.fence(deviceId),
-          keys.deadlines,
-          keys.holders,
-          keys.owned(serverId),
-          keys.claimEmbargo,
-          keys.server(serverId),
-          keys.reserved(serverId),
-          keys.placements,
-          keys.placementTargets,
-          keys.tokenFloor,
-          keys.incarnation,
-        ],
-        [deviceId, serverId, ttlMs, minToken, viaPlacement ? '1' : '0', holder],
-      );
+  const claimMany: LeaseStore['claimMany'] = async (claims, holder, ttlMs, { viaPlacement = false } = {}) => {
+    if (claims.length === 0) return [];
+    const serverId = serverIdOf(holder);
+    const deviceKeys: string[] = [];
+    const args: (string | number)[] = [serverId, ttlMs, viaPlacement ? '1' : '0', holder];
+    for (const { deviceId, minToken = 0 } of claims) {
+      deviceKeys.push(keys.lease(deviceId), keys.fence(deviceId));
+      args.push(deviceId, minToken);
+    }
+    const flat = await runLua<Array<number | string>>(
+      redis,
+      scripts.claim,
+      [
+        keys.deadlines,
+        keys.holders,
+        keys.owned(serverId),
+        keys.claimEmbargo,
+        keys.server(serverId),
+        keys.reserved(serverId),
+        keys.placements,
+        keys.placementTargets,
+        keys.tokenFloor,
+        keys.incarnation,
+        ...deviceKeys,
+      ],
+      args,
+    );
+    const resultOf = (i: number, deviceId: string): ClaimResult => {
+      const code = Number(flat[i]);
+      const value = String(flat[i + 1] ?? '');
+      const third = String(flat[i + 2] ?? '');
       if (code === -5) return { outcome: 'redis_changed', runId: value, seededOn: third || null };
       if (code > 0) {
         const expired = third ? parseLeaseValue(third) : null;
@@ -184,7 +203,19 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       const current = parseLeaseValue(value);
       if (!current) throw new Error(`lease of ${deviceId} holds an unreadable value ${JSON.stringify(value)}`);
       return { outcome: 'held', ...current };
+    };
+    // One triple answers for the whole batch when a cluster-wide check refused every claim.
+    if (flat.length === 3) return claims.map(({ deviceId }) => resultOf(0, deviceId));
+    return claims.map(({ deviceId }, n) => resultOf(n * 3, deviceId));
+  };
+
+  return {
+    async claim(deviceId, holder, ttlMs, { minToken = 0, viaPlacement = false } = {}) {
+      const [result] = await claimMany([{ deviceId, minToken }], holder, ttlMs, { viaPlacement });
+      return result!;
     },
+
+    claimMany,
 
     queueRenew,
 

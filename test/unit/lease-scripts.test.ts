@@ -77,6 +77,43 @@ describe('claim', () => {
     expect(await leases.claim(randomUUID(), 'srv-a', 5000)).toEqual({ outcome: 'embargoed' });
   });
 
+  it('claims a batch in one script call, each device on its own terms, and refuses a whole batch at once', async () => {
+    const [free, held, twice] = [randomUUID(), randomUUID(), randomUUID()];
+    await leases.claim(held, 'srv-b', 5000);
+    const sent = countRoundTrips(t.redis);
+    const results = await leases.claimMany(
+      [{ deviceId: free, minToken: 40 }, { deviceId: held }, { deviceId: twice }, { deviceId: twice }],
+      'srv-a@boot1',
+      5000,
+    );
+    expect(sent.read()).toMatchObject({ roundTrips: 1, scripts: 1 });
+    expect(results).toEqual([
+      { outcome: 'claimed', token: 40 },
+      { outcome: 'held', serverId: 'srv-b', token: 1 },
+      { outcome: 'claimed', token: 1 },
+      // The same device twice in one batch: the second finds the first's lease.
+      { outcome: 'held', serverId: 'srv-a', bootId: 'boot1', token: 1 },
+    ]);
+    expect(await t.redis.get(keys.lease(free))).toBe('srv-a@boot1:40');
+    expect(await t.redis.smembers(keys.owned('srv-a'))).toEqual(expect.arrayContaining([free, twice]));
+
+    // Placement claims need this server's reservation, device by device.
+    const [reserved, unreserved] = [await wantedDevice(), await wantedDevice()];
+    expect(await leases.place(reserved, ['srv-a'], 60_000)).toEqual({ outcome: 'placed', serverId: 'srv-a' });
+    expect(await leases.claimMany([{ deviceId: unreserved }, { deviceId: reserved }], 'srv-a', 5000, { viaPlacement: true })).toEqual([
+      { outcome: 'not_reserved' },
+      { outcome: 'claimed', token: 1 },
+    ]);
+    expect(await t.redis.hget(keys.placementTargets, reserved)).toBeNull();
+    expect(await t.redis.zscore(keys.reserved('srv-a'), reserved)).toBeNull();
+
+    // A cluster-wide refusal answers for every device, and takes no token.
+    await t.redis.set(keys.claimEmbargo, '1', 'PX', 5000);
+    const [a, b] = [randomUUID(), randomUUID()];
+    expect(await leases.claimMany([{ deviceId: a }, { deviceId: b }], 'srv-a', 5000)).toEqual([{ outcome: 'embargoed' }, { outcome: 'embargoed' }]);
+    expect(await t.redis.mget(keys.fence(a), keys.fence(b))).toEqual([null, null]);
+  });
+
   it("lifts the token to the store's floor and never lets it go down", async () => {
     const device = randomUUID();
     expect(await leases.claim(device, 'srv-a', 5000, { minToken: 50 })).toEqual({ outcome: 'claimed', token: 50 });
