@@ -6,7 +6,7 @@ import type { Logger } from '../shared/logger.js';
 import type { Heartbeat } from './heartbeat.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
-import { holderId, parseLeaseValue, type LeaseStore, type LostLease, type PlaceResult } from './lease-store.js';
+import { holderId, parseLeaseValue, type ClaimResult, type LeaseStore, type LostLease, type PlaceResult } from './lease-store.js';
 import type { LeaseRecorder } from './recorder.js';
 
 // Ties the lease protocol together for one server: it claims what placement sends to its inbox,
@@ -76,6 +76,8 @@ export interface Coordinator {
 }
 
 const INBOX_GROUP = 'owner';
+/** Messages one inbox read takes: the placements among them are claimed in one script call. */
+export const INBOX_READ_COUNT = 200;
 const SWEEP_BATCH = 500;
 const MAX_UNACKED = 10_000;
 
@@ -102,12 +104,35 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
 
   const candidates = () => redis.smembers(keys.servers);
 
-  const claim = async (deviceId: string, via: string): Promise<void> => {
-    if (draining || stopped || guard.isFenced()) return;
+  /**
+   * Claims devices placed here, all of one inbox read in one script call (after a failover that
+   * read brings hundreds), then runs each one granted.
+   */
+  const claim = async (deviceIds: readonly string[], via: string): Promise<void> => {
+    if (deviceIds.length === 0 || draining || stopped || guard.isFenced()) return;
     const sentAt = options.clock();
-    let result = await leases.claim(deviceId, holder, ttlMs, { viaPlacement: via === 'placement' });
-    metrics?.claimSeconds.observe((options.clock() - sentAt) / 1000);
-    metrics?.claims.inc({ outcome: result.outcome });
+    const results = await leases.claimMany(
+      deviceIds.map((deviceId) => ({ deviceId })),
+      holder,
+      ttlMs,
+      { viaPlacement: via === 'placement' },
+    );
+    const seconds = (options.clock() - sentAt) / 1000;
+    let changed: Extract<ClaimResult, { outcome: 'redis_changed' }> | undefined;
+    deviceIds.forEach((deviceId, i) => {
+      const result = results[i]!;
+      metrics?.claimSeconds.observe(seconds);
+      metrics?.claims.inc({ outcome: result.outcome });
+      if (result.outcome === 'redis_changed') changed = result;
+      else settle(deviceId, via, result);
+    });
+    if (changed) {
+      options.onRedisReset(`a claim of ${deviceIds.join(', ').slice(0, 200)} ran on Redis ${changed.runId}, not on ${changed.seededOn ?? 'any'} where fences were seeded: it restarted or failed over`);
+    }
+  };
+
+  const settle = (deviceId: string, via: string, answer: Exclude<ClaimResult, { outcome: 'redis_changed' }>): void => {
+    let result = answer;
     if (result.outcome === 'held' && bootId !== undefined && result.serverId === serverId && result.bootId === bootId) {
       if (guard.tokenOf(deviceId) === result.token) return;
       // Held by this very process, yet not in hand: a claim whose reply was lost, which ioredis
@@ -119,10 +144,6 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       // The seed's operators grep for this line: another server runs the device, so this one
       // leaves it alone.
       log.info({ deviceId, owner: result.serverId, ownerBoot: result.bootId, token: result.token, via }, 'Device not assigned to this server - skipping');
-      return;
-    }
-    if (result.outcome === 'redis_changed') {
-      options.onRedisReset(`a claim of ${deviceId} ran on Redis ${result.runId}, not on ${result.seededOn ?? 'any'} where fences were seeded: it restarted or failed over`);
       return;
     }
     if (result.outcome !== 'claimed') {
@@ -175,18 +196,29 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     }
   };
 
-  const handleInboxMessage = async (fields: string[]): Promise<void> => {
+  const parseInboxMessage = (fields: string[]): Record<string, string> => {
     const message: Record<string, string> = {};
     for (let i = 0; i < fields.length; i += 2) message[fields[i]!] = fields[i + 1]!;
-    try {
-      if (message.type === 'place' && message.deviceId) await claim(message.deviceId, 'placement');
-      else if (message.type === 'rebalance') await releaseForRebalance(Number(message.count) || 0);
-      else if ((message.type === 'stop' || message.type === 'logout') && message.deviceId) {
-        await stopHeld(message.deviceId, message.type);
-      } else if (message.type === 'drain') options.onDrainRequested();
-    } catch (err) {
-      log.warn({ err, message }, 'inbox message failed');
-    }
+    return message;
+  };
+
+  /** Handles one read's messages: its placements claimed together, the rest one by one. */
+  const handleInboxMessages = async (messages: Array<Record<string, string>>): Promise<void> => {
+    const placed = messages.filter((m) => m.type === 'place' && m.deviceId).map((m) => m.deviceId!);
+    const others = messages.filter((m) => !(m.type === 'place' && m.deviceId));
+    await Promise.all([
+      claim(placed, 'placement').catch((err) => log.warn({ err, devices: placed.length }, 'inbox placements failed')),
+      ...others.map(async (message) => {
+        try {
+          if (message.type === 'rebalance') await releaseForRebalance(Number(message.count) || 0);
+          else if ((message.type === 'stop' || message.type === 'logout') && message.deviceId) {
+            await stopHeld(message.deviceId, message.type);
+          } else if (message.type === 'drain') options.onDrainRequested();
+        } catch (err) {
+          log.warn({ err, message }, 'inbox message failed');
+        }
+      }),
+    ]);
   };
 
   /**
@@ -214,7 +246,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     let batch: Array<[string, Array<[string, string[]]>]> | null;
     try {
       batch = (await inboxReader.xreadgroup(
-        'GROUP', INBOX_GROUP, serverId, 'COUNT', 200, 'BLOCK', 1000, 'STREAMS', inbox, '>',
+        'GROUP', INBOX_GROUP, serverId, 'COUNT', INBOX_READ_COUNT, 'BLOCK', 1000, 'STREAMS', inbox, '>',
       )) as Array<[string, Array<[string, string[]]>]> | null;
     } catch (err) {
       if (stopped) return;
@@ -229,7 +261,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     inboxActiveAt = options.clock();
     const ids: string[] = [];
     for (const [, messages] of batch ?? []) {
-      await Promise.all(messages.map(([, fields]) => handleInboxMessage(fields)));
+      await handleInboxMessages(messages.map(([, fields]) => parseInboxMessage(fields)));
       ids.push(...messages.map(([id]) => id));
     }
     await acknowledge(inbox, ids);
