@@ -124,11 +124,12 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     // Outbound messages: accepted in the store, records in Redis (each end written behind to the
     // store), one BullMQ queue per device, worked off only where the device runs.
     const messages = createMessageRecords({ redis, keys, retentionMs: config.messages.retentionMs, onFinished: (finished) => recorder.messageFinished(finished) });
-    // The Redis reset puts the store's pending messages back before claims re-open, also at
-    // start-up (ensureMarker), before this server's outbound exists.
-    const restoreProducer = createOutboundProducer({ redis: bull, keys, retentionMs: config.messages.retentionMs });
-    cleanups.push({ name: 'message restore', run: () => restoreProducer.close() });
-    const restoreMessages = createMessageRestore({ store, redis, keys, records: messages, producer: restoreProducer, log: log.child({ module: 'message-restore' }) });
+    // One producer of outbound jobs for the API, the restore and outbound alike. The Redis reset
+    // puts the store's pending messages back before claims re-open, also at start-up
+    // (ensureMarker), before this server's outbound exists.
+    const producer = createOutboundProducer({ redis: bull, keys, retentionMs: config.messages.retentionMs });
+    cleanups.push({ name: 'outbound producer', run: () => producer.close() });
+    const restoreMessages = createMessageRestore({ store, records: messages, producer, log: log.child({ module: 'message-restore' }) });
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages };
     await ensureMarker(resetDeps);
 
@@ -169,6 +170,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       // has to outlive a send.
       lockDurationMs: lease.ttlMs,
       retentionMs: config.messages.retentionMs,
+      producer,
       metrics,
     });
     cleanups.push({ name: 'outbound', run: () => outbound.close() });

@@ -55,6 +55,11 @@ export interface OutboundOptions {
   /** How long a job stays locked by its worker; a dead owner's job is retried after this. */
   lockDurationMs: number;
   retentionMs: number;
+  /**
+   * The producer to queue with, when the composition root shares one (the message restore runs
+   * before this exists); its owner closes it. Without it, this makes and closes its own.
+   */
+  producer?: OutboundProducer;
   metrics?: Pick<Metrics, 'jobs' | 'messagesSent' | 'messagesFailed'>;
 }
 
@@ -132,7 +137,8 @@ export interface Outbound extends OutboundProducer {
 export function createOutbound(options: OutboundOptions): Outbound {
   const { redis, keys, records, guard, sender, log, metrics } = options;
   const counted = (outcome: 'completed' | 'failed' | 'retried' | 'deferred') => metrics?.jobs.inc({ queue: 'outbound', outcome });
-  const producer = createOutboundProducer(options);
+  const ownProducer = options.producer ? null : createOutboundProducer(options);
+  const producer = options.producer ?? ownProducer!;
   const workers = new Map<string, { worker: Worker; token: number }>();
   const stopWorker = async (deviceId: string, token: number): Promise<void> => {
     const current = workers.get(deviceId);
@@ -293,7 +299,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
 
     async close() {
       await this.stopAllDevices();
-      await producer.close();
+      await ownProducer?.close();
     },
   };
 }

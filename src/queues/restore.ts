@@ -1,5 +1,3 @@
-import type { RedisClient as Redis } from '../shared/redis.js';
-import type { ClusterKeys } from '../cluster/keys.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store, StoredMessage } from '../store/types.js';
 import { acceptedFromStore, type MessageRecords } from './messages.js';
@@ -26,8 +24,6 @@ export interface RestoreReport {
 
 export interface MessageRestoreDeps {
   store: Pick<Store, 'listPendingMessages'>;
-  redis: Redis;
-  keys: ClusterKeys;
   records: Pick<MessageRecords, 'accept'>;
   producer: Pick<OutboundProducer, 'enqueue' | 'requeue' | 'orderWaiting'>;
   log: Logger;
@@ -35,44 +31,32 @@ export interface MessageRestoreDeps {
   pageSize?: number;
 }
 
-export function createMessageRestore({ store, redis, keys, records, producer, log, pageSize = 500 }: MessageRestoreDeps): () => Promise<RestoreReport> {
+export function createMessageRestore({ store, records, producer, log, pageSize = 500 }: MessageRestoreDeps): () => Promise<RestoreReport> {
   /** Puts one page back; `anchor` carries a device's place in line from one page to the next. */
   const restorePage = async (page: StoredMessage[], anchor: { deviceId: string; jobId: string }): Promise<number> => {
-    const pipeline = redis.pipeline();
-    for (const message of page) pipeline.hget(keys.message(message.id), 'status');
-    const statuses = ((await pipeline.exec()) ?? []).map(([err, value]) => {
-      if (err) throw err;
-      return value as string | null;
-    });
-    let restored = 0;
-    const waiting = new Map<string, string[]>();
-    await Promise.all(
-      page.map(async (message, i) => {
-        const status = statuses[i];
-        if (status === 'sent' || status === 'failed') return;
-        if (status === null || status === undefined) {
-          // Missing: `created` is false only when another server re-created it meanwhile.
-          if ((await records.accept(acceptedFromStore(message))).created) restored += 1;
-          await producer.requeue(message.id, message.deviceId);
-        } else {
-          await producer.enqueue(message.id, message.deviceId);
-        }
+    // accept() creates a missing record and otherwise answers the record's status untouched.
+    const outcomes = await Promise.all(
+      page.map(async (message) => {
+        const { status, created } = await records.accept(acceptedFromStore(message));
+        if (status === 'sent' || status === 'failed') return { waiting: false, created };
+        // A re-created record's job may have run as `missing` already: queue it afresh.
+        if (created) await producer.requeue(message.id, message.deviceId);
+        else await producer.enqueue(message.id, message.deviceId);
+        return { waiting: true, created };
       }),
     );
     // The page is in (device, seq) order, so each device's list below is in accept order.
-    for (const [i, message] of page.entries()) {
-      const status = statuses[i];
-      if (status === 'sent' || status === 'failed') continue;
-      const ids = waiting.get(message.deviceId) ?? [];
-      ids.push(message.id);
-      waiting.set(message.deviceId, ids);
-    }
+    const waiting = new Map<string, string[]>();
+    page.forEach((message, i) => {
+      if (!outcomes[i]!.waiting) return;
+      waiting.set(message.deviceId, [...(waiting.get(message.deviceId) ?? []), message.id]);
+    });
     for (const [deviceId, ids] of waiting) {
       const from = anchor.deviceId === deviceId ? anchor.jobId : '';
       anchor.deviceId = deviceId;
       anchor.jobId = await producer.orderWaiting(deviceId, from, ids);
     }
-    return restored;
+    return outcomes.filter((o) => o.created).length;
   };
 
   return async () => {
