@@ -140,10 +140,13 @@ export const renewalScenario: Scenario = {
       perMinute(beatLoop),
       's/min',
       { name: 'raw PEXPIRE pipeline at the same rate', value: perMinute(rawLoop) },
-      { text: '< 3 s/min (5% of a core)', met: (_, value) => value < 3 },
+      { text: 'ratio <= 2 and < 3 s/min (5% of a core)', met: (ratio, value) => ratio <= 2 && value < 3 },
     );
     if (cpu.met === false) {
-      cpu.why = `each renewal runs GET, PEXPIRE and ZADD per lease inside the script (the baseline only PEXPIRE), so Redis works ${formatNumber(cpu.ratio!)}x as hard.`;
+      cpu.why =
+        `each renewal runs GET and PEXPIRE per lease inside the script, and one ZADD per chunk of ${RENEW_CHUNK} that still moves every ` +
+        `lease's deadline in the deadline index (the baseline is PEXPIRE alone), so Redis works ${formatNumber(cpu.ratio!)}x as hard; ` +
+        `one deadline per server instead of one per lease would remove the index work.`;
     }
     figures.push(cpu);
     notes.push(
