@@ -131,6 +131,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     }
   };
 
+  /** Acts on one device's claim answer: runs it when granted (or adopted), else leaves it. */
   const settle = (deviceId: string, via: string, answer: Exclude<ClaimResult, { outcome: 'redis_changed' }>): void => {
     let result = answer;
     if (result.outcome === 'held' && bootId !== undefined && result.serverId === serverId && result.bootId === bootId) {

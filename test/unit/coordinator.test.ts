@@ -93,14 +93,14 @@ interface Server {
   redis: Redis;
 }
 
-async function startServer(serverId: string, overrides: { redis?: Redis; inboxReader?: Redis; bootId?: string } = {}): Promise<Server> {
+async function startServer(serverId: string, overrides: { redis?: Redis; inboxReader?: Redis; bootId?: string; leases?: LeaseStore } = {}): Promise<Server> {
   const { bootId } = overrides;
   const redis = overrides.redis ?? t.redis;
   const log = pino({ level: 'silent' });
   const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: (TTL * 2) / 3 });
   const runtime = recordingRuntime();
   const inboxReader = overrides.inboxReader ?? (duplicateRedis(redis, { connectionName: `${serverId}:inbox` }) as Redis);
-  const serverLeases = createLeaseStore({ redis, keys });
+  const serverLeases = overrides.leases ?? createLeaseStore({ redis, keys });
   let coordinator: Coordinator | undefined;
   const heartbeat = createHeartbeat({
     redis,
@@ -231,6 +231,27 @@ describe('placement only goes where a claim can follow', () => {
     const after = await wantedDevice();
     expect(await a.coordinator.place(after)).toEqual({ outcome: 'placed', serverId: 'srv-a' });
     await waitUntil(async () => a.guard.tokenOf(after) !== undefined, 5000, () => 'the device placed after the cut was never claimed');
+  });
+
+  it('the placements one inbox read brings are claimed in one script call, and each device starts once', async () => {
+    const store = createLeaseStore({ redis: t.redis, keys });
+    const batches: number[] = [];
+    const recording: LeaseStore = { ...store, claimMany: (claims, ...rest) => (batches.push(claims.length), store.claimMany(claims, ...rest)) };
+    const a = await startServer('srv-a', { leases: recording });
+    const devices = await Promise.all(Array.from({ length: 30 }, () => wantedDevice()));
+    // Thirty placements written in one transaction (what placeDevice writes for each), as a burst
+    // of failovers brings them: the blocked reader is woken once and reads them all.
+    const until = Date.now() + 60_000;
+    const tx = t.redis.multi();
+    for (const deviceId of devices) {
+      tx.zadd(keys.reserved('srv-a'), until, deviceId).zadd(keys.placements, until, deviceId).hset(keys.placementTargets, deviceId, 'srv-a');
+      tx.xadd(keys.inbox('srv-a'), '*', 'type', 'place', 'deviceId', deviceId);
+    }
+    await tx.exec();
+    await waitUntil(async () => devices.every((d) => a.guard.tokenOf(d) !== undefined), 5000);
+    expect(batches).toEqual([30]);
+    expect(a.runtime.calls.filter((c) => c.startsWith('start ')).sort()).toEqual(devices.map((d) => `start ${d} 1`).sort());
+    expect(await t.redis.zcard(keys.reserved('srv-a'))).toBe(0);
   });
 
   it('a self-fenced server whose advert stays fresh advertises that it accepts no placements', async () => {
