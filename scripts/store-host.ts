@@ -15,14 +15,14 @@ if (config.store.kind !== 'pglite') {
 }
 
 const store = await createStore(config.store, { log }).catch((err: Error) => {
-  log.fatal({ err: { message: err.message } }, 'cannot host or reach the store');
+  log.fatal({ err }, 'cannot host or reach the store');
   process.exit(1);
 });
 log.info({ host: config.store.host, port: config.store.port, dataDir: config.store.dataDir }, 'store host up');
 
 // A client of another host notices that host's death on its next query, and takes over.
 const standby = setInterval(() => {
-  store.ping().catch((err: Error) => log.warn({ err: { message: err.message } }, 'store ping failed'));
+  store.ping().catch((err: Error) => log.warn({ err }, 'store ping failed'));
 }, STANDBY_PING_MS);
 
 let stopping = false;
@@ -31,7 +31,7 @@ const stop = async (signal: string) => {
   stopping = true;
   clearInterval(standby);
   log.info({ signal }, 'store host stopping');
-  await store.close().catch((err: Error) => log.error({ err: { message: err.message } }, 'store close failed'));
+  await store.close().catch((err: Error) => log.error({ err }, 'store close failed'));
   process.exit(0);
 };
 process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -259,7 +259,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     if (sole.predecessor) {
       await activeCoordinator
         .takeOver(sole.predecessor.bootId)
-        .catch((err) => log.warn({ err: { message: (err as Error).message } }, "taking over the previous boot's leases failed; they expire and move instead"));
+        .catch((err) => log.warn({ err }, "taking over the previous boot's leases failed; they expire and move instead"));
     }
     // An expired lease wakes the sweep at once instead of at its next poll.
     const leaseKeyPrefix = keys.lease('');
@@ -297,7 +297,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const storeHealth = setInterval(() => {
       healthWrite = store
         .recordServerHealth(serverId, guard.size)
-        .catch((err) => log.warn({ err: { message: (err as Error).message } }, 'store health write failed'));
+        .catch((err) => log.warn({ err }, 'store health write failed'));
     }, config.storeHealthIntervalMs);
     storeHealth.unref();
     log.info({ intervalMs: config.storeHealthIntervalMs }, 'Server health monitoring started');

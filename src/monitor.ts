@@ -57,7 +57,7 @@ async function startMonitor(config: Config, log: Logger): Promise<{ shutdown(rea
     cleanups.push({ name: 'board', run: () => monitor.close() });
     await monitor.start();
     // Connect to the store in the background, so the first page view finds it ready.
-    void store.get().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'store not reachable yet; retrying on use'));
+    void store.get().catch((err) => log.warn({ err }, 'store not reachable yet; retrying on use'));
 
     const httpServer = await new Promise<Server>((resolve, reject) => {
       const server = createServer(monitor.app);

@@ -238,7 +238,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     } catch (err) {
       // Bounded: a Redis that refuses acknowledgements for this long has lost the stream anyway.
       if (unacked.size > MAX_UNACKED) unacked.clear();
-      log.warn({ err: { message: (err as Error).message }, pending: unacked.size }, 'inbox acknowledgement failed; retried with the next read');
+      log.warn({ err, pending: unacked.size }, 'inbox acknowledgement failed; retried with the next read');
     }
   };
 
@@ -280,7 +280,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
         await readInboxOnce(inbox);
       } catch (err) {
         if (stopped) return;
-        log.warn({ err: { message: (err as Error).message } }, 'inbox read failed; reading again shortly');
+        log.warn({ err }, 'inbox read failed; reading again shortly');
         await new Promise((r) => setTimeout(r, 500));
       }
     }
@@ -390,7 +390,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       return sweeping;
     }
     sweeping = sweepOnce()
-      .catch((err) => log.warn({ err: { message: (err as Error).message } }, 'sweep failed'))
+      .catch((err) => log.warn({ err }, 'sweep failed'))
       .finally(() => {
         sweeping = undefined;
         if (sweepAgain && !stopped) {

@@ -88,7 +88,7 @@ async function listenOnClusterMasters(cluster: Cluster, { log, onExpired }: Expi
       await subscriber.subscribe(channel);
       if (warned.delete(address)) log.info({ node: address }, 'subscribed to expired keys on the master again');
     } catch (err) {
-      if (!warned.has(address)) log.warn({ node: address, err: { message: (err as Error).message } }, 'cannot subscribe to expired keys on a master; retrying at the next check');
+      if (!warned.has(address)) log.warn({ node: address, err }, 'cannot subscribe to expired keys on a master; retrying at the next check');
       warned.add(address);
       subscribers.delete(address);
       subscriber.disconnect();
@@ -109,7 +109,7 @@ async function listenOnClusterMasters(cluster: Cluster, { log, onExpired }: Expi
     }
     await Promise.all(masters.map((m) => subscribe(m)));
   };
-  const resync = () => void sync().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'expired-key subscribers not updated'));
+  const resync = () => void sync().catch((err) => log.warn({ err }, 'expired-key subscribers not updated'));
 
   cluster.on('+node', resync);
   cluster.on('-node', resync);

@@ -195,7 +195,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       if (!accepting && isAccepting()) await redis.hset(serverKey, 'accepting', 1);
     } catch (err) {
       metrics?.heartbeatFailures.inc();
-      log.warn({ err: { message: (err as Error).message }, remainingMs: Math.round(guard.remainingMs()) }, 'heartbeat failed');
+      log.warn({ err, remainingMs: Math.round(guard.remainingMs()) }, 'heartbeat failed');
     }
   };
 

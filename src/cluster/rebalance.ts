@@ -86,7 +86,7 @@ export function createRebalancer({ redis, keys, singleton, intervalMs, log }: Re
     round,
     start() {
       timer = setInterval(() => {
-        round().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'rebalance round failed'));
+        round().catch((err) => log.warn({ err }, 'rebalance round failed'));
       }, intervalMs);
       timer.unref();
     },

@@ -74,7 +74,7 @@ export function createReconciler({ store, redis, keys, leases, singleton, place,
     round,
     start() {
       timer = setInterval(() => {
-        round().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'reconcile failed'));
+        round().catch((err) => log.warn({ err }, 'reconcile failed'));
       }, intervalMs);
       timer.unref();
     },

@@ -35,7 +35,7 @@ export function createDeviceRetirer({ store, leases, guard, recorder, serverId, 
         break;
       } catch (err) {
         if (guard.tokenOf(deviceId) !== token) return; // lost or handed over meanwhile
-        log.warn({ err: { message: (err as Error).message }, deviceId }, 'desired state not written; retrying before releasing the lease');
+        log.warn({ err, deviceId }, 'desired state not written; retrying before releasing the lease');
         await new Promise((r) => setTimeout(r, retryMs).unref());
       }
     }

@@ -154,19 +154,19 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       .then((written) => {
         if (!written) entry.log.warn({ status }, 'fenced status write refused: lease not held');
       })
-      .catch((err) => entry.log.warn({ err: { message: message(err) }, status }, 'status write failed'));
+      .catch((err) => entry.log.warn({ err, status }, 'status write failed'));
   };
 
   const event = (entry: Running, type: ConnectionLogEventType, details?: Record<string, unknown>) => {
     try {
       recordEvent(entry.deviceId, entry.token, type, details);
     } catch (err) {
-      entry.log.warn({ err: { message: message(err) }, type }, 'connection event not recorded');
+      entry.log.warn({ err, type }, 'connection event not recorded');
     }
   };
 
   const withdrawCodes = (entry: Running) => {
-    codes.clear(entry.deviceId, { serverId, bootId, token: entry.token }).catch((err) => entry.log.warn({ err: { message: message(err) } }, 'codes not withdrawn'));
+    codes.clear(entry.deviceId, { serverId, bootId, token: entry.token }).catch((err) => entry.log.warn({ err }, 'codes not withdrawn'));
   };
 
   const open = (entry: Running): void => {
@@ -226,7 +226,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
           scheduleReconnect(entry, null, 'lease not visible in Redis');
           return;
         }
-        entry.log.warn({ err: { message: message(err) } }, 'socket failed to open');
+        entry.log.warn({ err }, 'socket failed to open');
         event(entry, 'error', { phase: 'open', message: message(err) });
         scheduleReconnect(entry, null, 'open failed');
       })
@@ -286,7 +286,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       .then((expiresAt) => {
         if (expiresAt === null) entry.log.warn({ kind }, 'code not published: lease not held');
       })
-      .catch((err) => entry.log.warn({ err: { message: message(err) }, kind }, 'code not published'));
+      .catch((err) => entry.log.warn({ err, kind }, 'code not published'));
     // The code itself is a secret (it links a phone to this session): never in logs or events.
     const details = { refresh, round, maxRounds: policy.qrMaxRounds, ttlMs };
     void report(entry, kind === 'qr' ? 'qr' : 'pairing', details);
@@ -419,7 +419,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       holder = await options.leaseHolder(entry.deviceId);
     } catch (err) {
       // Redis unreachable is not a lost lease; the self-fence deadline decides that.
-      entry.log.warn({ err: { message: message(err) } }, 'lease check failed; retrying later');
+      entry.log.warn({ err }, 'lease check failed; retrying later');
       if (!entry.stopped) scheduleReconnect(entry, null, 'lease check failed');
       return;
     }
@@ -445,7 +445,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     try {
       cleared = await entry.auth.clear();
     } catch (err) {
-      entry.log.warn({ err: { message: message(err) } }, 'session not cleared');
+      entry.log.warn({ err }, 'session not cleared');
     }
     if (cleared.redis) event(entry, 'session_cleared', { redis: cleared.redis, store: cleared.store, epoch: entry.token });
     event(entry, 'logged_out', { code, reason });
@@ -458,7 +458,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     entry.stopped = true;
     clearTimeout(entry.retry);
     await entry.opening?.catch(() => undefined);
-    await entry.socket?.close().catch((err) => entry.log.warn({ err: { message: message(err) } }, 'socket close failed'));
+    await entry.socket?.close().catch((err) => entry.log.warn({ err }, 'socket close failed'));
     try {
       guard.check(entry.deviceId, entry.token);
     } catch (err) {
@@ -475,7 +475,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     try {
       await options.retire(entry.deviceId, entry.token, retirement);
     } catch (err) {
-      entry.log.error({ err: { message: message(err) } }, 'device could not be retired');
+      entry.log.error({ err }, 'device could not be retired');
     }
     // Kept in the map until here, so nothing restarts it while its desired state changes.
     if (devices.get(entry.deviceId) === entry) devices.delete(entry.deviceId);
@@ -493,11 +493,11 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
   const stopEntry = async (entry: Running, reason: string, socketAlreadyClosed = false): Promise<void> => {
     if (!halt(entry) && !socketAlreadyClosed) return;
     await entry.opening?.catch(() => undefined);
-    await entry.socket?.close().catch((err) => entry.log.warn({ err: { message: message(err) } }, 'socket close failed'));
+    await entry.socket?.close().catch((err) => entry.log.warn({ err }, 'socket close failed'));
     entry.socket = undefined;
     entry.connected = false;
     if (entry.codesThisRound > 0) withdrawCodes(entry);
-    await entry.auth.close().catch((err) => entry.log.warn({ err: { message: message(err) } }, 'auth state not closed cleanly'));
+    await entry.auth.close().catch((err) => entry.log.warn({ err }, 'auth state not closed cleanly'));
     event(entry, 'stopped', { reason });
     entry.log.info({ reason }, 'device stopped');
   };
@@ -562,7 +562,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         const socket = entry.socket;
         entry.socket = undefined;
         await (socket?.logout ? socket.logout() : socket?.close())?.catch((err: unknown) =>
-          deviceLog.warn({ err: { message: message(err) } }, 'socket logout failed'),
+          deviceLog.warn({ err }, 'socket logout failed'),
         );
       }
       const cleared = await auth.clear();

@@ -40,7 +40,7 @@ export function startMetricsPublisher(options: {
       warned = false;
     } catch (err) {
       // Once per outage: the heartbeat already reports Redis trouble loudly.
-      if (!warned) log.warn({ err: { message: (err as Error).message } }, 'metrics snapshot not published');
+      if (!warned) log.warn({ err }, 'metrics snapshot not published');
       warned = true;
     }
   };

@@ -181,7 +181,7 @@ export function createMonitoringApp(deps: MonitoringDeps): MonitoringApp {
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
   const refreshQueues = () =>
-    board.refresh().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'queue discovery failed; BullBoard keeps the queues it had'));
+    board.refresh().catch((err) => log.warn({ err }, 'queue discovery failed; BullBoard keeps the queues it had'));
 
   return {
     app,

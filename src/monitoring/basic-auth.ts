@@ -56,7 +56,7 @@ export function basicAuth(options: BasicAuthOptions): RequestHandler {
       return;
     }
     // Without Redis the failure count cannot be checked; fail closed rather than allow guessing.
-    log.warn({ err: { message: (err as Error).message } }, 'login rate limit unavailable');
+    log.warn({ err }, 'login rate limit unavailable');
     sendError(res, 503, 'rate_limit_unavailable', 'Logins cannot be checked right now (Redis unreachable); try again shortly');
   };
 

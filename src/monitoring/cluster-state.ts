@@ -147,7 +147,7 @@ export function createClusterStateReader(deps: ClusterStateDeps): ClusterStateRe
       return { value, error: null };
     } catch (err) {
       const message = (err as Error).message;
-      if (!storeWarned) log.warn({ err: { message } }, 'cluster page: the store cannot be read; showing Redis state only');
+      if (!storeWarned) log.warn({ err }, 'cluster page: the store cannot be read; showing Redis state only');
       storeWarned = true;
       return { value: null, error: message };
     }

@@ -248,15 +248,15 @@ export function createOutbound(options: OutboundOptions): Outbound {
           void records.finish(job.data.messageId, deviceId, 'failed', err.message).catch(() => undefined);
         }
       });
-      worker.on('error', (err) => log.warn({ deviceId, err: { message: err.message } }, 'outbound worker error'));
+      worker.on('error', (err) => log.warn({ deviceId, err }, 'outbound worker error'));
       workers.set(deviceId, { worker, token });
       void reclaim(deviceId)
         .then((moved) => {
           if (moved > 0) log.info({ deviceId, moved }, 'took back a message the previous owner had in hand');
         })
-        .catch((err) => log.warn({ deviceId, err: { message: (err as Error).message } }, 'could not take back active messages'))
+        .catch((err) => log.warn({ deviceId, err }, 'could not take back active messages'))
         .finally(() => {
-          if (workers.get(deviceId)?.worker === worker) void worker.run().catch((err) => log.warn({ deviceId, err: { message: (err as Error).message } }, 'outbound worker stopped'));
+          if (workers.get(deviceId)?.worker === worker) void worker.run().catch((err) => log.warn({ deviceId, err }, 'outbound worker stopped'));
         });
     },
 

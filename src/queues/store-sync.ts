@@ -135,7 +135,7 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
         } catch (err) {
           // Redis itself is unreachable: the records stay here, in order, until it answers.
           if (closed) throw err;
-          log.warn({ shard, buffered: buffers[shard]!.length, err: { message: (err as Error).message } }, 'write-behind records not queued yet; retrying');
+          log.warn({ shard, buffered: buffers[shard]!.length, err }, 'write-behind records not queued yet; retrying');
           await new Promise((resolve) => setTimeout(resolve, backoff));
           backoff = Math.min(maxBackoffMs, backoff * 2);
         }
@@ -204,7 +204,7 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
         // Whatever stops a whole batch (the store down, a schema not migrated) stops the shard,
         // with the batch back at its head: applying later records first would break their order.
         const unavailable = err instanceof StoreUnavailableError;
-        const fields = { shard, jobId: job.id, retryInMs: backoff, err: { message: (err as Error).message } };
+        const fields = { shard, jobId: job.id, retryInMs: backoff, err };
         if (unavailable) log.warn(fields, 'store unavailable; write-behind paused');
         else log.error(fields, 'write-behind batch failed; retrying');
         options.metrics?.jobs.inc({ queue: 'store-sync', outcome: 'deferred' });
@@ -249,7 +249,7 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
           // A batch whose holders keep dying is still only records to apply: never fail it for that.
           maxStalledCount: 1000,
         });
-        worker.on('error', (err) => log.warn({ shard, err: { message: err.message } }, 'write-behind worker error'));
+        worker.on('error', (err) => log.warn({ shard, err }, 'write-behind worker error'));
         workers.push(worker);
       }
     },

@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
+import { redactUrlsIn } from './redact.js';
 
 export type { Logger } from 'pino';
 
@@ -38,6 +39,33 @@ export const REDACT_PATHS = [
   'req.headers.apikey',
 ];
 
+/**
+ * Errors are logged whole (type, message, stack, cause, code) so a warning can be traced, minus
+ * what an error can carry that is secret: a Redis command's arguments (an AUTH error carries the
+ * password) and credentials inside URLs in its message or stack (a connection error names the URL).
+ */
+export function serializeError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  return scrub(pino.stdSerializers.errWithCause(err), 0);
+}
+
+function scrub(value: unknown, depth: number): unknown {
+  if (typeof value === 'string') return redactUrlsIn(value);
+  if (value === null || typeof value !== 'object' || depth > 4) return value;
+  if (Array.isArray(value)) return value.map((item) => scrub(item, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value)) {
+    if (key === 'command' && item && typeof item === 'object' && 'args' in item) {
+      out[key] = { name: (item as { name?: unknown }).name, args: '[redacted]' };
+    } else if (key === 'args' || key === 'previousErrors') {
+      out[key] = '[redacted]';
+    } else {
+      out[key] = scrub(item, depth + 1);
+    }
+  }
+  return out;
+}
+
 export interface LoggerOptions {
   level: string;
   serverId?: string;
@@ -51,6 +79,7 @@ export function createLogger({ level, serverId, destination }: LoggerOptions): L
       level,
       base: serverId ? { serverId } : {},
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      serializers: { err: serializeError },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     destination ?? pino.destination({ fd: 1, sync: false }),

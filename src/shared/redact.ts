@@ -10,3 +10,8 @@ export function redactUrl(value: string): string {
     return '<unparseable url>';
   }
 }
+
+/** Credentials inside URLs anywhere in a text (an error message, a stack): `scheme://user:***@host`. */
+export function redactUrlsIn(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*:)[^\s@]+@/gi, '$1***@');
+}

@@ -141,7 +141,7 @@ export async function connectRedis({ target, log, connectionName, connectTimeout
   // per state change rather than once per retry.
   let reported = false;
   redis.on('error', (err: Error) => {
-    if (!reported) log.error({ err: { message: err.message }, redis: where }, 'redis connection error');
+    if (!reported) log.error({ err, redis: where }, 'redis connection error');
     reported = true;
   });
   redis.on('ready', () => {

@@ -58,7 +58,7 @@ export function createPoolExecutor({ pool, target, pgliteHost, log }: PoolExecut
     // 'error' and crash the server; it is discarded instead.
     const onError = (err: Error) => {
       broken = true;
-      log.warn({ err: { message: err.message }, target }, 'store connection dropped while in use');
+      log.warn({ err, target }, 'store connection dropped while in use');
     };
     client.on('error', onError);
     const run = async (sql: string, params?: readonly unknown[]) => {

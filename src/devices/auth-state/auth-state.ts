@@ -185,7 +185,7 @@ export function createAuthStateStore(options: AuthStateStoreOptions): AuthStateS
             if (!saved) deviceLog.info('session snapshot refused: the store has a newer epoch');
             return saved;
           } catch (err) {
-            deviceLog.warn({ err: { message: (err as Error).message } }, 'session snapshot failed; will retry');
+            deviceLog.warn({ err }, 'session snapshot failed; will retry');
             scheduleSnapshot();
             return false;
           }
@@ -237,7 +237,7 @@ export function createAuthStateStore(options: AuthStateStoreOptions): AuthStateS
             } catch (err) {
               // Redis is clear, so the next start needs a new QR anyway; a snapshot left behind
               // would be restored only after Redis lost its data, and then be logged out again.
-              deviceLog.warn({ err: { message: (err as Error).message } }, 'session not cleared in the store');
+              deviceLog.warn({ err }, 'session not cleared in the store');
             }
             return { redis: true, store: inStore };
           }),

@@ -80,7 +80,7 @@ export function createBaileysConnector(options: BaileysConnectorOptions): Device
 
       // Baileys has already merged the update into `creds` (its own listener runs first).
       sock.ev.on('creds.update', () => {
-        auth.saveCreds().catch((err: Error) => deviceLog.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'creds not saved'));
+        auth.saveCreds().catch((err: Error) => deviceLog.warn({ err }, 'creds not saved'));
       });
 
       const onQr = (qr: string) => {
@@ -94,7 +94,7 @@ export function createBaileysConnector(options: BaileysConnectorOptions): Device
             .then((code) => {
               if (!ended) events.pairingCode(code, PAIRING_CODE_TTL_MS);
             })
-            .catch((err: Error) => deviceLog.warn({ err: { message: err.message } }, 'pairing code request failed'));
+            .catch((err: Error) => deviceLog.warn({ err }, 'pairing code request failed'));
           return;
         }
         events.qr(qr, qrCount === 1 ? FIRST_QR_TTL_MS : NEXT_QR_TTL_MS);
@@ -135,7 +135,7 @@ export function createBaileysConnector(options: BaileysConnectorOptions): Device
           try {
             await sock.logout('logged out by wafleet');
           } catch (err) {
-            deviceLog.warn({ err: { message: (err as Error).message } }, 'logout not sent to WhatsApp; closing');
+            deviceLog.warn({ err }, 'logout not sent to WhatsApp; closing');
             await sock.end(undefined);
           }
         },
