@@ -135,8 +135,9 @@ async function snapshot(): Promise<Record<string, unknown>> {
   try {
     const count = async (table: string) => Number((await client.query(`select count(*)::int as n from ${table}`)).rows[0].n);
     const keys = (await cluster.redis.redis.keys(`{${cluster.redis.prefix}}:*`))
-      // Rate-limit counters and the server's own heartbeat keys change by design.
-      .filter((k) => !k.includes(':ratelimit:') && !k.includes(':lock:'))
+      // Rate-limit counters and the server's own heartbeat keys change by design, and the
+      // start-up claim on the server id expires one TTL after start-up, whenever that falls.
+      .filter((k) => !k.includes(':ratelimit:') && !k.includes(':lock:') && !k.includes(':server-claim:'))
       .sort();
     return {
       devices: await count('devices'),
