@@ -80,8 +80,8 @@ function startChild(name: string, entry: string, env: Record<string, string>): C
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
-  child.stdout!.pipe(out, { end: false });
-  child.stderr!.pipe(out, { end: false });
+  child.stdout.pipe(out, { end: false });
+  child.stderr.pipe(out, { end: false });
   const entryState: Child = { name, child, logFile, ended: false, exited: Promise.resolve(0) };
   entryState.exited = new Promise((done) => {
     child.once('exit', (code, signal) => {

@@ -71,7 +71,7 @@ while (pending.size > 0 && Date.now() < deadline) {
     const report = await health(app.env!.PORT!);
     if (report) {
       pending.delete(app);
-      console.log(`  ${app.env!.SERVER_ID}  http://127.0.0.1:${app.env!.PORT}/health  ${report.status}`);
+      console.log(`  ${app.env!.SERVER_ID}  http://127.0.0.1:${app.env!.PORT}/health  ${String(report.status)}`);
     }
   }
   if (pending.size > 0) await new Promise((r) => setTimeout(r, 500));

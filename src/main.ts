@@ -178,6 +178,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
 
     // The heartbeat and the coordinator call each other (renewal results stop devices; a drain
     // beats at once), so the coordinator is bound after both exist.
+    // eslint-disable-next-line prefer-const -- bound late: the heartbeat's callbacks exist before it
     let coordinator: Coordinator | undefined;
     let drainOnRequest: () => Promise<void> = async () => undefined;
     let resetting: Promise<void> | undefined;

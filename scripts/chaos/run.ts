@@ -130,7 +130,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
       const t = Date.now();
       let connected = 0;
       devices.forEach((deviceId, i) => {
-        const holder = leases[i] ? parseLeaseValue(leases[i]!) : null;
+        const holder = leases[i] ? parseLeaseValue(leases[i]) : null;
         const isUp = holder !== null && sockets[i]?.startsWith(`${holder.serverId}#${holder.token}#`) === true;
         if (isUp) connected += 1;
         if (up.get(deviceId) !== isUp) {
@@ -400,7 +400,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
     const t = Date.now();
     const [leases, sockets] = await Promise.all([redis.mget(devices.map((d) => keys.lease(d))), redis.mget(devices.map((d) => keys.simSocket(d)))]);
     devices.forEach((deviceId, i) => {
-      const holder = leases[i] ? parseLeaseValue(leases[i]!) : null;
+      const holder = leases[i] ? parseLeaseValue(leases[i]) : null;
       record({ t, kind: 'final', deviceId, owner: holder?.serverId ?? null, socketServer: sockets[i]?.split('#')[0] ?? null, token: holder?.token ?? null });
     });
     record({ t, kind: 'conflicts', total: conflictsBefore + Number((await redis.hget(keys.simConflicts, 'total')) ?? 0) });

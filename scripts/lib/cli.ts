@@ -31,7 +31,7 @@ type ToolArgs<O extends ParseArgsOptionsConfig> = ReturnType<typeof parseArgs<{ 
 export function parseToolArgs<const O extends ParseArgsOptionsConfig>(tool: string, usage: string, options: O): ToolArgs<O> {
   let values: ToolArgs<O>;
   try {
-    values = parseArgs({ options: { ...options, ...HELP }, strict: true, allowPositionals: false }).values as ToolArgs<O>;
+    values = parseArgs({ options: { ...options, ...HELP }, strict: true, allowPositionals: false }).values;
   } catch (err) {
     usageExit(tool, usage, (err as Error).message);
   }

@@ -30,7 +30,9 @@ function lastResort(): void {
   for (const dir of tempDirs) {
     try {
       rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-    } catch {} // best effort: the process is exiting anyway
+    } catch {
+      // best effort: the process is exiting anyway
+    }
   }
 }
 
@@ -90,7 +92,8 @@ function parseFields(text: string, separator: string, lineBreak: RegExp): Map<st
   return fields;
 }
 const info = async (node: RedisNodeAddress, section: string) => parseFields(String(await ask(node, 'INFO', section)), ':', /\r?\n/);
-const role = async (node: RedisNodeAddress) => (await ask(node, 'ROLE')) as [string, ...unknown[]];
+/** ROLE's reply: a master's is [kind, offset, replicas], a replica's [kind, host, port, state, offset]. */
+const role = async (node: RedisNodeAddress) => (await ask(node, 'ROLE')) as [string, string | number | undefined, number | undefined, string | undefined, ...unknown[]];
 
 /** Replicas that INFO replication on `master` reports as state=online, i.e. synced and streaming. */
 async function onlineReplicas(master: RedisNodeAddress): Promise<RedisNodeAddress[]> {
@@ -236,8 +239,8 @@ export function startRedisCluster(
       '--cluster-replica-validity-factor', '0',
     ])));
     const create = ['--cluster', 'create', ...nodes.map(label), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'];
-    await promisify(execFile)('redis-cli', create, { timeout: 60_000 }).catch((error: { stdout?: string; stderr?: string }) => {
-      throw new Error(`redis-cli ${create.join(' ')} failed: ${error.stderr || error.stdout || String(error)}`);
+    await promisify(execFile)('redis-cli', create, { timeout: 60_000 }).catch((error: Error & { stdout?: string; stderr?: string }) => {
+      throw new Error(`redis-cli ${create.join(' ')} failed: ${error.stderr || error.stdout || error.message}`);
     });
     const live = () => nodes.filter((node) => group.isLive(node.port));
     /** Every live node knows every node, sees all 16384 slots served, and says cluster_state:ok. */

@@ -17,13 +17,3 @@ export class SelfFencedError extends WafleetError {
     super('self_fenced', `server is self-fenced: no successful lease renewal for ${Math.round(sinceMs)} ms`);
   }
 }
-
-/** Another server holds the device. */
-export class DeviceOwnedElsewhereError extends WafleetError {
-  constructor(
-    readonly deviceId: string,
-    readonly ownerServerId: string,
-  ) {
-    super('device_owned_elsewhere', `device ${deviceId} is held by server ${ownerServerId}`);
-  }
-}

@@ -129,7 +129,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       for (const [err] of results) if (err) throw err;
       const lost = lostFrom(results);
       const marker = (results[3]?.[1] as string | null) ?? null;
-      const currentRunId = runIdOf(String(results[4]?.[1] ?? ''));
+      const currentRunId = runIdOf(String((results[4]?.[1] as string | null | undefined) ?? ''));
       const seededOn = (results[5]?.[1] as string | null) ?? null;
       const [seconds, micros] = results[6]?.[1] as [string, string];
       const receivedAt = clock();

@@ -40,7 +40,7 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys) {
   const results = (await redis.multi().info('server').exists(keys.marker).get(keys.incarnation).exec()) ?? [];
   for (const [err] of results) if (err) throw err;
   return {
-    runId: runIdOf(String(results[0]?.[1] ?? '')),
+    runId: runIdOf(String((results[0]?.[1] as string | null | undefined) ?? '')),
     hasMarker: results[1]?.[1] === 1,
     seededOn: (results[2]?.[1] as string | null) ?? null,
   };

@@ -86,6 +86,7 @@ export const envSchema = z
     ADMIN_USERNAME: z
       .string()
       .max(64, 'must be at most 64 characters')
+      // eslint-disable-next-line no-control-regex -- refusing control characters is the point
       .regex(/^[^:\x00-\x1f\x7f]+$/, "must not contain ':' or control characters (HTTP basic auth splits on ':')")
       .default('admin'),
     ADMIN_PASSWORD: z.string().min(1).max(256, 'must be at most 256 characters').optional(),

@@ -47,7 +47,7 @@ export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
 
 /** Keeps the generic types of a route while collecting routes of different shapes in one list. */
 export function route<P, Q, B>(spec: RouteSpec<P, Q, B>): RouteSpec {
-  return spec as unknown as RouteSpec;
+  return spec;
 }
 
 export interface MountDeps {

@@ -14,7 +14,7 @@ export function createStoreConnection(open: () => Promise<Store>, options: { ret
   const now = options.now ?? Date.now;
   let store: Store | undefined;
   let opening: Promise<Store> | undefined;
-  let failure: { at: number; err: unknown } | undefined;
+  let failure: { at: number; err: Error } | undefined;
   let closed = false;
 
   return {
@@ -34,7 +34,7 @@ export function createStoreConnection(open: () => Promise<Store>, options: { ret
           return opened;
         })
         .catch((err: unknown) => {
-          failure = { at: now(), err };
+          failure = { at: now(), err: err instanceof Error ? err : new Error(String(err)) };
           throw err;
         })
         .finally(() => {

@@ -245,7 +245,7 @@ export function createOutbound(options: OutboundOptions): Outbound {
         if (job && !(err instanceof UnrecoverableError)) {
           counted('failed');
           metrics?.messagesFailed.inc();
-          void records.finish(job.data.messageId, deviceId, 'failed', err.message).catch(() => undefined);
+          void records.finish((job.data as { messageId: string }).messageId, deviceId, 'failed', err.message).catch(() => undefined);
         }
       });
       worker.on('error', (err) => log.warn({ deviceId, err }, 'outbound worker error'));

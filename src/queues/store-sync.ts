@@ -233,7 +233,7 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
       clearTimeout(timer);
       timer = undefined;
       while (buffers.some((b) => b.length > 0) || sending.some(Boolean)) {
-        await Promise.all(buffers.map((buffer, shard) => (buffer.length > 0 || sending[shard] ? send(shard) : undefined)));
+        await Promise.all(buffers.map((buffer, shard) => (buffer.length > 0 || sending[shard] ? send(shard) : Promise.resolve())));
       }
     },
 

@@ -29,6 +29,7 @@ export function toNullableDate(value: unknown): Date | null {
 }
 
 function toNullableString(value: unknown): string | null {
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a SQL row's scalar (text, number, bigint as text)
   return value === null || value === undefined ? null : String(value);
 }
 

@@ -31,7 +31,10 @@ export function createSupabaseStore(options: SupabaseStoreOptions, log: Logger):
 
   const call: CallOperation = async (name, args) => {
     const spec = OPERATIONS[name];
-    const { data, error, status } = await client.rpc(spec.fn, args as Record<string, unknown>);
+    const response = await client.rpc(spec.fn, args);
+    // PostgREST answers untyped JSON; the row mappers check each field.
+    const data: unknown = response.data;
+    const { error, status } = response;
     if (error) {
       if (!error.code || status === 0 || POSTGREST_UNAVAILABLE.has(error.code)) {
         throw new StoreUnavailableError('store_unreachable', `Supabase at ${target} did not answer ${spec.fn}: ${error.message}`);

@@ -39,8 +39,8 @@ function spawnEntry(entry: string, env: Record<string, string>, port: number): S
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
-  child.stdout!.on('data', (chunk) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk) => (output += chunk.toString()));
+  child.stdout.on('data', (chunk) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk) => (output += chunk.toString()));
   const exited = new Promise<number | string>((done) => {
     child.once('exit', (code, signal) => done(code ?? signal ?? 'unknown'));
   });

@@ -21,7 +21,7 @@ async function connectedUnderLease(devices: readonly string[], deadBoot?: string
     cluster.redis.redis.mget(devices.map((d) => cluster.keys.simSocket(d))),
   ]);
   return devices.filter((_, i) => {
-    const lease = leases[i] ? parseLeaseValue(leases[i]!) : null;
+    const lease = leases[i] ? parseLeaseValue(leases[i]) : null;
     const [serverId, token, boot] = sockets[i]?.split('#') ?? [];
     return lease !== null && lease.bootId !== deadBoot && serverId === lease.serverId && Number(token) === lease.token && boot?.startsWith(`${lease.bootId}-`);
   }).length;

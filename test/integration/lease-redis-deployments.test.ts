@@ -29,7 +29,7 @@ const nodes = (list: string): RedisNodeAddress[] =>
 async function incarnation(cluster: TestCluster): Promise<{ runId: string | undefined; seededOn: string | null }> {
   // A transaction with a keyed command runs on the node serving the prefix's slot.
   const results = (await cluster.redis.redis.multi().info('server').get(cluster.keys.incarnation).exec()) ?? [];
-  return { runId: runIdOf(String(results[0]?.[1] ?? '')), seededOn: (results[1]?.[1] as string | null) ?? null };
+  return { runId: runIdOf(String((results[0]?.[1] as string | null | undefined) ?? '')), seededOn: (results[1]?.[1] as string | null) ?? null };
 }
 
 async function fences(cluster: TestCluster, devices: readonly string[]): Promise<Map<string, number>> {

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../scripts/lib/local-redis.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { spawnServer, stopAll, type ServerProcess } from '../helpers/processes.js';

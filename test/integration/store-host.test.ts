@@ -96,7 +96,7 @@ function spawnStoreProcess(env: Record<string, string>): Child {
   const lines: Array<Record<string, unknown>> = [];
   let output = '';
   let pending = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
+  child.stdout.on('data', (chunk: Buffer) => {
     output += chunk.toString();
     pending += chunk.toString();
     const complete = pending.split('\n');
@@ -109,7 +109,7 @@ function spawnStoreProcess(env: Record<string, string>): Child {
       }
     }
   });
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
   return {
     process: child,
     lines,
@@ -124,7 +124,7 @@ function spawnStoreProcess(env: Record<string, string>): Child {
         await new Promise((done) => setTimeout(done, 50));
       }
     },
-    send: (command) => child.stdin!.write(`${command}\n`),
+    send: (command) => child.stdin.write(`${command}\n`),
   };
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { BufferJSON, Curve, proto, type SignalDataSet, type SignalDataTypeMap } from '@whiskeysockets/baileys';
+import { BufferJSON, Curve, proto, type SignalDataTypeMap } from '@whiskeysockets/baileys';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startEphemeralRedis } from '../../scripts/lib/local-redis.js';
@@ -81,7 +81,7 @@ describe('shared auth state', () => {
     state.creds.nextPreKeyId = 31;
     await a.saveCreds();
     const written = everyKeyType();
-    await state.keys.set(written as SignalDataSet);
+    await state.keys.set(written);
 
     // Another server: its own connection, its own store object, the same lease (as after a handover).
     const b = authStore().forDevice(deviceId, { serverId: 'srv-a', token, guard: unaware });
@@ -220,7 +220,7 @@ describe('shared auth state', () => {
     state.creds.account = { details: randomBytes(20) };
     await auth.saveCreds();
     const written = everyKeyType();
-    await state.keys.set(written as SignalDataSet);
+    await state.keys.set(written);
     await eventually(async () => {
       const snapshot = await bed.store.getSession(deviceId);
       return Object.keys(snapshot?.keys ?? {}).length === SIGNAL_KEY_TYPES.length;

@@ -101,6 +101,7 @@ async function startServer(serverId: string, overrides: { redis?: Redis; inboxRe
   const runtime = recordingRuntime();
   const inboxReader = overrides.inboxReader ?? (duplicateRedis(redis, { connectionName: `${serverId}:inbox` }) as Redis);
   const serverLeases = overrides.leases ?? createLeaseStore({ redis, keys });
+  // eslint-disable-next-line prefer-const -- bound late, as in main.ts: the heartbeat's callbacks exist before it
   let coordinator: Coordinator | undefined;
   const heartbeat = createHeartbeat({
     redis,

@@ -74,7 +74,7 @@ async function crashRestart(ctx: BenchContext, size: number, ttlMs: number) {
     firstLookAt ??= now;
     devices.forEach((deviceId, i) => {
       if (backAt.has(deviceId)) return;
-      const lease = leases[i] ? parseLeaseValue(leases[i]!) : null;
+      const lease = leases[i] ? parseLeaseValue(leases[i]) : null;
       const [serverId, token, boot] = sockets[i]?.split('#') ?? [];
       if (lease && lease.bootId !== deadBoot && serverId === lease.serverId && Number(token) === lease.token && boot?.startsWith(`${lease.bootId}-`)) backAt.set(deviceId, now);
     });

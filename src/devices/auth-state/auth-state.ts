@@ -127,7 +127,7 @@ export function createAuthStateStore(options: AuthStateStoreOptions): AuthStateS
             const raw = values[i];
             if (raw === null || raw === undefined) return;
             try {
-              result[id] = decodeKey(type as SignalKeyType, raw) as SignalDataTypeMap[T];
+              result[id] = decodeKey<T>(type, raw);
             } catch (err) {
               throw new AuthStateCorruptError(deviceId, keyField(type, id), { cause: err });
             }

@@ -36,7 +36,7 @@ function closeCode(error: unknown): number {
 }
 
 export function createBaileysConnector(options: BaileysConnectorOptions): DeviceConnector {
-  const { log, waWebSocketUrl, connectTimeoutMs, keepAliveIntervalMs, logLevel, onSocket } = options;
+  const { waWebSocketUrl, connectTimeoutMs, keepAliveIntervalMs, logLevel, onSocket } = options;
   const sockets = new Set<DeviceSocket>();
 
   return {

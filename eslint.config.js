@@ -1,0 +1,56 @@
+// ESLint: typescript-eslint's recommended type-checked rules over src, scripts and test. The
+// tuning below is where a rule fights the house style rather than a defect; each says why.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['node_modules/', 'bench/', 'logs/', 'test-results/', 'chaos/', 'src/monitoring/assets/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      // `void promise` marks a deliberate fire-and-forget (timers, event handlers); a floating
+      // promise without it is the defect this rule exists for.
+      '@typescript-eslint/no-floating-promises': ['error', { ignoreVoid: true }],
+      // Express 5 and ioredis/EventEmitter handlers take async functions whose promise nobody
+      // awaits by design; their rejections are caught inside.
+      '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: { arguments: false, attributes: false } }],
+      // `_` marks a parameter a signature needs but the body does not use.
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      // Numbers and booleans in messages read fine; objects still may not be stringified by accident.
+      '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true, allowBoolean: true, allowNullish: true }],
+      // Interfaces return promises (close(), cleanups, connectors); an implementation with nothing
+      // to await is still written async so a throw becomes a rejection, as callers expect.
+      '@typescript-eslint/require-await': 'off',
+      // Dependencies are plain closures in option objects, declared with method syntax in their
+      // interfaces; nothing passed around is a class method that needs its `this`.
+      '@typescript-eslint/unbound-method': 'off',
+    },
+  },
+  {
+    // Tests assert on what real processes answer: HTTP bodies and JSON log lines, untyped by
+    // nature. Reading them is what a test does; the checks are the expectations.
+    files: ['test/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+      '@typescript-eslint/no-unsafe-return': 'off',
+      '@typescript-eslint/no-explicit-any': 'off',
+    },
+  },
+  {
+    // Plain JavaScript (this file, the pm2 ecosystem) is not in the TypeScript project.
+    files: ['**/*.js', '**/*.cjs', '**/*.mjs'],
+    extends: [tseslint.configs.disableTypeChecked],
+    languageOptions: { parserOptions: { projectService: false, project: null } },
+  },
+  {
+    files: ['**/*.js', '**/*.cjs', '**/*.mjs'],
+    languageOptions: { globals: { module: 'writable', require: 'readonly', process: 'readonly', __dirname: 'readonly', console: 'readonly' } },
+  },
+);
