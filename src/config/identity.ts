@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 
-// Server identity rules (DESIGN.md section 6). The same rules are a CHECK on
+// Server identity rules (the design brief's section 6; the README's "Server identity" restates them). The same rules are a CHECK on
 // backend_servers.id, so an id that passes here is always storable.
 
 export const SERVER_ID_SOURCES = [

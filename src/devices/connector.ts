@@ -6,7 +6,7 @@ import type { DeviceStatus } from '../store/types.js';
 // the device's lease holder, and every socket is closed the moment the lease is lost or the
 // server self-fences. Implementations: `baileys` (baileys/) and `simulated` (simulated/).
 
-/** Baileys' DisconnectReason codes the runtime acts on (DESIGN.md section 4). */
+/** Baileys' DisconnectReason codes the runtime acts on (what the runtime does on each: reconnect-policy.ts). */
 export const DisconnectCode = {
   loggedOut: 401,
   forbidden: 403,

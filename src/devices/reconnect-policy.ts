@@ -1,7 +1,7 @@
 import { DisconnectCode } from './connector.js';
 
-// What the runtime does when a socket closes on its own, by Baileys' DisconnectReason
-// (DESIGN.md section 4). Pure functions, so the mapping can be read (and tested) in one place.
+// What the runtime does when a socket closes on its own, by Baileys' DisconnectReason (the rules
+// of the design brief's section 4). Pure functions, so the mapping can be read (and tested) in one place.
 
 export interface ReconnectPolicy {
   /** First back-off ceiling, ms; it doubles per failed attempt. */

@@ -6,7 +6,7 @@ import { StoreUnavailableError } from '../store/errors.js';
 /** Retry-After for a call refused while the store is down: store outages are mostly brief. */
 const STORE_RETRY_AFTER_S = 2;
 
-// One error shape for every answer (API.md): {error: {code, message, details?}}.
+// One error shape for every answer (the contract, GET /openapi.json): {error: {code, message, details?}}.
 
 /** An error that is the caller's to fix (or to wait out): answered with its status, never logged as a fault. */
 export class HttpError extends WafleetError {

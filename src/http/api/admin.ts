@@ -11,7 +11,7 @@ import { apiKeyIdParams, createApiKeyBody, patchServerBody, putServerBody, serve
 const ADMIN = { 401: 'No or unknown API key', 403: 'Not the internal key' };
 const RECENT_EVENTS = 50;
 
-/** The API's field names (API.md) to the store's. */
+/** The API's field names (the contract, GET /openapi.json) to the store's. */
 function configurationFrom(body: Partial<z.infer<typeof putServerBody>>): ServerConfiguration {
   return {
     serverName: body.name,

@@ -7,7 +7,7 @@ import type { BackendServer, Device, Store } from '../../store/types.js';
 import type { Authenticator, Caller } from '../auth.js';
 import { HttpError } from '../errors.js';
 
-// What the API handlers need, and the views they answer with (API.md's Device and Server).
+// What the API handlers need, and the views they answer with (the contract's Device and Server: GET /openapi.json).
 // Any server answers any call: the state comes from Redis and the store, and work for a device
 // held elsewhere goes to its owner's inbox stream.
 
