@@ -5,7 +5,9 @@ import type { RedisClient as Redis } from './redis.js';
 
 // Lua scripts live in their own files named `verbNoun-<numKeys>.lua` (or `verbNoun.lua` when the
 // number of keys varies per call). Each is registered once per connection under a name carrying
-// its content hash, so two deployed versions never run each other's Lua.
+// its content hash, so two deployed versions never run each other's Lua. A line
+// `--- @include "name"` is replaced by `lua-includes/name.lua` (shared helpers such as
+// redisNowMs) before hashing, so a changed include changes every name that uses it.
 
 export interface LuaScript {
   /** Name the command is registered under on the client. */
@@ -15,8 +17,26 @@ export interface LuaScript {
   readonly source: string;
 }
 
-export function loadLuaScript(directory: URL, fileName: string): LuaScript {
-  const source = readFileSync(new URL(fileName, directory), 'utf8');
+const INCLUDES = new URL('./lua-includes/', import.meta.url);
+const INCLUDE_LINE = /^--- @include "([A-Za-z]+)"[ \t]*$/gm;
+
+/** Expands the script's includes, each at most once (an include may include others). */
+export function expandLuaIncludes(source: string, fileName: string, includes: URL = INCLUDES, seen = new Set<string>()): string {
+  return source.replace(INCLUDE_LINE, (_line, name: string) => {
+    if (seen.has(name)) return `-- (${name} included above)`;
+    seen.add(name);
+    let included: string;
+    try {
+      included = readFileSync(new URL(`${name}.lua`, includes), 'utf8');
+    } catch {
+      throw new Error(`${fileName} includes "${name}", but there is no ${name}.lua in ${includes.pathname}`);
+    }
+    return expandLuaIncludes(included.trimEnd(), fileName, includes, seen);
+  });
+}
+
+export function loadLuaScript(directory: URL, fileName: string, includes: URL = INCLUDES): LuaScript {
+  const source = expandLuaIncludes(readFileSync(new URL(fileName, directory), 'utf8'), fileName, includes);
   const match = /^([A-Za-z]+)(?:-(\d+))?\.lua$/.exec(fileName);
   if (!match) throw new Error(`Lua file name ${fileName} is not verbNoun[-numKeys].lua`);
   const version = createHash('sha1').update(source).digest('hex').slice(0, 8);

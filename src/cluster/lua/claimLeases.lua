@@ -43,6 +43,7 @@
     -4, "", ""                    a placement claim without a reservation for this server
   (A batch of one device gets one triple either way, and it means the same.)
 ]]
+--- @include "redisNowMs"
 -- One read for the three cluster-wide keys.
 local cluster = redis.call('MGET', KEYS[4], KEYS[10], KEYS[9])
 if cluster[1] then
@@ -69,8 +70,7 @@ if holder == nil or holder == '' then
   holder = serverId
 end
 local floorOfIncarnation = (tonumber(cluster[3]) or 0) + 1
-local time = redis.call('TIME')
-local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
+local deadline = redisNowMs() + ttl
 
 local out = {}
 for i = 1, (#KEYS - 10) / 2 do

@@ -16,11 +16,11 @@
     0   the lease is alive (renewed or claimed since): its deadline is corrected, nothing else
     -1  the holder changed since the caller read it: read again
 ]]
+--- @include "redisNowMs"
 local deviceId = ARGV[1]
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl > 0 then
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  local now = redisNowMs()
   redis.call('ZADD', KEYS[2], now + pttl, deviceId)
   return 0
 end

@@ -12,8 +12,8 @@
   Output:
     flat array: member, hash value ("" when none), ...
 ]]
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+--- @include "redisNowMs"
+local now = redisNowMs()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
 for _, member in ipairs(due) do

@@ -34,6 +34,7 @@
     { "none", "" }            no server can take it now; the device is left due in the
                               placements set, so the next sweep tries again
 ]]
+--- @include "redisNowMs"
 local deviceId, reservationMs, exclude = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
 local current = redis.call('GET', KEYS[1])
@@ -51,8 +52,7 @@ if redis.call('SISMEMBER', KEYS[4], deviceId) == 0 then
   return { 'unwanted', '' }
 end
 
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = redisNowMs()
 
 local pendingUntil = redis.call('ZSCORE', KEYS[2], deviceId)
 if pendingUntil and tonumber(pendingUntil) > now then

@@ -22,9 +22,9 @@
   Output:
     flat array of the lost leases: deviceId, current value ("" when none), ...
 ]]
+--- @include "redisNowMs"
 local holder, ttl = ARGV[1], tonumber(ARGV[2])
-local time = redis.call('TIME')
-local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
+local deadline = redisNowMs() + ttl
 local lost = {}
 local n = (#KEYS - 3) / 2
 for i = 0, n - 1 do

@@ -16,9 +16,9 @@
     flat array of the lost leases: deviceId, current value ("" when the lease is gone), ...
     A lease counts as lost when its value is no longer exactly "holder:token".
 ]]
+--- @include "redisNowMs"
 local holder, ttl = ARGV[1], tonumber(ARGV[2])
-local time = redis.call('TIME')
-local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
+local deadline = redisNowMs() + ttl
 local lost = {}
 for i = 3, #KEYS do
   local pair = (i - 3) * 2 + 3

@@ -22,13 +22,13 @@
     (empty while claims are embargoed: after Redis lost its data the leases are re-asserted or
     expire instead)
 ]]
+--- @include "redisNowMs"
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {}
 end
 local dead, holder, ttl = ARGV[1] .. ':', ARGV[2], tonumber(ARGV[3])
 local floor = (tonumber(redis.call('GET', KEYS[4])) or 0) + 1
-local time = redis.call('TIME')
-local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + ttl
+local deadline = redisNowMs() + ttl
 local out = {}
 for i = 4, #ARGV do
   local deviceId = ARGV[i]

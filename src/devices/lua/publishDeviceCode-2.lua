@@ -16,12 +16,12 @@
   Output:
     the expiry as Unix ms (Redis TIME), or 0 refused (lease not held)
 ]]
+--- @include "redisNowMs"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-local now = redis.call('TIME')
 local ttl = tonumber(ARGV[4])
-local expiresAt = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ttl
+local expiresAt = redisNowMs() + ttl
 local value = {}
 value[ARGV[2]] = ARGV[3]
 -- cjson prints numbers with 14 significant digits; a ms timestamp has 13.

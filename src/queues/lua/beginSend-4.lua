@@ -24,6 +24,7 @@
     { "wait", ms }               the device is at its rate: try again in ms
     { "missing", "" }            no such message record
 ]]
+--- @include "redisNowMs"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return { 'missing', '' }
@@ -35,8 +36,7 @@ local holder = redis.call('GET', KEYS[2])
 if holder ~= ARGV[1] then
   return { 'not_owner', holder or '' }
 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = redisNowMs()
 local window = tonumber(ARGV[4])
 -- Read here, at the send, so a changed limit applies to the very next message on any server.
 local limit = tonumber(redis.call('HGET', KEYS[4], ARGV[5]) or ARGV[3])

@@ -18,6 +18,7 @@
   Output:
     1 recorded, 0 it was already sent (nothing changed), -1 no such record
 ]]
+--- @include "redisNowMs"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return -1
@@ -25,8 +26,7 @@ end
 if status == 'sent' then
   return 0
 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = redisNowMs()
 if ARGV[1] == 'sent' then
   redis.call('HSET', KEYS[1], 'status', 'sent', 'sentAt', now, 'waMessageId', ARGV[2])
   redis.call('HDEL', KEYS[1], 'error')

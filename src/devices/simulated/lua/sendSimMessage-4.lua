@@ -19,6 +19,7 @@
   Output:
     1 delivered, 0 duplicate (already delivered; nothing logged), -1 the socket is not open
 ]]
+--- @include "redisNowMs"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return -1
 end
@@ -26,8 +27,7 @@ if redis.call('SADD', KEYS[2], ARGV[2]) == 0 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'k', 'dup', 'd', ARGV[4], 's', ARGV[1], 'm', ARGV[2])
   return 0
 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = redisNowMs()
 redis.call('RPUSH', KEYS[3], string.sub(ARGV[3], 1, -2) .. ',"deliveredAt":' .. now .. '}')
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'k', 'send', 'd', ARGV[4], 's', ARGV[1], 'm', ARGV[2])
 return 1
