@@ -21,7 +21,7 @@ const INCLUDES = new URL('./lua-includes/', import.meta.url);
 const INCLUDE_LINE = /^--- @include "([A-Za-z]+)"[ \t]*$/gm;
 
 /** Expands the script's includes, each at most once (an include may include others). */
-export function expandLuaIncludes(source: string, fileName: string, includes: URL = INCLUDES, seen = new Set<string>()): string {
+function expandLuaIncludes(source: string, fileName: string, includes: URL = INCLUDES, seen = new Set<string>()): string {
   return source.replace(INCLUDE_LINE, (_line, name: string) => {
     if (seen.has(name)) return `-- (${name} included above)`;
     seen.add(name);

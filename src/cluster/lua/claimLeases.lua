@@ -44,6 +44,7 @@
   (A batch of one device gets one triple either way, and it means the same.)
 ]]
 --- @include "redisNowMs"
+--- @include "grantLease"
 -- One read for the three cluster-wide keys.
 local cluster = redis.call('MGET', KEYS[4], KEYS[10], KEYS[9])
 if cluster[1] then
@@ -77,49 +78,34 @@ for i = 1, (#KEYS - 10) / 2 do
   local leaseKey, fenceKey = KEYS[9 + 2 * i], KEYS[10 + 2 * i]
   local deviceId, minToken = ARGV[3 + 2 * i], tonumber(ARGV[4 + 2 * i])
   local current = redis.call('GET', leaseKey)
-  local target = false
-  if not current then
-    target = redis.call('HGET', KEYS[8], deviceId)
-  end
   if current then
     out[#out + 1] = -1
     out[#out + 1] = current
     out[#out + 1] = ''
-  elseif viaPlacement and target ~= serverId then
-    out[#out + 1] = -4
-    out[#out + 1] = ''
-    out[#out + 1] = ''
   else
-    -- The fence only goes up: INCR, then lift it to the floors when Redis's counter is behind.
-    -- After Redis lost its data the counter restarts from the store's lease_epoch, which may lack
-    -- the newest tokens (their records were still queued in this Redis): the incarnation floor,
-    -- raised at each re-seed, puts every token of the new incarnation above any of an earlier one.
-    local token = redis.call('INCR', fenceKey)
-    local floor = math.max(minToken, floorOfIncarnation)
-    if token < floor then
-      token = floor
-      redis.call('SET', fenceKey, token)
+    local target = redis.call('HGET', KEYS[8], deviceId)
+    if viaPlacement and target ~= serverId then
+      out[#out + 1] = -4
+      out[#out + 1] = ''
+      out[#out + 1] = ''
+    else
+      -- A release and a sweep both forget the holder, so one still named here held a lease that
+      -- simply ran out: the sweep that would have counted this failover finds the new lease instead.
+      local expired = redis.call('HGET', KEYS[2], deviceId) or ''
+      local token, value = grantLease(leaseKey, fenceKey, KEYS[1], KEYS[2], KEYS[3], deviceId, holder, ttl, deadline,
+        math.max(minToken, floorOfIncarnation))
+      -- The reservation that brought the device here (if any) has done its job. Reservations are
+      -- written together (a target, a placement deadline and an entry in the target's reserved
+      -- set), so a device without a target has none to clear.
+      if target then
+        redis.call('ZREM', KEYS[6], deviceId)
+        redis.call('ZREM', KEYS[7], deviceId)
+        redis.call('HDEL', KEYS[8], deviceId)
+      end
+      out[#out + 1] = token
+      out[#out + 1] = value
+      out[#out + 1] = expired
     end
-    -- %d: Lua's own number-to-string turns tokens above 10^14 (high incarnation epochs) into 1e+14.
-    local value = holder .. ':' .. string.format('%d', token)
-    -- A release and a sweep both forget the holder, so one still named here held a lease that
-    -- simply ran out: the sweep that would have counted this failover finds the new lease instead.
-    local expired = redis.call('HGET', KEYS[2], deviceId) or ''
-    redis.call('SET', leaseKey, value, 'PX', ttl)
-    redis.call('ZADD', KEYS[1], deadline, deviceId)
-    redis.call('HSET', KEYS[2], deviceId, value)
-    redis.call('SADD', KEYS[3], deviceId)
-    -- The reservation that brought the device here (if any) has done its job. Reservations are
-    -- written together (a target, a placement deadline and an entry in the target's reserved
-    -- set), so a device without a target has none to clear.
-    if target then
-      redis.call('ZREM', KEYS[6], deviceId)
-      redis.call('ZREM', KEYS[7], deviceId)
-      redis.call('HDEL', KEYS[8], deviceId)
-    end
-    out[#out + 1] = token
-    out[#out + 1] = value
-    out[#out + 1] = expired
   end
 end
 return out

@@ -23,6 +23,7 @@
     expire instead)
 ]]
 --- @include "redisNowMs"
+--- @include "grantLease"
 if redis.call('EXISTS', KEYS[5]) == 1 then
   return {}
 end
@@ -35,16 +36,7 @@ for i = 4, #ARGV do
   local leaseKey, fenceKey = KEYS[6 + (i - 4) * 2], KEYS[7 + (i - 4) * 2]
   local current = redis.call('GET', leaseKey)
   if current and string.sub(current, 1, #dead) == dead then
-    local token = redis.call('INCR', fenceKey)
-    if token < floor then
-      token = floor
-      redis.call('SET', fenceKey, token)
-    end
-    local value = holder .. ':' .. string.format('%d', token)
-    redis.call('SET', leaseKey, value, 'PX', ttl)
-    redis.call('ZADD', KEYS[1], deadline, deviceId)
-    redis.call('HSET', KEYS[2], deviceId, value)
-    redis.call('SADD', KEYS[3], deviceId)
+    local token = grantLease(leaseKey, fenceKey, KEYS[1], KEYS[2], KEYS[3], deviceId, holder, ttl, deadline, floor)
     out[#out + 1] = deviceId
     out[#out + 1] = token
     out[#out + 1] = current
