@@ -51,7 +51,9 @@ export function serializeError(err: unknown): unknown {
 
 function scrub(value: unknown, depth: number): unknown {
   if (typeof value === 'string') return redactUrlsIn(value);
-  if (value === null || typeof value !== 'object' || depth > 4) return value;
+  if (value === null || typeof value !== 'object') return value;
+  // Deeper than any error wafleet meets: cut rather than pass it on unscrubbed.
+  if (depth > 4) return '[truncated]';
   if (Array.isArray(value)) return value.map((item) => scrub(item, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [key, item] of Object.entries(value)) {
