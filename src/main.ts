@@ -1,7 +1,7 @@
 // Composition root: the one place that reads configuration and creates objects. Every module
 // below receives what it needs from here.
 import { createServer, type Server } from 'node:http';
-import { createCoordinator, type Coordinator } from './cluster/coordinator.js';
+import { createCoordinator } from './cluster/coordinator.js';
 import { listenForExpiredKeys } from './cluster/expiry-events.js';
 import { createHeartbeat } from './cluster/heartbeat.js';
 import { createClusterKeys } from './cluster/keys.js';
@@ -176,10 +176,6 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     cleanups.push({ name: 'outbound', run: () => outbound.close() });
     const runtime = withOutboundWork(deviceRuntime, outbound);
 
-    // The heartbeat and the coordinator call each other (renewal results stop devices; a drain
-    // beats at once), so the coordinator is bound after both exist.
-    // eslint-disable-next-line prefer-const -- bound late: the heartbeat's callbacks exist before it
-    let coordinator: Coordinator | undefined;
     let drainOnRequest: () => Promise<void> = async () => undefined;
     let resetting: Promise<void> | undefined;
     const onRedisReset = (reason: string) => {
@@ -190,7 +186,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         const sentAt = monotonicNow();
         const lost = await leases.reassert(holderId(serverId, bootId), lease.ttlMs, guard.held());
         guard.renewed(sentAt);
-        if (lost.length > 0) coordinator?.onLost(lost);
+        if (lost.length > 0) coordinator.onLost(lost);
       })()
         .catch((err) => log.error({ err }, 'recovery from the Redis reset failed; the next heartbeat retries'))
         .finally(() => {
@@ -220,12 +216,11 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
         startedAt,
         responseTimeMs: Math.round(heartbeat.lastRoundTripMs),
       }),
-      accepting: () => coordinator?.accepting ?? false,
-      onLost: (lost) => coordinator?.onLost(lost),
       onRedisReset,
       metrics,
     });
-    coordinator = createCoordinator({
+    // The coordinator attaches itself to the heartbeat (renewal results, the accepting flag).
+    const coordinator = createCoordinator({
       redis,
       inboxReader,
       keys,

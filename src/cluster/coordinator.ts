@@ -501,5 +501,6 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       }
     },
   };
+  heartbeat.attach({ accepting: () => coordinator.accepting, onLost: (lost) => coordinator.onLost(lost) });
   return coordinator;
 }

@@ -35,13 +35,6 @@ export interface HeartbeatOptions {
   ttlMs: number;
   intervalMs: number;
   advert(): ServerAdvert;
-  /**
-   * Whether placements may pick this server now (see Coordinator.accepting); advertised as
-   * `accepting`. Without it, a server accepts whenever it is not self-fenced.
-   */
-  accepting?(): boolean;
-  /** Leases found lost by a renewal. (Self-fencing is the guard's to report: LeaseGuard.onChange.) */
-  onLost(lost: LostLease[]): void;
   /** Redis lost wafleet's data, restarted or failed over (marker gone, run id changed). */
   onRedisReset(reason: string): void;
   /**
@@ -54,7 +47,20 @@ export interface HeartbeatOptions {
   metrics?: Pick<Metrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences' | 'clockSteps'>;
 }
 
+/** What acts on the heartbeat's findings: the coordinator, which attaches itself. */
+export interface HeartbeatOwner {
+  /**
+   * Whether placements may pick this server now (see Coordinator.accepting); advertised as
+   * `accepting`. With no owner attached, a server accepts whenever it is not self-fenced.
+   */
+  accepting(): boolean;
+  /** Leases found lost by a renewal. (Self-fencing is the guard's to report: LeaseGuard.onChange.) */
+  onLost(lost: LostLease[]): void;
+}
+
 export interface Heartbeat {
+  /** Hands renewal results and the accepting question to their owner; one owner, the last attached. */
+  attach(owner: HeartbeatOwner): void;
   start(): void;
   /** Beats now (out of schedule), e.g. to publish `draining` at once. Resolves when done. */
   beat(): Promise<void>;
@@ -93,7 +99,8 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
   let lastRoundTripMs = 0;
   const maxClockDriftMs = options.maxClockDriftMs ?? ttlMs / 12;
   let lastClock: ClockSample | undefined;
-  const isAccepting = () => (options.accepting ? options.accepting() : !guard.isFenced());
+  let owner: HeartbeatOwner | undefined;
+  const isAccepting = () => (owner ? owner.accepting() : !guard.isFenced());
 
   const reportFence = (fenced: boolean) => {
     if (!fenced) return;
@@ -188,7 +195,7 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
       guard.renewed(sentAt);
       if (lost.length > 0) {
         metrics?.renewalsLost.inc(lost.length);
-        options.onLost(lost);
+        owner?.onLost(lost);
       }
       // This beat lifted the fence (the first beat at start-up does): say so now rather than a
       // renewal interval later, so placements need not wait for the next beat.
@@ -208,6 +215,9 @@ export function createHeartbeat(options: HeartbeatOptions): Heartbeat {
   };
 
   return {
+    attach(next) {
+      owner = next;
+    },
     start() {
       unsubscribe();
       unsubscribe = guard.onChange(reportFence);

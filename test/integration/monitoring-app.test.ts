@@ -98,7 +98,6 @@ async function advertise(serverId: string, options: { draining?: boolean; ttlMs?
       startedAt: Date.now() - 5000,
       responseTimeMs: 4,
     }),
-    onLost: () => undefined,
     onRedisReset: () => undefined,
   });
   await heartbeat.beat();

@@ -101,8 +101,6 @@ async function startServer(serverId: string, overrides: { redis?: Redis; inboxRe
   const runtime = recordingRuntime();
   const inboxReader = overrides.inboxReader ?? (duplicateRedis(redis, { connectionName: `${serverId}:inbox` }) as Redis);
   const serverLeases = overrides.leases ?? createLeaseStore({ redis, keys });
-  // eslint-disable-next-line prefer-const -- bound late, as in main.ts: the heartbeat's callbacks exist before it
-  let coordinator: Coordinator | undefined;
   const heartbeat = createHeartbeat({
     redis,
     keys,
@@ -115,11 +113,9 @@ async function startServer(serverId: string, overrides: { redis?: Redis; inboxRe
     ttlMs: TTL,
     intervalMs: TTL / 3,
     advert: () => ({ bootId: 'b', url: '', region: 'r', capacity: 100, priority: 100, draining: false, startedAt: 0, responseTimeMs: 0 }),
-    accepting: () => coordinator?.accepting ?? false,
-    onLost: (lost) => coordinator?.onLost(lost),
     onRedisReset: () => undefined,
   });
-  coordinator = createCoordinator({
+  const coordinator = createCoordinator({
     redis,
     inboxReader,
     keys,
@@ -141,9 +137,8 @@ async function startServer(serverId: string, overrides: { redis?: Redis; inboxRe
     onDrainRequested: () => undefined,
   });
   await coordinator.start();
-  const started = coordinator;
-  open.push({ close: () => started.stop() });
-  return { serverId, guard, heartbeat, coordinator: started, runtime, redis };
+  open.push({ close: () => coordinator.stop() });
+  return { serverId, guard, heartbeat, coordinator, runtime, redis };
 }
 
 /** A server that looks live to placement (a fresh advert) but runs nothing: it never claims. */

@@ -48,7 +48,6 @@ describe('clock drift between Redis and this server', () => {
       intervalMs: 1000,
       maxClockDriftMs: (ttlMs - 2000) / 4,
       advert: () => ({ bootId: 'b', url: '', region: 'r', capacity: 1, priority: 1, draining: false, startedAt: 0, responseTimeMs: 0 }),
-      onLost: () => undefined,
       onRedisReset: () => undefined,
     });
     await heartbeat.beat();

@@ -67,7 +67,7 @@ export const renewalScenario: Scenario = {
     const heartbeatFor = (count: number): Heartbeat => {
       const guard = createLeaseGuard({ clock: monotonicNow, selfFenceMs: Math.floor((TTL_MS * 2) / 3) });
       for (const lease of held.slice(0, count)) guard.hold(lease.deviceId, lease.token);
-      return createHeartbeat({
+      const heartbeat = createHeartbeat({
         redis: t.redis,
         keys,
         leases,
@@ -78,11 +78,12 @@ export const renewalScenario: Scenario = {
         ttlMs: TTL_MS,
         intervalMs: INTERVAL_MS,
         advert: () => ({ bootId: 'bench', url: 'http://127.0.0.1:1', region: 'bench', capacity: 100_000, priority: 100, draining: false, startedAt: Date.now(), responseTimeMs: 0 }),
-        onLost: (gone) => (lost += gone.length),
         onRedisReset: (reason) => {
           throw new Error(`heartbeat saw a Redis reset: ${reason}`);
         },
       });
+      heartbeat.attach({ accepting: () => true, onLost: (gone) => (lost += gone.length) });
+      return heartbeat;
     };
     const rawRenewal = (count: number) => async () => {
       const pipeline = t.redis.pipeline();
