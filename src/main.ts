@@ -10,7 +10,7 @@ import { createLeaseStore, holderId } from './cluster/lease-store.js';
 import { createRebalancer } from './cluster/rebalance.js';
 import { createReconciler } from './cluster/reconcile.js';
 import { createWriteBehindRecorder } from './cluster/recorder.js';
-import { ensureMarker, reseedFences, type RedisResetDeps } from './cluster/redis-reset.js';
+import { createRedisResetRecovery, ensureMarker, type RedisResetDeps } from './cluster/redis-reset.js';
 import { assertSoleServer, createBootId } from './cluster/server-exclusivity.js';
 import { createSingletonRunner } from './cluster/singleton.js';
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
@@ -177,22 +177,8 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const runtime = withOutboundWork(deviceRuntime, outbound);
 
     let drainOnRequest: () => Promise<void> = async () => undefined;
-    let resetting: Promise<void> | undefined;
-    const onRedisReset = (reason: string) => {
-      resetting ??= (async () => {
-        log.error({ reason }, 'Redis lost or reset its data: re-seeding fences and re-asserting leases');
-        recorder.serverLog({ serverId, level: 'error', event: 'redis_reset', message: reason });
-        await reseedFences(resetDeps, true);
-        const sentAt = monotonicNow();
-        const lost = await leases.reassert(holderId(serverId, bootId), lease.ttlMs, guard.held());
-        guard.renewed(sentAt);
-        if (lost.length > 0) coordinator.onLost(lost);
-      })()
-        .catch((err) => log.error({ err }, 'recovery from the Redis reset failed; the next heartbeat retries'))
-        .finally(() => {
-          resetting = undefined;
-        });
-    };
+    const resets = createRedisResetRecovery({ deps: resetDeps, guard, holder: holderId(serverId, bootId), recorder, clock: monotonicNow });
+    const onRedisReset = (reason: string) => resets.trigger(reason);
     const startedAt = Date.now();
     const heartbeat = createHeartbeat({
       redis,
@@ -245,6 +231,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       onDrainRequested: () => void drainOnRequest(),
       metrics,
     });
+    resets.onLost((lost) => coordinator.onLost(lost));
     const activeCoordinator = coordinator;
     // The start-up claim lasts one TTL; from the first beat (in start) on, the heartbeat holds the id.
     await sole.confirm();

@@ -1,8 +1,11 @@
+import type { MonotonicClock } from '../shared/clock.js';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
 import type { ClusterKeys } from './keys.js';
-import { runIdOf, type LeaseStore } from './lease-store.js';
+import type { LeaseGuard } from './lease-guard.js';
+import { runIdOf, type LeaseStore, type LostLease } from './lease-store.js';
+import type { LeaseRecorder } from './recorder.js';
 
 // When Redis loses its data (or restarts, or fails over to a replica that had not received the
 // newest writes), fence counters restart at zero, or fall back a little, while old owners may
@@ -120,4 +123,50 @@ export async function adoptFreshRedis(redis: Redis, keys: ClusterKeys): Promise<
   const { runId } = await readIncarnation(redis, keys);
   if (runId === undefined) throw new Error('INFO server reported no run_id');
   await redis.multi().set(keys.marker, `adopted/${runId}`, 'NX').set(keys.incarnation, runId).exec();
+}
+
+export interface RedisResetRecoveryOptions {
+  deps: RedisResetDeps;
+  guard: LeaseGuard;
+  /** This process's holder id (lease-store.ts holderId), whose leases it re-asserts. */
+  holder: string;
+  recorder: Pick<LeaseRecorder, 'serverLog'>;
+  clock: MonotonicClock;
+}
+
+export interface RedisResetRecovery {
+  /**
+   * Recovers from a reset the heartbeat or a claim noticed: re-seeds fences (with the embargo),
+   * then re-asserts every lease this process holds. One recovery at a time; a trigger while one
+   * runs joins it. A failure is logged, and the next heartbeat notices and triggers again.
+   */
+  trigger(reason: string): void;
+  /** Leases the re-assert found held by someone else go here (the coordinator stops them). */
+  onLost(listener: (lost: LostLease[]) => void): void;
+}
+
+export function createRedisResetRecovery({ deps, guard, holder, recorder, clock }: RedisResetRecoveryOptions): RedisResetRecovery {
+  const { leases, log, ttlMs } = deps;
+  let resetting: Promise<void> | undefined;
+  let lostListener: (lost: LostLease[]) => void = () => undefined;
+  return {
+    trigger(reason) {
+      resetting ??= (async () => {
+        log.error({ reason }, 'Redis lost or reset its data: re-seeding fences and re-asserting leases');
+        recorder.serverLog({ serverId: deps.serverId ?? 'unknown', level: 'error', event: 'redis_reset', message: reason });
+        await reseedFences(deps, true);
+        const sentAt = clock();
+        const lost = await leases.reassert(holder, ttlMs, guard.held());
+        guard.renewed(sentAt);
+        if (lost.length > 0) lostListener(lost);
+      })()
+        .catch((err) => log.error({ err }, 'recovery from the Redis reset failed; the next heartbeat retries'))
+        .finally(() => {
+          resetting = undefined;
+        });
+    },
+    onLost(listener) {
+      lostListener = listener;
+    },
+  };
 }
