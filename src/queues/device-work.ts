@@ -1,5 +1,5 @@
 import type { DeviceRuntime } from '../devices/runtime.js';
-import type { Outbound } from './outbound.js';
+import type { MessageSender, Outbound } from './outbound.js';
 
 /**
  * The runtime the coordinator drives, with each device's outbound worker following its socket:
@@ -34,5 +34,16 @@ export function withOutboundWork(runtime: DeviceRuntime, outbound: Outbound): De
     statusCounts: () => runtime.statusCounts(),
     isRunning: (deviceId) => runtime.isRunning(deviceId),
     describe: (deviceId) => runtime.describe(deviceId),
+  };
+}
+
+/** The runtime as outbound's sender: a device is ready when it runs under the token, connected. */
+export function runtimeSender(runtime: Pick<DeviceRuntime, 'describe' | 'send'>): MessageSender {
+  return {
+    ready: (deviceId, token) => {
+      const state = runtime.describe(deviceId);
+      return state !== null && state.token === token && state.connected;
+    },
+    send: (deviceId, token, message, waMessageId) => runtime.send(deviceId, token, message, waMessageId),
   };
 }
