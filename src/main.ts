@@ -11,7 +11,7 @@ import { assertSoleServer, createBootId } from './cluster/server-exclusivity.js'
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
 import { createSnapshotWriter } from './devices/auth-state/auth-state.js';
 import { createDevices } from './devices/index.js';
-import { createHttpApp, listenHttp } from './http/app.js';
+import { createHttpApp } from './http/app.js';
 import { createMetrics } from './metrics/index.js';
 import { startMetricsPublisher } from './metrics/publish.js';
 import { runtimeSender, withOutboundWork } from './queues/device-work.js';
@@ -26,6 +26,7 @@ import { createRateLimiter } from './http/rate-limit.js';
 import { monotonicNow } from './shared/clock.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
 import { assertNoEviction } from './shared/eviction-policy.js';
+import { listenHttp } from './shared/listen.js';
 import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
 import { createLogger, type Logger } from './shared/logger.js';
 import { createStore } from './store/index.js';

@@ -1,7 +1,6 @@
 // Composition root of the monitor process: BullBoard and the cluster page on MONITORING_PORT
 // (`npm run monitor`; pm2's wafleet-monitor through scripts/launch.mjs). It reads the same
 // environment as the servers, holds no lease and writes nothing but its login-failure counters.
-import { createServer, type Server } from 'node:http';
 import { createClusterKeys } from './cluster/keys.js';
 import { adminPasswordWeaknesses, describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
 import { createMetricsAggregate } from './metrics/aggregate.js';
@@ -10,6 +9,7 @@ import { CLUSTER_PAGE_PATH, QUEUES_PATH } from './monitoring/cluster-page.js';
 import { createStoreConnection } from './monitoring/store-connection.js';
 import { ConfigError, WafleetError } from './shared/errors.js';
 import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
+import { listenHttp } from './shared/listen.js';
 import { createLogger, type Logger } from './shared/logger.js';
 import { connectRedis, duplicateRedis } from './shared/redis.js';
 import { createStore } from './store/index.js';
@@ -59,19 +59,8 @@ async function startMonitor(config: Config, log: Logger): Promise<{ shutdown(rea
     // Connect to the store in the background, so the first page view finds it ready.
     void store.get().catch((err) => log.warn({ err }, 'store not reachable yet; retrying on use'));
 
-    const httpServer = await new Promise<Server>((resolve, reject) => {
-      const server = createServer(monitor.app);
-      server.once('error', reject);
-      server.listen(monitoring.port, () => resolve(server));
-    });
-    cleanups.push({
-      name: 'http',
-      run: () =>
-        new Promise<void>((resolve) => {
-          httpServer.close(() => resolve());
-          httpServer.closeAllConnections();
-        }),
-    });
+    const http = await listenHttp(monitor.app, monitoring.port);
+    cleanups.push({ name: 'http', run: () => http.close({ abortActive: true }) });
     log.info(
       { port: monitoring.port, queues: monitor.board.names.length, bullBoard: QUEUES_PATH, clusterPage: CLUSTER_PAGE_PATH },
       `monitoring on port ${monitoring.port}: BullBoard at ${QUEUES_PATH}, cluster page at ${CLUSTER_PAGE_PATH}`,

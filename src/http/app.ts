@@ -1,4 +1,3 @@
-import { createServer, type Server } from 'node:http';
 import express, { Router, type Express } from 'express';
 import type { Logger } from '../shared/logger.js';
 import { adminRoutes } from './api/admin.js';
@@ -108,21 +107,3 @@ export function createHttpApp(deps: HttpDeps): Express {
   return app;
 }
 
-/**
- * Serves `app` on `port`; resolves once listening (rejects when the port is taken). `close`
- * stops taking connections, drops idle keep-alive ones and resolves when the last request ends.
- */
-export async function listenHttp(app: Express, port: number): Promise<{ close(): Promise<void> }> {
-  const server = await new Promise<Server>((resolve, reject) => {
-    const listening = createServer(app);
-    listening.once('error', reject);
-    listening.listen(port, () => resolve(listening));
-  });
-  return {
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      }),
-  };
-}
