@@ -1,6 +1,7 @@
 // Composition root: the one place that reads configuration and creates objects. Every module
 // below receives what it needs from here.
 import { openServerConnections } from './cluster/connections.js';
+import { createInbox } from './cluster/inbox.js';
 import { createClusterKeys } from './cluster/keys.js';
 import { createLeaseGuard } from './cluster/lease-guard.js';
 import { createLeaseStore } from './cluster/lease-store.js';
@@ -137,7 +138,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       rateLimiter: createRateLimiter({ redis, keys }),
       options: { production: config.nodeEnv === 'production', ...config.http },
       api: {
-        store, redis, keys, leases, authenticator, log: log.child({ module: 'api' }), probeHealth, messages,
+        store, redis, keys, leases, inbox: createInbox({ redis, keys }), authenticator, log: log.child({ module: 'api' }), probeHealth, messages,
         ...createSessionAccess({ redis, keys, store }),
         place: (deviceId) => node.place(deviceId),
         defaultRatePerMinute: ratePerMinute,

@@ -4,6 +4,7 @@ import type { Metrics } from '../metrics/index.js';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import type { Heartbeat } from './heartbeat.js';
+import { createInbox, INBOX_GROUP, parseInboxMessage, type InboxMessage } from './inbox.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
 import { holderId, parseLeaseValue, type ClaimResult, type LeaseStore, type LostLease, type PlaceResult } from './lease-store.js';
@@ -75,7 +76,6 @@ export interface Coordinator {
   onLost(lost: LostLease[]): void;
 }
 
-const INBOX_GROUP = 'owner';
 /** Messages one inbox read takes: the placements among them are claimed in one script call. */
 export const INBOX_READ_COUNT = 200;
 const SWEEP_BATCH = 500;
@@ -86,6 +86,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   const drainBatchSize = options.drainBatchSize ?? 100;
   const { bootId } = options;
   const holder = holderId(serverId, bootId);
+  const inbox = createInbox({ redis, keys });
   let draining = false;
   let stopped = false;
   let sweepTimer: NodeJS.Timeout | undefined;
@@ -189,32 +190,21 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     return taken.length;
   };
 
-  const createInboxGroup = async (): Promise<void> => {
-    try {
-      await redis.xgroup('CREATE', keys.inbox(serverId), INBOX_GROUP, '$', 'MKSTREAM');
-    } catch (err) {
-      if (!(err as Error).message.startsWith('BUSYGROUP')) throw err;
-    }
-  };
-
-  const parseInboxMessage = (fields: string[]): Record<string, string> => {
-    const message: Record<string, string> = {};
-    for (let i = 0; i < fields.length; i += 2) message[fields[i]!] = fields[i + 1]!;
-    return message;
-  };
-
   /** Handles one read's messages: its placements claimed together, the rest one by one. */
-  const handleInboxMessages = async (messages: Array<Record<string, string>>): Promise<void> => {
-    const placed = messages.filter((m) => m.type === 'place' && m.deviceId).map((m) => m.deviceId!);
-    const others = messages.filter((m) => !(m.type === 'place' && m.deviceId));
+  const handleInboxMessages = async (messages: ReadonlyArray<InboxMessage | null>): Promise<void> => {
+    const placed: string[] = [];
+    const others: Array<Exclude<InboxMessage, { type: 'place' }>> = [];
+    for (const message of messages) {
+      if (message?.type === 'place') placed.push(message.deviceId);
+      else if (message) others.push(message);
+    }
     await Promise.all([
       claim(placed, 'placement').catch((err) => log.warn({ err, devices: placed.length }, 'inbox placements failed')),
       ...others.map(async (message) => {
         try {
-          if (message.type === 'rebalance') await releaseForRebalance(Number(message.count) || 0);
-          else if ((message.type === 'stop' || message.type === 'logout') && message.deviceId) {
-            await stopHeld(message.deviceId, message.type);
-          } else if (message.type === 'drain') options.onDrainRequested();
+          if (message.type === 'rebalance') await releaseForRebalance(message.count);
+          else if (message.type === 'stop' || message.type === 'logout') await stopHeld(message.deviceId, message.type);
+          else options.onDrainRequested();
         } catch (err) {
           log.warn({ err, message }, 'inbox message failed');
         }
@@ -227,12 +217,12 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
    * message is never read again (reads ask for new ones only), so a failed acknowledgement costs
    * nothing but its entry; it is retried here rather than allowed to end the reader.
    */
-  const acknowledge = async (inbox: string, ids: string[]): Promise<void> => {
+  const acknowledge = async (stream: string, ids: string[]): Promise<void> => {
     for (const id of ids) unacked.add(id);
     if (unacked.size === 0) return;
     const batch = [...unacked];
     try {
-      const results = (await redis.multi().xack(inbox, INBOX_GROUP, ...batch).xdel(inbox, ...batch).exec()) ?? [];
+      const results = (await redis.multi().xack(stream, INBOX_GROUP, ...batch).xdel(stream, ...batch).exec()) ?? [];
       for (const [err] of results) if (err) throw err;
       for (const id of batch) unacked.delete(id);
     } catch (err) {
@@ -242,19 +232,19 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     }
   };
 
-  const readInboxOnce = async (inbox: string): Promise<void> => {
+  const readInboxOnce = async (stream: string): Promise<void> => {
     inboxActiveAt = options.clock();
     let batch: Array<[string, Array<[string, string[]]>]> | null;
     try {
       batch = (await inboxReader.xreadgroup(
-        'GROUP', INBOX_GROUP, serverId, 'COUNT', INBOX_READ_COUNT, 'BLOCK', 1000, 'STREAMS', inbox, '>',
+        'GROUP', INBOX_GROUP, serverId, 'COUNT', INBOX_READ_COUNT, 'BLOCK', 1000, 'STREAMS', stream, '>',
       )) as Array<[string, Array<[string, string[]]>]> | null;
     } catch (err) {
       if (stopped) return;
       const message = (err as Error).message;
       // The stream and its group vanish when Redis loses its data; make them again.
       if (message.startsWith('NOGROUP') || message.startsWith('UNBLOCKED')) {
-        await createInboxGroup().catch(() => undefined);
+        await inbox.open(serverId).catch(() => undefined);
         return;
       }
       throw err;
@@ -265,7 +255,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       await handleInboxMessages(messages.map(([, fields]) => parseInboxMessage(fields)));
       ids.push(...messages.map(([id]) => id));
     }
-    await acknowledge(inbox, ids);
+    await acknowledge(stream, ids);
   };
 
   /**
@@ -274,10 +264,10 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
    * pause; meanwhile the server advertises that it accepts no placements (see `accepting`).
    */
   const readInbox = async (): Promise<void> => {
-    const inbox = keys.inbox(serverId);
+    const stream = keys.inbox(serverId);
     while (!stopped) {
       try {
-        await readInboxOnce(inbox);
+        await readInboxOnce(stream);
       } catch (err) {
         if (stopped) return;
         log.warn({ err }, 'inbox read failed; reading again shortly');
@@ -423,7 +413,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       // A fresh group per boot: placements addressed to an earlier boot of this id are stale, and
       // their reservations expire and are placed again anyway.
       await redis.del(keys.inbox(serverId));
-      await createInboxGroup();
+      await inbox.open(serverId);
       unsubscribeFence = guard.onChange((fenced) => (fenced ? onFenced() : onUnfenced()));
       // Reading before the first beat, so that beat can already advertise a live reader.
       inboxLoop = readInbox();

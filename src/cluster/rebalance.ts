@@ -1,5 +1,6 @@
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Logger } from '../shared/logger.js';
+import { createInbox } from './inbox.js';
 import type { ClusterKeys } from './keys.js';
 import type { SingletonRunner } from './singleton.js';
 
@@ -53,6 +54,7 @@ export interface Rebalancer {
 
 export function createRebalancer({ redis, keys, singleton, intervalMs, log }: RebalancerOptions): Rebalancer {
   let timer: NodeJS.Timeout | undefined;
+  const inbox = createInbox({ redis, keys });
 
   const liveLoads = async (): Promise<ServerLoad[]> => {
     const ids = await redis.smembers(keys.servers);
@@ -74,7 +76,7 @@ export function createRebalancer({ redis, keys, singleton, intervalMs, log }: Re
     const ran = await singleton.run(keys.singletonLock('rebalance'), intervalMs, async () => {
       plan = planRebalance(await liveLoads());
       for (const { serverId, release } of plan) {
-        await redis.xadd(keys.inbox(serverId), 'MAXLEN', '~', 100_000, '*', 'type', 'rebalance', 'count', release);
+        await inbox.send(serverId, { type: 'rebalance', count: release });
       }
     });
     if (!ran) return null;

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
+import { createInbox } from '../../src/cluster/inbox.js';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
 import { createSessionAccess } from '../../src/http/api/sessions.js';
@@ -83,6 +84,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
         redis: redis.redis,
         keys,
         leases,
+        inbox: createInbox({ redis: redis.redis, keys }),
         authenticator: createAuthenticator({ internalApiKey: INTERNAL_KEY, store, cacheMs: 0 }),
         log,
         place: async (deviceId) => leases.place(deviceId, await redis.redis.smembers(keys.servers), 60_000),

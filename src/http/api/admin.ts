@@ -88,7 +88,7 @@ export function adminRoutes(deps: ApiDeps, options: { healthCheckPerMinute: numb
         if ((await deps.redis.exists(deps.keys.server(params.id))) === 0) {
           throw new HttpError(409, 'server_not_live', `Server ${params.id} is not running, so it holds nothing to drain`);
         }
-        await deps.redis.xadd(deps.keys.inbox(params.id), 'MAXLEN', '~', 100_000, '*', 'type', 'drain');
+        await deps.inbox.send(params.id, { type: 'drain' });
         return { status: 202, body: { id: params.id, draining: true } };
       },
     }),

@@ -1,4 +1,5 @@
 import type { RedisClient as Redis } from '../../shared/redis.js';
+import type { Inbox } from '../../cluster/inbox.js';
 import type { ClusterKeys } from '../../cluster/keys.js';
 import { parseLeaseValue, type LeaseStore, type PlaceResult } from '../../cluster/lease-store.js';
 import type { MessageRecords } from '../../queues/messages.js';
@@ -21,6 +22,8 @@ export interface ApiDeps {
   redis: Redis;
   keys: ClusterKeys;
   leases: LeaseStore;
+  /** Asks a server to act: the owner of a device (stop, logout), or a server as a whole (drain). */
+  inbox: Inbox;
   authenticator: Authenticator;
   log: Logger;
   /** Places a device that should run now (connect). */
@@ -103,7 +106,7 @@ export async function tellOwner(deps: ApiDeps, deviceId: string, type: 'stop' | 
   const value = await deps.redis.get(deps.keys.lease(deviceId));
   const holder = value ? parseLeaseValue(value) : null;
   if (!holder) return null;
-  await deps.redis.xadd(deps.keys.inbox(holder.serverId), 'MAXLEN', '~', 100_000, '*', 'type', type, 'deviceId', deviceId);
+  await deps.inbox.send(holder.serverId, { type, deviceId });
   return holder.serverId;
 }
 
