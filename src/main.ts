@@ -6,12 +6,14 @@ import { createClusterKeys } from './cluster/keys.js';
 import { createLeaseGuard } from './cluster/lease-guard.js';
 import { createLeaseStore } from './cluster/lease-store.js';
 import { createClusterNode, registerInStore } from './cluster/node.js';
+import { createServerDirectory } from './cluster/server-directory.js';
 import { createWriteBehindRecorder } from './cluster/recorder.js';
 import { ensureMarker, type RedisResetDeps } from './cluster/redis-reset.js';
 import { assertSoleServer, createBootId } from './cluster/server-exclusivity.js';
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
 import { createSnapshotWriter } from './devices/auth-state/auth-state.js';
 import { createDevices } from './devices/index.js';
+import { createDeviceSessions } from './devices/session-access.js';
 import { createHttpApp } from './http/app.js';
 import { createMetrics } from './metrics/index.js';
 import { startMetricsPublisher } from './metrics/publish.js';
@@ -20,7 +22,6 @@ import { createMessageRecords } from './queues/messages.js';
 import { createOutbound, createOutboundProducer } from './queues/outbound.js';
 import { createMessageRestore } from './queues/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
-import { createSessionAccess } from './http/api/sessions.js';
 import { createAuthenticator } from './http/auth.js';
 import { probeHealth } from './http/probe.js';
 import { createRateLimiter } from './http/rate-limit.js';
@@ -138,8 +139,9 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       rateLimiter: createRateLimiter({ redis, keys }),
       options: { production: config.nodeEnv === 'production', ...config.http },
       api: {
-        store, redis, keys, leases, inbox: createInbox({ redis, keys }), authenticator, log: log.child({ module: 'api' }), probeHealth, messages,
-        ...createSessionAccess({ redis, keys, store }),
+        store, leases, servers: createServerDirectory({ redis, keys }), inbox: createInbox({ redis, keys }),
+        sessions: createDeviceSessions({ redis, keys, store }),
+        authenticator, log: log.child({ module: 'api' }), probeHealth, messages,
         place: (deviceId) => node.place(deviceId),
         defaultRatePerMinute: ratePerMinute,
         idempotencyMs: config.messages.idempotencyMs,

@@ -1,7 +1,8 @@
 import { Queue } from 'bullmq';
 import type { RedisClient as Redis } from '../../src/shared/redis.js';
 import type { ClusterKeys } from '../../src/cluster/keys.js';
-import { parseLeaseValue } from '../../src/cluster/lease-store.js';
+import { createLeaseStore, parseLeaseValue } from '../../src/cluster/lease-store.js';
+import { createServerDirectory } from '../../src/cluster/server-directory.js';
 import { createClusterStateReader, type ClusterStateDeps, type ServerRow } from '../../src/monitoring/cluster-state.js';
 import { storeSyncQueueName, syncShardOf, type SyncRecord } from '../../src/queues/store-sync.js';
 import type { Device, LeaseEventType } from '../../src/store/types.js';
@@ -55,8 +56,8 @@ export interface ClusterStatus {
   store: { available: boolean; error: string | null };
 }
 
-/** The cluster page's reader's dependencies (the store opened on first use, optional), and the TTL. */
-export type StatusDeps = ClusterStateDeps & { ttlMs: number };
+/** Redis as redis-cli sees it, the store (opened on first use, optional) and the TTL. */
+export type StatusDeps = Pick<ClusterStateDeps, 'store' | 'log'> & { redis: Redis; keys: ClusterKeys; ttlMs: number };
 
 async function redisNowMs(redis: Redis): Promise<number> {
   const [seconds, micros] = await redis.time();
@@ -65,7 +66,12 @@ async function redisNowMs(redis: Redis): Promise<number> {
 
 export async function readClusterStatus(deps: StatusDeps): Promise<ClusterStatus> {
   const { redis, keys, ttlMs } = deps;
-  const snapshot = await createClusterStateReader({ redis, keys, store: deps.store, log: deps.log }).read({ limit: 0 });
+  const snapshot = await createClusterStateReader({
+    leases: createLeaseStore({ redis, keys }),
+    servers: createServerDirectory({ redis, keys }),
+    store: deps.store,
+    log: deps.log,
+  }).read({ limit: 0 });
   const now = await redisNowMs(redis);
   const [overdueCount, overdueItems, wanted, pendingPlacements] = await Promise.all([
     redis.zcount(keys.deadlines, '-inf', now - ttlMs),

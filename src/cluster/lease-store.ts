@@ -1,5 +1,5 @@
 import type { ChainableCommander } from 'ioredis';
-import type { RedisClient as Redis } from '../shared/redis.js';
+import { execChunked, type RedisClient as Redis } from '../shared/redis.js';
 import { defineLuaScripts, loadLuaScript, queueLua, runLua } from '../shared/lua.js';
 import type { ClusterKeys } from './keys.js';
 import { leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } from './lease-value.js';
@@ -69,6 +69,17 @@ export interface LeaseInfo extends LeaseHolder {
   ttlMs: number;
 }
 
+/** A device's lease as readers (the API, the cluster page) see it. */
+export interface LeaseReading {
+  deviceId: string;
+  /** The lease with its PTTL; null when no lease key lives. */
+  lease: LeaseInfo | null;
+  /** The live status its holder last wrote (setStatus), with the token it wrote under. */
+  status: { status: string; token: number } | null;
+  /** Who last held it, by the holders index: it outlives the lease until a sweep expires it. */
+  lastHolder: LeaseHolder | null;
+}
+
 /** The `run_id` line of `INFO server`: it changes whenever Redis restarts or another node takes over. */
 export const runIdOf = (info: string): string | undefined => /run_id:(\w+)/.exec(info)?.[1];
 
@@ -113,6 +124,15 @@ export interface LeaseStore {
   expire(due: ReadonlyArray<{ deviceId: string; holder: string }>): Promise<Array<'expired' | 'alive' | 'changed'>>;
   place(deviceId: string, candidates: readonly string[], reservationMs: number, exclude?: string): Promise<PlaceResult>;
   read(deviceId: string): Promise<LeaseInfo | null>;
+  /** Many devices' leases, statuses and last holders: pipelined reads, not one transaction. */
+  readMany(deviceIds: readonly string[]): Promise<LeaseReading[]>;
+  /**
+   * Every device in the deadline index: each live lease, and each expired one no sweep has
+   * handled yet (a failover in progress). Read with ZSCAN, never in one blocking call.
+   */
+  indexedDevices(): Promise<string[]>;
+  /** The last token handed out for the device (its fence); 0 when none ever was. */
+  fenceOf(deviceId: string): Promise<number>;
   /** After Redis lost its data: writes this server's leases back with their tokens; reports the lost. */
   reassert(holder: string, ttlMs: number, leases: readonly HeldLease[]): Promise<LostLease[]>;
   /**
@@ -366,6 +386,41 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       if (value === null) return null;
       const holder = parseLeaseValue(value);
       return holder ? { ...holder, ttlMs: ttl } : null;
+    },
+
+    async readMany(deviceIds) {
+      const results = await execChunked(redis, deviceIds, (p, id) =>
+        p.get(keys.lease(id)).pttl(keys.lease(id)).hmget(keys.deviceStatus(id), 'status', 'token').hget(keys.holders, id),
+      );
+      return deviceIds.map((deviceId, i): LeaseReading => {
+        const value = results[i * 4]?.[1] as string | null;
+        const ttlMs = Number(results[i * 4 + 1]?.[1] ?? -2);
+        const [status, statusToken] = (results[i * 4 + 2]?.[1] ?? []) as Array<string | null>;
+        const last = results[i * 4 + 3]?.[1] as string | null;
+        // PTTL -2: the key expired between the two reads.
+        const holder = value && ttlMs !== -2 ? parseLeaseValue(value) : null;
+        return {
+          deviceId,
+          lease: holder ? { ...holder, ttlMs } : null,
+          status: status ? { status, token: Number(statusToken) } : null,
+          lastHolder: last ? parseLeaseValue(last) : null,
+        };
+      });
+    },
+
+    async indexedDevices() {
+      const deviceIds = new Set<string>();
+      let cursor = '0';
+      do {
+        const [next, page] = await redis.zscan(keys.deadlines, cursor, 'COUNT', 1000);
+        cursor = next;
+        for (let i = 0; i < page.length; i += 2) deviceIds.add(page[i]!);
+      } while (cursor !== '0');
+      return [...deviceIds];
+    },
+
+    async fenceOf(deviceId) {
+      return Number((await redis.get(keys.fence(deviceId))) ?? 0);
     },
   };
 }

@@ -3,6 +3,8 @@ import express, { type Express, type RequestHandler } from 'express';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import { z } from 'zod';
 import type { ClusterKeys } from '../cluster/keys.js';
+import { createLeaseStore } from '../cluster/lease-store.js';
+import { createServerDirectory } from '../cluster/server-directory.js';
 import { errorHandler, notFound, sendError } from '../http/errors.js';
 import { createRateLimiter } from '../http/rate-limit.js';
 import type { Logger } from '../shared/logger.js';
@@ -108,7 +110,12 @@ export function createMonitoringApp(deps: MonitoringDeps): MonitoringApp {
     links: [{ text: 'Cluster: servers and leases', url: CLUSTER_PAGE_PATH }],
     log: log.child({ module: 'queue-board' }),
   });
-  const cluster = createClusterStateReader({ redis, keys, store: deps.store, log: log.child({ module: 'cluster-state' }) });
+  const cluster = createClusterStateReader({
+    leases: createLeaseStore({ redis, keys }),
+    servers: createServerDirectory({ redis, keys }),
+    store: deps.store,
+    log: log.child({ module: 'cluster-state' }),
+  });
 
   const app = express();
   app.disable('x-powered-by');

@@ -1,6 +1,5 @@
-import type { RedisClient as Redis } from '../shared/redis.js';
-import type { ClusterKeys } from '../cluster/keys.js';
-import { parseLeaseValue } from '../cluster/lease-store.js';
+import type { LeaseStore } from '../cluster/lease-store.js';
+import type { ServerDirectory } from '../cluster/server-directory.js';
 import type { Logger } from '../shared/logger.js';
 import { within } from './deadline.js';
 import { DEVICE_STATUSES, type BackendServer, type LeaseEventType, type Store } from '../store/types.js';
@@ -33,7 +32,6 @@ const EVENT_LABELS: Record<(typeof NOTABLE_EVENT_TYPES)[number], string> = {
 /** Recent events read from the store to find the notable ones among the routine claims. */
 const EVENTS_SCANNED = 1000;
 export const EVENTS_SHOWN = 50;
-const PIPELINE_CHUNK = 500;
 /** A page view waits this long for the store, then shows Redis's half alone. */
 const STORE_READ_TIMEOUT_MS = 3000;
 
@@ -99,8 +97,8 @@ export interface ClusterSnapshot {
 }
 
 export interface ClusterStateDeps {
-  redis: Redis;
-  keys: ClusterKeys;
+  leases: Pick<LeaseStore, 'readMany' | 'indexedDevices'>;
+  servers: ServerDirectory;
   store: () => Promise<Store>;
   log: Logger;
   now?: () => number;
@@ -110,28 +108,8 @@ export interface ClusterStateReader {
   read(filters: ClusterFilters): Promise<ClusterSnapshot>;
 }
 
-type PipelineResults = Array<[Error | null, unknown]>;
-
-async function execChunked<T>(redis: Redis, items: readonly T[], queue: (pipeline: ReturnType<Redis['pipeline']>, item: T) => void): Promise<PipelineResults> {
-  const results: PipelineResults = [];
-  for (let start = 0; start < items.length; start += PIPELINE_CHUNK) {
-    const pipeline = redis.pipeline();
-    for (const item of items.slice(start, start + PIPELINE_CHUNK)) queue(pipeline, item);
-    const chunk = (await pipeline.exec()) ?? [];
-    for (const [err] of chunk) if (err) throw err;
-    results.push(...chunk);
-  }
-  return results;
-}
-
-const numberOr = (value: string | undefined, fallback: number | null): number | null => {
-  if (value === undefined || value === '') return fallback;
-  const n = Number(value);
-  return Number.isFinite(n) ? n : fallback;
-};
-
 export function createClusterStateReader(deps: ClusterStateDeps): ClusterStateReader {
-  const { redis, keys, log } = deps;
+  const { leases: leaseStore, servers: directory, log } = deps;
   const now = deps.now ?? Date.now;
   let storeWarned = false;
 
@@ -154,36 +132,30 @@ export function createClusterStateReader(deps: ClusterStateDeps): ClusterStateRe
   };
 
   const readServers = async (records: BackendServer[]): Promise<ServerRow[]> => {
-    const announced = new Set(await redis.smembers(keys.servers));
+    const announced = new Set(await directory.announced());
     const byId = new Map(records.map((r) => [r.id, r]));
     const ids = [...new Set([...announced, ...byId.keys()])];
-    const results = await execChunked(redis, ids, (p, id) => p.hgetall(keys.server(id)).scard(keys.owned(id)).zcard(keys.reserved(id)));
+    const states = await directory.read(ids);
     const at = now();
-    return ids
-      .map((id, i): ServerRow => {
-        const advert = (results[i * 3]?.[1] ?? {}) as Record<string, string>;
-        const leases = Number(results[i * 3 + 1]?.[1] ?? 0);
-        const reserved = Number(results[i * 3 + 2]?.[1] ?? 0);
+    return states
+      .map(({ id, advert, leases, reserved }): ServerRow => {
         const record = byId.get(id);
-        const live = advert.heartbeatAt !== undefined;
-        if (live) {
-          const heartbeatAt = Number(advert.heartbeatAt);
-          const startedAt = numberOr(advert.startedAt, null);
+        if (advert) {
           return {
             id,
             name: record?.serverName ?? id,
-            state: advert.draining === '1' ? 'draining' : 'live',
+            state: advert.draining ? 'draining' : 'live',
             url: advert.url ?? record?.serverUrl ?? null,
             region: advert.region ?? record?.region ?? null,
-            priority: numberOr(advert.priority, record?.priority ?? null),
-            capacity: numberOr(advert.capacity, record?.maxCapacity ?? null),
+            priority: advert.priority ?? record?.priority ?? null,
+            capacity: advert.capacity ?? record?.maxCapacity ?? null,
             load: leases + reserved,
             leases,
-            draining: advert.draining === '1',
-            lastHeartbeatAt: new Date(heartbeatAt).toISOString(),
-            heartbeatAgeMs: Math.max(0, at - heartbeatAt),
-            responseTimeMs: numberOr(advert.responseTimeMs, null),
-            startedAt: startedAt === null ? null : new Date(startedAt).toISOString(),
+            draining: advert.draining,
+            lastHeartbeatAt: new Date(advert.heartbeatAt).toISOString(),
+            heartbeatAgeMs: Math.max(0, at - advert.heartbeatAt),
+            responseTimeMs: advert.responseTimeMs,
+            startedAt: advert.startedAt === null ? null : new Date(advert.startedAt).toISOString(),
           };
         }
         // No advert: its key expired (it died, or lost Redis) or it drained and left. A server
@@ -212,33 +184,17 @@ export function createClusterStateReader(deps: ClusterStateDeps): ClusterStateRe
   const readLeases = async (): Promise<LeaseRow[]> => {
     // Every claim indexes its lease in the deadline set; a lease past its deadline stays there
     // until a sweep expires it, which is exactly the failover an operator wants to see.
-    const deviceIds: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, page] = await redis.zscan(keys.deadlines, cursor, 'COUNT', 1000);
-      cursor = next;
-      for (let i = 0; i < page.length; i += 2) deviceIds.push(page[i]!);
-    } while (cursor !== '0');
-    const unique = [...new Set(deviceIds)];
-    const results = await execChunked(redis, unique, (p, id) =>
-      p.get(keys.lease(id)).pttl(keys.lease(id)).hmget(keys.deviceStatus(id), 'status', 'token').hget(keys.holders, id),
-    );
+    const readings = await leaseStore.readMany(await leaseStore.indexedDevices());
     const rows: LeaseRow[] = [];
-    unique.forEach((deviceId, i) => {
-      const value = results[i * 4]?.[1] as string | null;
-      const pttl = Number(results[i * 4 + 1]?.[1] ?? -2);
-      const [status, statusToken] = (results[i * 4 + 2]?.[1] ?? []) as Array<string | null>;
-      const lastHolder = results[i * 4 + 3]?.[1] as string | null;
-      const lease = value ? parseLeaseValue(value) : null;
-      if (lease && pttl !== -2) {
+    for (const { deviceId, lease, status, lastHolder } of readings) {
+      if (lease) {
         // A status written under an older token belongs to the previous holder.
-        const current = status && Number(statusToken) === lease.token && (LEASE_STATUSES as readonly string[]).includes(status);
-        rows.push({ deviceId, serverId: lease.serverId, token: lease.token, ttlMs: Math.max(pttl, 0), status: current ? (status as LeaseStatus) : 'unknown' });
-        return;
+        const current = status && status.token === lease.token && (LEASE_STATUSES as readonly string[]).includes(status.status);
+        rows.push({ deviceId, serverId: lease.serverId, token: lease.token, ttlMs: Math.max(lease.ttlMs, 0), status: current ? (status.status as LeaseStatus) : 'unknown' });
+      } else if (lastHolder) {
+        rows.push({ deviceId, serverId: lastHolder.serverId, token: lastHolder.token, ttlMs: 0, status: 'expired' });
       }
-      const holder = lastHolder ? parseLeaseValue(lastHolder) : null;
-      if (holder) rows.push({ deviceId, serverId: holder.serverId, token: holder.token, ttlMs: 0, status: 'expired' });
-    });
+    }
     return rows.sort((a, b) => a.serverId.localeCompare(b.serverId) || a.deviceId.localeCompare(b.deviceId));
   };
 

@@ -175,3 +175,28 @@ export async function scanKeys(client: RedisClient, pattern: string, onPage: (ke
     } while (cursor !== '0');
   }
 }
+
+export type PipelineResults = Array<[Error | null, unknown]>;
+
+/** Commands queued per pipeline by execChunked: one round trip each, none large enough to stall Redis. */
+const PIPELINE_CHUNK = 500;
+
+/**
+ * Queues `queue`'s commands for every item, a pipeline per chunk of items, and returns all the
+ * replies in order; the first error reply rejects.
+ */
+export async function execChunked<T>(
+  client: RedisClient,
+  items: readonly T[],
+  queue: (pipeline: ReturnType<RedisClient['pipeline']>, item: T) => void,
+): Promise<PipelineResults> {
+  const results: PipelineResults = [];
+  for (let start = 0; start < items.length; start += PIPELINE_CHUNK) {
+    const pipeline = client.pipeline();
+    for (const item of items.slice(start, start + PIPELINE_CHUNK)) queue(pipeline, item);
+    const chunk = (await pipeline.exec()) ?? [];
+    for (const [err] of chunk) if (err) throw err;
+    results.push(...chunk);
+  }
+  return results;
+}

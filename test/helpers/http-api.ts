@@ -5,7 +5,8 @@ import pino from 'pino';
 import { createInbox } from '../../src/cluster/inbox.js';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
-import { createSessionAccess } from '../../src/http/api/sessions.js';
+import { createServerDirectory } from '../../src/cluster/server-directory.js';
+import { createDeviceSessions } from '../../src/devices/session-access.js';
 import { createHttpApp, type HttpOptions } from '../../src/http/app.js';
 import { createAuthenticator } from '../../src/http/auth.js';
 import { probeHealth } from '../../src/http/probe.js';
@@ -81,14 +82,13 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
       },
       api: {
         store,
-        redis: redis.redis,
-        keys,
         leases,
+        servers: createServerDirectory({ redis: redis.redis, keys }),
         inbox: createInbox({ redis: redis.redis, keys }),
         authenticator: createAuthenticator({ internalApiKey: INTERNAL_KEY, store, cacheMs: 0 }),
         log,
         place: async (deviceId) => leases.place(deviceId, await redis.redis.smembers(keys.servers), 60_000),
-        ...createSessionAccess({ redis: redis.redis, keys, store }),
+        sessions: createDeviceSessions({ redis: redis.redis, keys, store }),
         probeHealth,
         messages,
         defaultRatePerMinute: 20,

@@ -85,7 +85,8 @@ export function adminRoutes(deps: ApiDeps, options: { healthCheckPerMinute: numb
       responses: { 202: 'Drain requested', ...ADMIN, 404: 'No such server', 409: 'The server is not live' },
       async handler({ params }) {
         await getServer(params.id);
-        if ((await deps.redis.exists(deps.keys.server(params.id))) === 0) {
+        const [state] = await deps.servers.read([params.id]);
+        if (!state?.advert) {
           throw new HttpError(409, 'server_not_live', `Server ${params.id} is not running, so it holds nothing to drain`);
         }
         await deps.inbox.send(params.id, { type: 'drain' });
@@ -123,7 +124,8 @@ export function adminRoutes(deps: ApiDeps, options: { healthCheckPerMinute: numb
       responses: { 204: 'Removed', ...ADMIN, 404: 'No such server', 409: 'It holds leases: drain it first' },
       async handler({ params }) {
         await getServer(params.id);
-        const leases = await deps.redis.scard(deps.keys.owned(params.id));
+        const [state] = await deps.servers.read([params.id]);
+        const leases = state?.leases ?? 0;
         if (leases > 0) {
           throw new HttpError(409, 'server_holds_leases', `Server ${params.id} holds ${leases} leases; drain it first`, { leases });
         }

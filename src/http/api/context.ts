@@ -1,7 +1,7 @@
-import type { RedisClient as Redis } from '../../shared/redis.js';
 import type { Inbox } from '../../cluster/inbox.js';
-import type { ClusterKeys } from '../../cluster/keys.js';
-import { parseLeaseValue, type LeaseStore, type PlaceResult } from '../../cluster/lease-store.js';
+import type { LeaseStore, PlaceResult } from '../../cluster/lease-store.js';
+import type { ServerDirectory } from '../../cluster/server-directory.js';
+import type { DeviceSessions } from '../../devices/session-access.js';
 import type { MessageRecords } from '../../queues/messages.js';
 import type { Logger } from '../../shared/logger.js';
 import type { BackendServer, Device, Store } from '../../store/types.js';
@@ -12,26 +12,18 @@ import { HttpError } from '../errors.js';
 // Any server answers any call: the state comes from Redis and the store, and work for a device
 // held elsewhere goes to its owner's inbox stream.
 
-export interface LinkCode {
-  code: string;
-  expiresAt: string;
-}
-
 export interface ApiDeps {
   store: Store;
-  redis: Redis;
-  keys: ClusterKeys;
   leases: LeaseStore;
+  servers: ServerDirectory;
   /** Asks a server to act: the owner of a device (stop, logout), or a server as a whole (drain). */
   inbox: Inbox;
   authenticator: Authenticator;
   log: Logger;
   /** Places a device that should run now (connect). */
   place(deviceId: string): Promise<PlaceResult>;
-  /** The latest QR code or pairing code published for the device, from any server. */
-  readLinkCode(deviceId: string, kind: 'qr' | 'pairing'): Promise<LinkCode | null>;
-  /** Clears a device's session when nobody holds it (logout of a stopped device), fenced by `epoch`. */
-  clearSession(deviceId: string, epoch: number): Promise<void>;
+  /** Link codes and sessions of devices, whichever server holds them. */
+  sessions: DeviceSessions;
   /** GET <url>/health with a timeout. */
   probeHealth(url: string): Promise<{ healthy: boolean; responseTimeMs: number | null }>;
   messages: MessageRecords;
@@ -61,25 +53,20 @@ export interface DeviceView {
 /** Devices as clients see them: the store's record, with the live lease and status from Redis. */
 export async function deviceViews(deps: ApiDeps, devices: readonly Device[]): Promise<DeviceView[]> {
   if (devices.length === 0) return [];
-  const pipeline = deps.redis.pipeline();
-  for (const d of devices) pipeline.get(deps.keys.lease(d.id)).pttl(deps.keys.lease(d.id)).hget(deps.keys.deviceStatus(d.id), 'status');
-  const results = (await pipeline.exec()) ?? [];
+  const readings = await deps.leases.readMany(devices.map((d) => d.id));
   return devices.map((d, i) => {
-    const value = results[i * 3]?.[1] as string | null;
-    const ttlMs = Number(results[i * 3 + 1]?.[1] ?? -2);
-    const liveStatus = results[i * 3 + 2]?.[1] as string | null;
-    const holder = value ? parseLeaseValue(value) : null;
+    const { lease: holder, status: liveStatus } = readings[i]!;
     return {
       id: d.id,
       userId: d.userId,
       name: d.deviceName,
       // The owner's fenced live status is fresher than the store's, which is written behind.
-      status: holder && liveStatus ? liveStatus : d.status,
+      status: holder && liveStatus ? liveStatus.status : d.status,
       desiredState: d.desiredState,
       connectionMethod: d.connectionMethod,
       phoneNumber: d.phoneNumber,
       assignedServerId: holder?.serverId ?? d.assignedServerId,
-      lease: holder && ttlMs > 0 ? { serverId: holder.serverId, token: holder.token, ttlMs } : null,
+      lease: holder && holder.ttlMs > 0 ? { serverId: holder.serverId, token: holder.token, ttlMs: holder.ttlMs } : null,
       lastConnectedAt: d.lastConnectedAt?.toISOString() ?? null,
       createdAt: d.createdAt.toISOString(),
       updatedAt: d.updatedAt.toISOString(),
@@ -103,8 +90,7 @@ export async function loadDevice(deps: ApiDeps, caller: Caller, deviceId: string
 
 /** Tells the device's owner, if any, to stop it (or log it out); nothing is placed afterwards. */
 export async function tellOwner(deps: ApiDeps, deviceId: string, type: 'stop' | 'logout'): Promise<string | null> {
-  const value = await deps.redis.get(deps.keys.lease(deviceId));
-  const holder = value ? parseLeaseValue(value) : null;
+  const holder = await deps.leases.read(deviceId);
   if (!holder) return null;
   await deps.inbox.send(holder.serverId, { type, deviceId });
   return holder.serverId;
@@ -130,13 +116,10 @@ export interface ServerView {
 /** Servers with their live state: a server key in Redis means live; its owned set counts leases. */
 export async function serverViews(deps: ApiDeps, servers: readonly BackendServer[]): Promise<ServerView[]> {
   if (servers.length === 0) return [];
-  const pipeline = deps.redis.pipeline();
-  for (const s of servers) pipeline.hmget(deps.keys.server(s.id), 'draining', 'heartbeatAt', 'responseTimeMs').scard(deps.keys.owned(s.id));
-  const results = (await pipeline.exec()) ?? [];
+  const states = await deps.servers.read(servers.map((s) => s.id));
   return servers.map((s, i) => {
-    const [draining, heartbeatAt, advertisedResponse] = (results[i * 2]?.[1] as Array<string | null>) ?? [];
-    const leases = Number(results[i * 2 + 1]?.[1] ?? 0);
-    const live = heartbeatAt !== null && heartbeatAt !== undefined;
+    const { advert, leases } = states[i]!;
+    const live = advert !== null;
     return {
       id: s.id,
       name: s.serverName,
@@ -148,10 +131,10 @@ export async function serverViews(deps: ApiDeps, servers: readonly BackendServer
       load: live ? leases : s.currentLoad,
       live,
       healthy: live && s.isHealthy,
-      draining: live ? draining === '1' : s.draining,
+      draining: advert ? advert.draining : s.draining,
       leases,
-      lastHeartbeatAt: live ? new Date(Number(heartbeatAt)).toISOString() : (s.lastHealthCheck?.toISOString() ?? null),
-      responseTimeMs: s.responseTime ?? (advertisedResponse ? Number(advertisedResponse) : null),
+      lastHeartbeatAt: advert ? new Date(advert.heartbeatAt).toISOString() : (s.lastHealthCheck?.toISOString() ?? null),
+      responseTimeMs: s.responseTime ?? advert?.responseTimeMs ?? null,
     };
   });
 }

@@ -2,7 +2,6 @@ import { HttpError } from '../errors.js';
 import { route, type RouteSpec } from '../routes.js';
 import { deviceIdParams, createDeviceBody, listDevicesQuery } from './schemas.js';
 import { deviceView, deviceViews, loadDevice, tellOwner, type ApiDeps } from './context.js';
-import { deviceSessionKeys } from './sessions.js';
 
 const COMMON = { 401: 'No or unknown API key', 403: 'The key may not act on this device', 404: 'No such device', 422: 'Invalid id' };
 
@@ -113,8 +112,8 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
         // The owner clears the session under its token; with no owner, clear it here, fenced by
         // the last token handed out, so no earlier owner can write it back.
         if (!(await tellOwner(deps, params.id, 'logout'))) {
-          const fence = Number((await deps.redis.get(deps.keys.fence(params.id))) ?? 0);
-          await deps.clearSession(params.id, Math.max(fence, device.leaseEpoch));
+          const fence = await deps.leases.fenceOf(params.id);
+          await deps.sessions.clearSession(params.id, Math.max(fence, device.leaseEpoch));
         }
         return { status: 202, body: await deviceView(deps, device) };
       },
@@ -133,8 +132,7 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
         await stopWanting(deps, params.id);
         await tellOwner(deps, params.id, 'stop');
         await deps.store.deleteDevice(params.id);
-        // The session goes with the device (the store's cascades with the row).
-        await deps.redis.del(deps.keys.deviceStatus(params.id), ...deviceSessionKeys(deps.keys, params.id));
+        await deps.sessions.forget(params.id);
         await deps.messages.setRateOverride(params.id, null);
         return { status: 204 };
       },
@@ -151,7 +149,7 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
         responses: { 200: kind === 'qr' ? '{qr, expiresAt}' : '{pairingCode, expiresAt}', ...COMMON, 404: 'No such device, or no code yet (details: status)' },
         async handler({ params, caller }) {
           const device = await deviceView(deps, await loadDevice(deps, caller, params.id));
-          const code = await deps.readLinkCode(params.id, kind);
+          const code = await deps.sessions.readLinkCode(params.id, kind);
           if (!code) {
             const what = kind === 'qr' ? 'QR code' : 'pairing code';
             throw new HttpError(404, kind === 'qr' ? 'qr_not_available' : 'pairing_code_not_available', `No ${what} is available for this device now`, {
