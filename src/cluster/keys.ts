@@ -69,6 +69,12 @@ export interface ClusterKeys {
   readonly rateOverrides: string;
   /** BullMQ's key prefix: its queues share the hash tag, so they live in the same slot */
   readonly bullPrefix: string;
+  /**
+   * One key of BullMQ's own layout for a queue, `<bullPrefix>:<queue>:<part>`: a list or set
+   * (`wait`, `active`, `delayed`, ...) or a job's lock (`<jobId>:lock`). Read raw where BullMQ
+   * has no call for it (reclaiming a dead owner's active job, counting many queues at once).
+   */
+  bullQueue(queueName: string, part: BullQueuePart): string;
   /** redlock lock of a singleton duty (reconcile, rebalance) */
   singletonLock(duty: string): string;
   /** Pattern matching every wafleet key under this prefix, for redis-cli --scan. */
@@ -99,6 +105,9 @@ export interface ClusterKeys {
    */
   metrics(serverId: string): string;
 }
+
+/** The parts of a BullMQ queue's key layout wafleet reads or writes itself. */
+export type BullQueuePart = 'wait' | 'paused' | 'prioritized' | 'active' | 'delayed' | 'failed' | 'completed' | 'stalled' | 'marker' | `${string}:lock`;
 
 export const DEFAULT_KEY_PREFIX = 'wa';
 
@@ -134,6 +143,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     sendTimes: (deviceId: string) => `${tag}:sends:${deviceId}`,
     rateOverrides: `${tag}:rate-limits`,
     bullPrefix: `${tag}:bull`,
+    bullQueue: (queueName: string, part: BullQueuePart) => `${tag}:bull:${queueName}:${part}`,
     singletonLock: (duty: string) => `${tag}:lock:${duty}`,
     all: `${tag}:*`,
     authState: (deviceId: string) => `${tag}:auth:${deviceId}`,

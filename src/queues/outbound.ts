@@ -1,6 +1,6 @@
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { RedisClient as Redis } from '../shared/redis.js';
-import type { ClusterKeys } from '../cluster/keys.js';
+import type { BullQueuePart, ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { Logger } from '../shared/logger.js';
 import type { Metrics, QueueCounts } from '../metrics/index.js';
@@ -114,7 +114,7 @@ export function createOutboundProducer({ redis, keys, retentionMs }: { redis: Re
     },
     async orderWaiting(deviceId, anchor, messageIds) {
       if (messageIds.length === 0) return anchor;
-      return runLua<string>(redis, orderScript, [`${keys.bullPrefix}:${outboundQueueName(deviceId)}:wait`], [anchor, ...messageIds]);
+      return runLua<string>(redis, orderScript, [keys.bullQueue(outboundQueueName(deviceId), 'wait')], [anchor, ...messageIds]);
     },
     async close() {
       await Promise.allSettled([...queues.values()].map((queue) => queue.close()));
@@ -150,13 +150,14 @@ export function createOutbound(options: OutboundOptions): Outbound {
 
   /** Puts a job the previous owner left active back at the head of the queue (see the script). */
   const reclaim = async (deviceId: string): Promise<number> => {
-    const base = `${keys.bullPrefix}:${outboundQueueName(deviceId)}`;
-    const active = (await redis.lrange(`${base}:active`, 0, -1)).reverse();
+    const queue = outboundQueueName(deviceId);
+    const key = (part: BullQueuePart) => keys.bullQueue(queue, part);
+    const active = (await redis.lrange(key('active'), 0, -1)).reverse();
     if (active.length === 0) return 0;
     return runLua<number>(
       redis,
       reclaimScript,
-      [`${base}:active`, `${base}:wait`, `${base}:stalled`, `${base}:marker`, ...active.map((id) => `${base}:${id}:lock`)],
+      [key('active'), key('wait'), key('stalled'), key('marker'), ...active.map((id) => key(`${id}:lock`))],
       active,
     );
   };
@@ -278,8 +279,8 @@ export function createOutbound(options: OutboundOptions): Outbound {
       // trip, rather than one getJobCounts script per device queue.
       const pipeline = redis.pipeline();
       for (const deviceId of deviceIds) {
-        const base = `${keys.bullPrefix}:${outboundQueueName(deviceId)}`;
-        pipeline.llen(`${base}:wait`).llen(`${base}:paused`).zcard(`${base}:prioritized`).llen(`${base}:active`).zcard(`${base}:delayed`).zcard(`${base}:failed`);
+        const key = (part: BullQueuePart) => keys.bullQueue(outboundQueueName(deviceId), part);
+        pipeline.llen(key('wait')).llen(key('paused')).zcard(key('prioritized')).llen(key('active')).zcard(key('delayed')).zcard(key('failed'));
       }
       const results = (await pipeline.exec()) ?? [];
       const n = (i: number) => {
