@@ -1,13 +1,13 @@
 import type { RedisClient as Redis } from '../shared/redis.js';
-import type { DeviceRuntime } from '../devices/runtime.js';
-import type { Metrics } from '../metrics/index.js';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
+import type { DeviceRunner } from './device-runner.js';
 import type { Heartbeat } from './heartbeat.js';
 import { createInbox, INBOX_GROUP, parseInboxMessage, type InboxMessage } from './inbox.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
 import { holderId, parseLeaseValue, type ClaimResult, type LeaseStore, type LostLease, type PlaceResult } from './lease-store.js';
+import type { LeaseMetrics } from './metrics.js';
 import type { LeaseRecorder } from './recorder.js';
 
 // Ties the lease protocol together for one server: it claims what placement sends to its inbox,
@@ -22,7 +22,7 @@ export interface CoordinatorOptions {
   leases: LeaseStore;
   guard: LeaseGuard;
   heartbeat: Heartbeat;
-  runtime: DeviceRuntime;
+  runtime: DeviceRunner;
   recorder: LeaseRecorder;
   log: Logger;
   serverId: string;
@@ -49,7 +49,7 @@ export interface CoordinatorOptions {
   onDrainRequested(): void;
   /** Devices released concurrently per drain batch. */
   drainBatchSize?: number;
-  metrics?: Pick<Metrics, 'claims' | 'claimSeconds' | 'failovers' | 'drains' | 'releases'>;
+  metrics?: Pick<LeaseMetrics, 'claims' | 'claimSeconds' | 'failovers' | 'drains' | 'releases'>;
 }
 
 export interface Coordinator {

@@ -1,9 +1,9 @@
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
-import type { Metrics } from '../metrics/index.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
+import type { LeaseMetrics } from './metrics.js';
 import { holderId, runIdOf, type LeaseStore, type LostLease } from './lease-store.js';
 
 // The heartbeat: every renewIntervalMs, one pipelined round trip that refreshes the server key,
@@ -44,7 +44,7 @@ export interface HeartbeatOptions {
    * stepped or runs at another rate, and the margin no longer holds: the server self-fences.
    */
   maxClockDriftMs?: number;
-  metrics?: Pick<Metrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences' | 'clockSteps'>;
+  metrics?: Pick<LeaseMetrics, 'renewalSeconds' | 'heartbeatFailures' | 'renewalsLost' | 'selfFences' | 'clockSteps'>;
 }
 
 /** What acts on the heartbeat's findings: the coordinator, which attaches itself. */

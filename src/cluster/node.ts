@@ -1,16 +1,16 @@
 import type { Config } from '../config/index.js';
-import type { DeviceRuntime } from '../devices/runtime.js';
-import type { Metrics } from '../metrics/index.js';
 import { monotonicNow } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Store } from '../store/types.js';
 import { createCoordinator } from './coordinator.js';
+import type { DeviceRunner } from './device-runner.js';
 import { listenForExpiredKeys, type ExpiredKeyEvents } from './expiry-events.js';
 import { createHeartbeat } from './heartbeat.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
 import { holderId, type LeaseStore, type PlaceResult } from './lease-store.js';
+import type { LeaseMetrics } from './metrics.js';
 import { createRebalancer } from './rebalance.js';
 import { createReconciler } from './reconcile.js';
 import type { LeaseRecorder } from './recorder.js';
@@ -31,7 +31,7 @@ export interface ClusterNodeOptions {
   store: Store;
   leases: LeaseStore;
   guard: LeaseGuard;
-  runtime: DeviceRuntime;
+  runtime: DeviceRunner;
   recorder: LeaseRecorder;
   /** The write-behind queue: shutdown waits a little for its last records to reach the store. */
   storeSync: { settle(timeoutMs: number): Promise<boolean> };
@@ -46,7 +46,7 @@ export interface ClusterNodeOptions {
   storeHealthIntervalMs: number;
   shutdownTimeoutMs: number;
   log: Logger;
-  metrics: Metrics;
+  metrics: LeaseMetrics;
 }
 
 export interface ClusterNode {

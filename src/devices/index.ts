@@ -3,7 +3,6 @@ import { holderId } from '../cluster/lease-value.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';
-import type { LeaseRecorder } from '../cluster/recorder.js';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
@@ -11,6 +10,7 @@ import { createAuthStateStore } from './auth-state/auth-state.js';
 import { createBaileysConnector } from './baileys/connector.js';
 import { createCodePublisher } from './codes.js';
 import type { DeviceConnector } from './connector.js';
+import type { DeviceRecorder } from './recorder.js';
 import { createDeviceRetirer } from './retire.js';
 import { createDeviceRuntime, type DeviceRuntime } from './runtime.js';
 import { createSimulatedConnector } from './simulated/connector.js';
@@ -28,7 +28,7 @@ export interface DevicesOptions {
   store: Store;
   leases: LeaseStore;
   guard: LeaseGuard;
-  recorder: LeaseRecorder;
+  recorder: DeviceRecorder;
   serverId: string;
   /** This process's boot id, named in the lease values it holds (absent: the bare server id). */
   bootId?: string;

@@ -1,8 +1,8 @@
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';
-import type { LeaseRecorder } from '../cluster/recorder.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
+import type { DeviceRecorder } from './recorder.js';
 import type { Retirement } from './runtime.js';
 
 // What happens to a device the runtime stopped for good (logged out, refused by WhatsApp,
@@ -13,7 +13,7 @@ export interface DeviceRetirerOptions {
   store: Pick<Store, 'setDesiredState'>;
   leases: Pick<LeaseStore, 'release' | 'setWanted'>;
   guard: LeaseGuard;
-  recorder: Pick<LeaseRecorder, 'leaseEvent'>;
+  recorder: Pick<DeviceRecorder, 'leaseEvent'>;
   serverId: string;
   /** The lease values' holder (holderId: the server id with this process's boot id); default serverId. */
   holder?: string;

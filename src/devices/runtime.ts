@@ -1,4 +1,5 @@
 import { LeaseLostError, SelfFencedError } from '../cluster/errors.js';
+import type { DeviceRunner } from '../cluster/device-runner.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import { monotonicNow, type MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
@@ -73,22 +74,8 @@ export interface DeviceRunState {
   qrRefreshes: number;
 }
 
-export interface DeviceRuntime {
-  /**
-   * Starts the device's socket under the token the guard holds for it. Idempotent for one token,
-   * except that it reopens a socket the guard closed (a running device left with no socket).
-   */
-  start(deviceId: string, token: number): void;
-  /** Stops the socket; the session is kept (never a logout). */
-  stop(deviceId: string, reason: string): Promise<void>;
-  stopAll(reason: string): Promise<void>;
-  /**
-   * Logs the device out on purpose (API): unlinks it at WhatsApp when its socket is connected,
-   * clears its session in Redis and in the store (fenced by `token`), records `logged_out`, and
-   * stops the socket. Works whether or not the device is running here; the lease is left to the
-   * caller. Resolves with what was cleared.
-   */
-  logout(deviceId: string, token: number, reason: string): Promise<{ redis: boolean; store: boolean }>;
+/** The lease core starts, stops and logs out devices through the DeviceRunner part. */
+export interface DeviceRuntime extends DeviceRunner {
   /**
    * Sends through the device's connected socket, under `token`. Throws DeviceNotConnectedError
    * (retry later) when the device is not running here with that token or is not connected.

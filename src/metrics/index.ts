@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { LeaseMetrics } from '../cluster/metrics.js';
 import { DEVICE_STATUSES } from '../store/types.js';
 
 // Prometheus metrics of one server process. One Registry per process, made by the composition
@@ -59,7 +60,7 @@ export interface MetricSources {
   storeSyncLagSeconds?: () => Promise<number | null>;
 }
 
-export interface Metrics {
+export interface Metrics extends LeaseMetrics {
   readonly registry: Registry;
   readonly contentType: string;
   /** Prometheus text of this server's metrics. */
@@ -69,20 +70,6 @@ export interface Metrics {
   /** Counts a queue's jobs by state at scrape time, as `wafleet_queue_jobs{queue=name}`. */
   watchQueue(name: string, counts: () => Promise<QueueCounts>): void;
 
-  /** Heartbeat round trip: server advert plus the renewal of every held lease, one pipeline. */
-  readonly renewalSeconds: Histogram;
-  readonly heartbeatFailures: Counter;
-  /** Leases a renewal found no longer this server's (taken or expired). */
-  readonly renewalsLost: Counter;
-  readonly selfFences: Counter;
-  /** Beats whose renewal was not trusted: Redis's clock and the local one disagreed (a clock step). */
-  readonly clockSteps: Counter;
-  readonly claims: Counter<'outcome'>;
-  readonly claimSeconds: Histogram;
-  /** Expired leases of a dead or fenced owner that this server's sweep put up for placement. */
-  readonly failovers: Counter;
-  readonly drains: Counter;
-  readonly releases: Counter<'reason'>;
   readonly jobs: Counter<'queue' | 'outcome'>;
   readonly messagesSent: Counter;
   readonly messagesFailed: Counter;

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseGuard, type LeaseGuard } from '../../src/cluster/lease-guard.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
-import { createWriteBehindRecorder, type LeaseRecorder } from '../../src/cluster/recorder.js';
+import { createWriteBehindRecorder, type WriteBehindRecorder } from '../../src/queues/recorder.js';
 import { loadConfig, type Config } from '../../src/config/index.js';
 import type { DeviceConnector } from '../../src/devices/connector.js';
 import { createSnapshotWriter } from '../../src/devices/auth-state/auth-state.js';
@@ -111,7 +111,7 @@ export async function createDeviceBed(): Promise<DeviceBed> {
 export interface TestServer extends Devices {
   serverId: string;
   guard: LeaseGuard;
-  recorder: LeaseRecorder;
+  recorder: WriteBehindRecorder;
   redis: Redis;
   /** Claims the device for this server and starts it, as the coordinator does; returns the token. */
   start(deviceId: string): Promise<number>;

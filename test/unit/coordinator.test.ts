@@ -77,10 +77,6 @@ const recorder: LeaseRecorder = {
   leaseEvent: () => undefined,
   assignment: () => undefined,
   serverLog: () => undefined,
-  deviceStatus: () => undefined,
-  connectionEvent: () => undefined,
-  messageFinished: () => undefined,
-  snapshots: { save: async () => true },
   flush: async () => undefined,
 };
 
