@@ -101,6 +101,11 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   let drained: Promise<{ released: number }> | undefined;
   /** When this server claimed each device it holds (monotonic), for the rebalance hold time. */
   const heldSince = new Map<string, number>();
+  // A device that stopped for good by itself let its lease go without the coordinator; unless it
+  // was claimed again meanwhile, its hold time goes too (else one entry per device ever retired).
+  runtime.onRetired((deviceId) => {
+    if (guard.tokenOf(deviceId) === undefined) heldSince.delete(deviceId);
+  });
   let fenceStop: Promise<unknown> = Promise.resolve();
 
   const candidates = () => redis.smembers(keys.servers);

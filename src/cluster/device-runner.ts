@@ -18,4 +18,11 @@ export interface DeviceRunner {
    * caller. Resolves with what was cleared (a newer owner's token refuses it).
    */
   logout(deviceId: string, token: number, reason: string): Promise<{ redis: boolean; store: boolean }>;
+  /**
+   * Calls `listener` whenever a device stops here for good on its own (logged out at WhatsApp,
+   * refused, replaced again and again, never linked), after its desired state became `stopped` and
+   * its lease was let go. Stops asked through stop, stopAll or logout are not reported: the asker
+   * knows. What follows the device (its outbound worker, the coordinator's hold time) ends here.
+   */
+  onRetired(listener: (deviceId: string, token: number) => void): void;
 }

@@ -134,6 +134,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
   const random = options.random ?? Math.random;
   const clock = options.clock ?? monotonicNow;
   const devices = new Map<string, Running>();
+  const retiredListeners: Array<(deviceId: string, token: number) => void> = [];
 
   const report = (entry: Running, status: DeviceStatus, detail?: Record<string, unknown>): Promise<void> => {
     entry.status = status;
@@ -466,6 +467,13 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     }
     // Kept in the map until here, so nothing restarts it while its desired state changes.
     if (devices.get(entry.deviceId) === entry) devices.delete(entry.deviceId);
+    for (const listener of retiredListeners) {
+      try {
+        listener(entry.deviceId, entry.token);
+      } catch (err) {
+        entry.log.error({ err }, 'a listener of retired devices failed');
+      }
+    }
   };
 
   /** Marks the device stopped (its socket's events are ignored from now on); true the first time. */
@@ -490,6 +498,9 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
   };
 
   return {
+    onRetired(listener) {
+      retiredListeners.push(listener);
+    },
     start(deviceId, token) {
       const current = devices.get(deviceId);
       if (current && current.token === token) {

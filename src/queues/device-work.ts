@@ -4,10 +4,13 @@ import type { MessageSender, Outbound } from './outbound.js';
 /**
  * The runtime the coordinator drives, with each device's outbound worker following its socket:
  * started under the same lease token, and stopped (before the socket) whenever the device stops
- * here, so the device's queue is worked off only where the device runs.
+ * here, or after it stopped for good by itself, so the device's queue is worked off only where
+ * the device runs.
  */
 export function withOutboundWork(runtime: DeviceRuntime, outbound: Outbound): DeviceRuntime {
+  runtime.onRetired((deviceId, token) => void outbound.stopDevice(deviceId, token));
   return {
+    onRetired: (listener) => runtime.onRetired(listener),
     start(deviceId, token) {
       runtime.start(deviceId, token);
       outbound.startDevice(deviceId, token);

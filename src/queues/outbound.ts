@@ -126,8 +126,13 @@ export function createOutboundProducer({ redis, keys, retentionMs }: { redis: Re
 export interface Outbound extends OutboundProducer {
   /** Starts the device's worker under the lease token (on claim). */
   startDevice(deviceId: string, token: number): void;
-  /** Stops the device's worker (lease lost, drain, stop); its jobs wait for the next owner. */
-  stopDevice(deviceId: string): Promise<void>;
+  /**
+   * Stops the device's worker (lease lost, drain, stop, retired); its jobs wait for the next
+   * owner. With `token`, only the worker started under that token.
+   */
+  stopDevice(deviceId: string, token?: number): Promise<void>;
+  /** Devices whose worker runs here. */
+  devices(): string[];
   stopAllDevices(): Promise<void>;
   /** Jobs by state over the queues of the devices this server runs, in one round trip. */
   jobCounts(): Promise<QueueCounts>;
@@ -261,10 +266,12 @@ export function createOutbound(options: OutboundOptions): Outbound {
         });
     },
 
-    async stopDevice(deviceId) {
+    async stopDevice(deviceId, token) {
       const current = workers.get(deviceId);
-      if (current) await stopWorker(deviceId, current.token);
+      if (current) await stopWorker(deviceId, token ?? current.token);
     },
+
+    devices: () => [...workers.keys()],
 
     async stopAllDevices() {
       const running = [...workers.values()];

@@ -1,7 +1,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
 import { readDeviceCodes } from '../../src/devices/codes.js';
+import { runtimeSender, withOutboundWork } from '../../src/queues/device-work.js';
+import { createMessageRecords } from '../../src/queues/messages.js';
+import { createOutbound } from '../../src/queues/outbound.js';
 import { monotonicNow } from '../../src/shared/clock.js';
-import { createDeviceBed, eventually, startTestServer, type DeviceBed, type TestServer } from '../helpers/devices.js';
+import { createDeviceBed, eventually, silentLog, startTestServer, type DeviceBed, type TestServer } from '../helpers/devices.js';
 
 // The device runtime with the simulated WhatsApp, on real Redis and a real store: linking,
 // resuming on another server, restoring from the store's snapshot, drops, the QR round limit.
@@ -139,6 +143,32 @@ describe('device runtime (simulated WhatsApp)', () => {
     expect(qr.at(-1)!.details).toMatchObject({ refresh: 10, round: 2, maxRounds: 2 });
     expect(await bed.t.redis.exists(bed.keys.lease(deviceId))).toBe(0);
     expect(await pairings(deviceId)).toBe(0);
+  });
+
+  it('a device that stops for good by itself is reported to subscribers, and its outbound worker stops with it', async () => {
+    const a = await server('srv-a', { SIM_SCAN_AFTER_CODES: '0', SIM_QR_INTERVAL_MS: '20', DEVICE_QR_MAX_ROUNDS: '1' });
+    const bull = new Redis(bed.t.url, { maxRetriesPerRequest: null });
+    const outbound = createOutbound({
+      redis: bull, keys: bed.keys, records: createMessageRecords({ redis: a.redis, keys: bed.keys, retentionMs: 60_000 }), guard: a.guard,
+      sender: runtimeSender(a.runtime), log: silentLog, serverId: 'srv-a', ratePerMinute: 60, delayMs: [0, 0], attempts: 3, lockDurationMs: 5000, retentionMs: 60_000,
+    });
+    try {
+      const runtime = withOutboundWork(a.runtime, outbound);
+      const retired: Array<[string, number]> = [];
+      runtime.onRetired((deviceId, token) => retired.push([deviceId, token]));
+      const deviceId = await bed.createDevice();
+      const token = await bed.claim(deviceId, 'srv-a');
+      a.guard.hold(deviceId, token);
+      runtime.start(deviceId, token);
+      expect(outbound.devices()).toEqual([deviceId]);
+      await eventually(() => retired.length > 0, 15_000);
+      expect(retired).toEqual([[deviceId, token]]);
+      expect(outbound.devices()).toEqual([]);
+      expect(await bed.t.redis.exists(bed.keys.lease(deviceId))).toBe(0);
+    } finally {
+      await outbound.close();
+      bull.disconnect();
+    }
   });
 
   it('logout on request: unlinked, session cleared in Redis and the store, logged_out', async () => {

@@ -57,6 +57,7 @@ function recordingRuntime(): RecordingRuntime {
     async logout() {
       return { redis: true, store: true };
     },
+    onRetired() {},
     async send() {},
     get activeConnections() {
       return sockets.size;
