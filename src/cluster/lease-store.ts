@@ -18,7 +18,7 @@ const scripts = {
   release: loadLuaScript(LUA, 'releaseLease-4.lua'),
   findDue: loadLuaScript(LUA, 'findDue-2.lua'),
   expire: loadLuaScript(LUA, 'expireLease-4.lua'),
-  place: loadLuaScript(LUA, 'placeDevice.lua'),
+  place: loadLuaScript(new URL('./placement/', import.meta.url), 'placeDevice.lua'),
   setStatus: loadLuaScript(LUA, 'setDeviceStatus-2.lua'),
   reassert: loadLuaScript(LUA, 'reassertLeases.lua'),
   seedFences: loadLuaScript(LUA, 'seedFences.lua'),

@@ -11,7 +11,7 @@ import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
 import { holderId, type LeaseStore, type PlaceResult } from './lease-store.js';
 import type { LeaseMetrics } from './metrics.js';
-import { createRebalancer } from './rebalance.js';
+import { createRebalancer } from './placement/rebalance.js';
 import { createReconciler } from './reconcile.js';
 import type { LeaseRecorder } from './recorder.js';
 import { createRedisResetRecovery, type RedisResetDeps } from './redis-reset.js';

@@ -47,7 +47,7 @@ describe('inbox', () => {
   });
 
   it('placeDevice.lua caps the inbox at the same length as every other writer', () => {
-    const lua = readFileSync(new URL('../../src/cluster/lua/placeDevice.lua', import.meta.url), 'utf8');
+    const lua = readFileSync(new URL('../../src/cluster/placement/placeDevice.lua', import.meta.url), 'utf8');
     const caps = [...lua.matchAll(/'MAXLEN', '~', (\d+)/g)].map((m) => Number(m[1]));
     expect(caps).toEqual([INBOX_MAX_LENGTH]);
   });

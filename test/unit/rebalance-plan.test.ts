@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planRebalance } from '../../src/cluster/rebalance.js';
+import { planRebalance } from '../../src/cluster/placement/rebalance.js';
 
 describe('rebalance plan', () => {
   it('asks an overloaded server for about a tenth of its devices per round', () => {

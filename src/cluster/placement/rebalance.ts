@@ -1,8 +1,8 @@
-import type { RedisClient as Redis } from '../shared/redis.js';
-import type { Logger } from '../shared/logger.js';
-import { createInbox } from './inbox.js';
-import type { ClusterKeys } from './keys.js';
-import type { SingletonRunner } from './singleton.js';
+import type { RedisClient as Redis } from '../../shared/redis.js';
+import type { Logger } from '../../shared/logger.js';
+import { createInbox } from '../inbox.js';
+import type { ClusterKeys } from '../keys.js';
+import type { SingletonRunner } from '../singleton.js';
 
 // Rebalance: when a server joins or capacities change, overloaded servers hand a bounded share
 // of their devices to the others, a round at a time. Planning is a singleton duty; the moving is
