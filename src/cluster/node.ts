@@ -7,6 +7,7 @@ import { createCoordinator } from './coordinator.js';
 import type { DeviceRunner } from './device-runner.js';
 import { listenForExpiredKeys, type ExpiredKeyEvents } from './expiry-events.js';
 import { createHeartbeat } from './heartbeat.js';
+import { createInbox } from './inbox.js';
 import type { ClusterKeys } from './keys.js';
 import type { LeaseGuard } from './lease-guard.js';
 import { holderId, type LeaseStore, type PlaceResult } from './lease-store.js';
@@ -15,6 +16,7 @@ import { createRebalancer } from './placement/rebalance.js';
 import { createReconciler } from './reconcile.js';
 import type { LeaseRecorder } from './recorder.js';
 import { createRedisResetRecovery, type RedisResetDeps } from './redis-reset.js';
+import { createServerDirectory } from './server-directory.js';
 import type { SoleServer } from './server-exclusivity.js';
 import { createSingletonRunner } from './singleton.js';
 
@@ -137,7 +139,14 @@ export function createClusterNode(options: ClusterNodeOptions): ClusterNode {
     intervalMs: lease.reconcileIntervalMs,
     log: log.child({ module: 'reconcile' }),
   });
-  const rebalancer = createRebalancer({ redis, keys, singleton, intervalMs: lease.rebalanceIntervalMs, log: log.child({ module: 'rebalance' }) });
+  const rebalancer = createRebalancer({
+    keys,
+    servers: createServerDirectory({ redis, keys }),
+    inbox: createInbox({ redis, keys }),
+    singleton,
+    intervalMs: lease.rebalanceIntervalMs,
+    log: log.child({ module: 'rebalance' }),
+  });
 
   // backend_servers is the durable view of the cluster: fresh every few seconds, never per
   // renewal. Shutdown stops it (and waits for a write in flight) before marking the server

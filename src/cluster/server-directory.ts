@@ -9,7 +9,7 @@ import type { ClusterKeys } from './keys.js';
 export interface LiveAdvert {
   heartbeatAt: number;
   draining: boolean;
-  /** Whether placements may pick it (Coordinator.accepting). */
+  /** Whether placements may pick it (Coordinator.accepting); as placeDevice.lua reads it, only "0" refuses. */
   accepting: boolean;
   url: string | null;
   region: string | null;
@@ -48,7 +48,7 @@ function parseAdvert(fields: Record<string, string>): LiveAdvert | null {
   return {
     heartbeatAt,
     draining: fields.draining === '1',
-    accepting: fields.accepting === '1',
+    accepting: fields.accepting !== '0',
     url: fields.url ?? null,
     region: fields.region ?? null,
     capacity: numberOrNull(fields.capacity),

@@ -2,9 +2,9 @@
   Picks the server a device should run on and reserves capacity there, atomically, so concurrent
   placements can never overfill a server; then tells the target through its inbox stream.
 
-  Choice: live servers (server key present) that accept placements (`accepting` is not "0": a
-  self-fenced server, or one whose inbox reader is down, would never claim), not draining, load
-  below capacity, where
+  Choice, by the rule of load that rebalance follows too (load.ts): live servers (server key
+  present) that accept placements (`accepting` is not "0": a self-fenced server, or one whose
+  inbox reader is down, would never claim), not draining, load below capacity, where
   load = owned devices + unexpired reservations; highest priority first, then lowest
   load/capacity, then lowest response time, then server id (so ties are deterministic).
 
