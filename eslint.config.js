@@ -67,7 +67,7 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['../devices/*', '../queues/*', '../metrics/*'], message: 'src/cluster/ declares the interface it needs instead.' }] },
+        { patterns: [{ group: ['**/devices/*', '**/queues/*', '**/metrics/*'], message: 'src/cluster/ declares the interface it needs instead.' }] },
       ],
     },
   },
