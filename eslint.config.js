@@ -1,5 +1,6 @@
-// ESLint: typescript-eslint's recommended type-checked rules over src, scripts and test. The
-// tuning below is where a rule fights the house style rather than a defect; each says why.
+// ESLint: typescript-eslint's recommended type-checked rules over src, harness, scripts and test.
+// The tuning below is where a rule fights the house style rather than a defect, then the import
+// boundaries between folders; each says why.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -41,6 +42,33 @@ export default tseslint.config(
       '@typescript-eslint/no-unsafe-argument': 'off',
       '@typescript-eslint/no-unsafe-return': 'off',
       '@typescript-eslint/no-explicit-any': 'off',
+    },
+  },
+  {
+    // What tests and scripts share lives in harness/, so neither folder changes under the other.
+    files: ['test/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/scripts/**'], message: 'Shared code belongs in harness/.' }] }] },
+  },
+  {
+    // What scripts and tests share lives in harness/, so neither folder changes under the other.
+    files: ['scripts/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/test/**'], message: 'Shared code belongs in harness/.' }] }] },
+  },
+  {
+    // The harness serves both tests and scripts, so it may depend on neither.
+    files: ['harness/**'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['**/test/**', '**/scripts/**'], message: 'The harness imports only src/ and itself.' }] }],
+    },
+  },
+  {
+    // The lease core is what devices, queues and metrics build on; it learns of them through its own interfaces.
+    files: ['src/cluster/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['**/devices/*', '**/queues/*', '**/metrics/*'], message: 'src/cluster/ declares the interface it needs instead.' }] },
+      ],
     },
   },
   {

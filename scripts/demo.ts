@@ -17,7 +17,7 @@ import { CLUSTER_PAGE_PATH, QUEUES_PATH } from '../src/monitoring/cluster-page.j
 import { ConfigError } from '../src/shared/errors.js';
 import { redactUrl } from '../src/shared/redact.js';
 import { parseToolArgs, usageExit } from './lib/cli.js';
-import { freePort, redisAnswers, startEphemeralRedis, type LocalRedis } from './lib/local-redis.js';
+import { freePort, redisAnswers, startEphemeralRedis, type LocalRedis } from '../harness/local-redis.js';
 
 const USAGE = `usage: npm run demo [-- --devices <n>] [--ttl-ms <ms>] [--exit]
 

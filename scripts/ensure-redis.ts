@@ -3,7 +3,7 @@
 import { redactUrl } from '../src/shared/redact.js';
 import { describeRedisTarget } from '../src/shared/redis.js';
 import { loadConfigOrExit } from './lib/cli.js';
-import { ensureRedis, RedisServerMissingError } from './lib/local-redis.js';
+import { ensureRedis, RedisServerMissingError } from '../harness/local-redis.js';
 
 const config = loadConfigOrExit();
 const { target } = config.redis;

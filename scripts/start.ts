@@ -9,7 +9,7 @@ import { loadConfigFromProcess } from '../src/config/index.js';
 import { CLUSTER_JSON_PATH, CLUSTER_PAGE_PATH, QUEUES_PATH } from '../src/monitoring/cluster-page.js';
 import { ConfigError } from '../src/shared/errors.js';
 import { redactUrl } from '../src/shared/redact.js';
-import { ensureRedis } from './lib/local-redis.js';
+import { ensureRedis } from '../harness/local-redis.js';
 import { loadConfigOrExit } from './lib/cli.js';
 
 interface App {

@@ -1,8 +1,8 @@
-import { startTestCluster, type TestCluster } from '../../test/helpers/cluster.js';
+import { startTestCluster, type TestCluster } from '../../harness/cluster.js';
+import { sleep } from '../../harness/bench/probe.js';
 import type { BenchContext } from './context.js';
-import { sleep } from './probe.js';
 
-// Real server processes for the multi-process scenarios, on the test helpers' cluster (its own key
+// Real server processes for the multi-process scenarios, on the harness's cluster (its own key
 // prefix and database, simulated WhatsApp), but with production lease timings: the figures are
 // about a cluster as deployed, not as the tests shorten it.
 

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Figure } from './report.js';
+import type { Figure } from '../../harness/bench/report.js';
 
 // The contract between the runner (index.ts) and each scenario.
 

@@ -2,9 +2,9 @@
 // verdict. See the README's reliability section for what is checked and the figures of a full run.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { checkHistory, formatReport } from './checker.js';
-import { parseHistory } from './history.js';
-import { runChaos } from './run.js';
+import { checkHistory, formatReport } from '../../harness/chaos/checker.js';
+import { parseHistory } from '../../harness/chaos/history.js';
+import { runChaos } from '../../harness/chaos/run.js';
 
 const USAGE = `npm run chaos -- [--servers N] [--devices N] [--duration S] [--seed N] [--ttl MS] [--slack MS] [--rate N] [--history FILE]
 npm run chaos -- --check FILE [--ttl MS] [--slack MS]

@@ -14,8 +14,8 @@ import type { ReconnectPolicy } from '../../src/devices/reconnect-policy.js';
 import { createStoreSync, type StoreSync } from '../../src/queues/store-sync.js';
 import { monotonicNow } from '../../src/shared/clock.js';
 import { createStore, type Store } from '../../src/store/index.js';
-import { createTestDatabase, type TestDatabase } from './postgres.js';
-import { useTestRedis, type TestRedis } from './redis.js';
+import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The device layer against real Redis and a real store, wired exactly as main.ts wires it
 // (src/devices/index.ts), for the device tests: a lease claimed for a named server, the guard

@@ -1,5 +1,5 @@
 import type { TestProject } from 'vitest/node';
-import { freePort, redisAnswers, startEphemeralRedis, type LocalRedis } from '../../scripts/lib/local-redis.js';
+import { freePort, redisAnswers, startEphemeralRedis, type LocalRedis } from '../../harness/local-redis.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -9,7 +9,7 @@ declare module 'vitest' {
 
 // Finds the Redis the tests will share, starting a throwaway one when none answers, so `npm test`
 // works for a newcomer with only a redis-server binary. Test files isolate themselves by key
-// prefix (test/helpers/redis.ts), so one Redis serves every file in parallel.
+// prefix (harness/redis.ts), so one Redis serves every file in parallel.
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const configured = process.env.TEST_REDIS_URL ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   const url = new URL(configured);

@@ -14,9 +14,9 @@ import { createRateLimiter } from '../../src/http/rate-limit.js';
 import { createMessageRecords } from '../../src/queues/messages.js';
 import { createOutboundProducer } from '../../src/queues/outbound.js';
 import { createStore, type Store } from '../../src/store/index.js';
-import { createTestDatabase, type TestDatabase } from './postgres.js';
-import { useTestRedis, type TestRedis } from './redis.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
+import { startTcpProxy, type TcpProxy } from '../../harness/tcp-proxy.js';
 
 // The HTTP API served in the test process on a random port, over a real Redis and a real store.
 // It is the same app a server process builds; only the device runtime is absent, so placement

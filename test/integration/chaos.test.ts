@@ -2,10 +2,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { formatReport } from '../../scripts/chaos/checker.js';
-import { parseHistory } from '../../scripts/chaos/history.js';
-import { runChaos } from '../../scripts/chaos/run.js';
-import { FAULT_TYPES } from '../../scripts/chaos/schedule.js';
+import { formatReport } from '../../harness/chaos/checker.js';
+import { parseHistory } from '../../harness/chaos/history.js';
+import { runChaos } from '../../harness/chaos/run.js';
+import { FAULT_TYPES } from '../../harness/chaos/schedule.js';
 
 // The short chaos run (issue 9): 3 real servers, 200 simulated devices, a message load, and every
 // fault type at least once; the checker must find nothing. About 90 s on an idle machine.

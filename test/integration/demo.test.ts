@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it, inject } from 'vitest';
-import { removeKeys } from '../helpers/redis.js';
+import { removeKeys } from '../../harness/redis.js';
 
 // `npm run demo -- --exit`: the whole demo for real (its own store host, three servers, the
 // monitor, devices added through the API, a SIGKILL), ending in the recovery line, exit 0, and

@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startEphemeralRedis, type LocalRedis } from '../../scripts/lib/local-redis.js';
-import { spawnServer, stopAll, type ServerProcess } from '../helpers/processes.js';
+import { freePort, startEphemeralRedis, type LocalRedis } from '../../harness/local-redis.js';
+import { spawnServer, stopAll, type ServerProcess } from '../../harness/processes.js';
 
 // A Redis that may evict could drop a live lease or a fence, and then two servers own one device:
 // a server refuses it before it writes anything. A Redis of this file's own, since the policy is

@@ -1,10 +1,10 @@
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startRedisCluster, startRedisSentinel, type RedisNodeAddress } from '../../scripts/lib/redis-topology.js';
+import { startRedisCluster, startRedisSentinel, type RedisNodeAddress } from '../../harness/redis-topology.js';
 import { listenForExpiredKeys, type ExpiredKeyEvents } from '../../src/cluster/expiry-events.js';
 import { assertNoEviction } from '../../src/shared/eviction-policy.js';
 import { connectRedis, type RedisClient, type RedisTarget } from '../../src/shared/redis.js';
-import { waitUntil } from '../helpers/cluster.js';
+import { waitUntil } from '../../harness/cluster.js';
 
 // Expired-key events come only from the node where the key expired, and only if that node was
 // told to send them: on a Cluster every master must be listened to, and a replica promoted by a

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import type { ServerProcess } from '../helpers/processes.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
+import type { ServerProcess } from '../../harness/processes.js';
 
 // The API on real server processes: any server answers any call, and work for a device reaches
 // whichever server holds it.

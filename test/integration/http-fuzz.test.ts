@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, type TestCluster } from '../helpers/cluster.js';
-import type { ServerProcess } from '../helpers/processes.js';
-import { seededRandom } from '../../scripts/chaos/schedule.js';
+import { startTestCluster, type TestCluster } from '../../harness/cluster.js';
+import type { ServerProcess } from '../../harness/processes.js';
+import { seededRandom } from '../../harness/chaos/schedule.js';
 
 // Thousands of malformed requests against a real server process: every answer must be a 4xx,
 // the process must stay up without an unhandled rejection, and nothing may be written.

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLeaseValue } from '../../src/cluster/lease-store.js';
-import { startTestCluster, waitUntil, type TestCluster } from '../helpers/cluster.js';
+import { startTestCluster, waitUntil, type TestCluster } from '../../harness/cluster.js';
 
 // pm2 restarts a crashed server at once under the same SERVER_ID. Its predecessor's leases are
 // nobody's now (its boot has no connection left in Redis), so the new boot takes them over at

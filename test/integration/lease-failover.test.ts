@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
 
 const TTL = Number(TEST_LEASE_ENV.LEASE_TTL_MS);
 let cluster: TestCluster;

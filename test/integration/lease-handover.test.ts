@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLeaseStore } from '../../src/cluster/lease-store.js';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import { freePort, startEphemeralRedis } from '../../scripts/lib/local-redis.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
+import { freePort, startEphemeralRedis } from '../../harness/local-redis.js';
 
 const TTL = Number(TEST_LEASE_ENV.LEASE_TTL_MS);
 const RENEW = Math.floor(TTL / 3);

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, waitUntil, type TestCluster } from '../helpers/cluster.js';
+import { startTestCluster, waitUntil, type TestCluster } from '../../harness/cluster.js';
 
 const HOLD_MS = 4000;
 const REBALANCE_ENV = { REBALANCE_INTERVAL_MS: '1000', REBALANCE_MIN_HOLD_MS: String(HOLD_MS) };

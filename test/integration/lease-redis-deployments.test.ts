@@ -1,9 +1,9 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedisCluster, startRedisSentinel, type LocalRedisCluster, type LocalRedisSentinel, type RedisNodeAddress } from '../../scripts/lib/redis-topology.js';
+import { startRedisCluster, startRedisSentinel, type LocalRedisCluster, type LocalRedisSentinel, type RedisNodeAddress } from '../../harness/redis-topology.js';
 import { runIdOf } from '../../src/cluster/lease-store.js';
 import type { RedisTarget } from '../../src/shared/redis.js';
-import { startTestCluster, waitUntil, type TestCluster } from '../helpers/cluster.js';
+import { startTestCluster, waitUntil, type TestCluster } from '../../harness/cluster.js';
 
 // The lease core's multi-process behaviour on the two deployments users grow into: a 3-master
 // Redis Cluster (each master with a replica) and Sentinel (a master, a replica, three sentinels),

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
+import { startTcpProxy, type TcpProxy } from '../../harness/tcp-proxy.js';
 
 const TTL = Number(TEST_LEASE_ENV.LEASE_TTL_MS);
 let cluster: TestCluster;

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import type { ServerProcess } from '../helpers/processes.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
+import type { ServerProcess } from '../../harness/processes.js';
 
 // Messages through real server processes and the simulated WhatsApp while devices move mid-run
 // (a server SIGKILLed, a server drained with SIGTERM, a server joining and rebalance moving

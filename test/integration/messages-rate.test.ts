@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, waitUntil, type TestCluster } from '../helpers/cluster.js';
+import { startTestCluster, waitUntil, type TestCluster } from '../../harness/cluster.js';
 
 // Ban protection across real processes: a device limited to N messages a minute (its own limit,
 // set through the API) never has more than N deliveries in any 60-second window of the simulated

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startEphemeralRedis } from '../../scripts/lib/local-redis.js';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
+import { freePort, startEphemeralRedis } from '../../harness/local-redis.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
 
 // Redis loses its data (stopped without persistence, started empty) while messages are still
 // queued: every message answered 202 is still delivered, once, in accept order per device, ahead

@@ -1,8 +1,8 @@
 import parsePrometheusTextFormat, { type PrometheusFamily } from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMetricsAggregate } from '../../src/metrics/aggregate.js';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
+import { startTcpProxy } from '../../harness/tcp-proxy.js';
 
 // GET /metrics on real server processes: the text parses as Prometheus's format, the documented
 // families are there, and the lease, failover and drain counters move as the cluster does. The

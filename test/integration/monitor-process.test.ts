@@ -1,11 +1,11 @@
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../scripts/lib/local-redis.js';
+import { freePort } from '../../harness/local-redis.js';
 import { createStore } from '../../src/store/index.js';
-import { waitUntil } from '../helpers/cluster.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
-import { spawnMonitor, spawnServer, stopAll, type ServerProcess } from '../helpers/processes.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { waitUntil } from '../../harness/cluster.js';
+import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
+import { spawnMonitor, spawnServer, stopAll, type ServerProcess } from '../../harness/processes.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // `npm run monitor` as an operator runs it: a real process that refuses to start without a
 // password (or, in production, with a weak one), says why, and never prints the password.

@@ -13,9 +13,9 @@ import { createMonitoringApp, type MonitoringApp } from '../../src/monitoring/ap
 import type { ClusterSnapshot } from '../../src/monitoring/cluster-state.js';
 import { monotonicNow } from '../../src/shared/clock.js';
 import { createStore, type Store } from '../../src/store/index.js';
-import { waitUntil } from '../helpers/cluster.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { waitUntil } from '../../harness/cluster.js';
+import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The monitoring app in this process, over a real Redis and a real store: the cluster state is
 // written by the real heartbeat and lease scripts, the queues are real BullMQ queues.

@@ -2,10 +2,10 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../scripts/lib/local-redis.js';
+import { freePort } from '../../harness/local-redis.js';
 import { discoverQueueNames } from '../../src/monitoring/queue-board.js';
-import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import { spawnMonitor, type ServerProcess } from '../helpers/processes.js';
+import { startTestCluster, TEST_LEASE_ENV, waitUntil, type TestCluster } from '../../harness/cluster.js';
+import { spawnMonitor, type ServerProcess } from '../../harness/processes.js';
 
 // An operator's view, in a real browser: Debian's chromium driven by playwright-core logs in to
 // the monitor (a real process) of a real two-server cluster, sees the queues on BullBoard, follows

@@ -1,13 +1,13 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { Cluster, Redis } from 'ioredis';
-import { redisAnswers } from '../../scripts/lib/local-redis.js';
+import { redisAnswers } from '../../harness/local-redis.js';
 import {
   startRedisCluster,
   startRedisSentinel,
   type LocalRedisCluster,
   type LocalRedisSentinel,
   type RedisNodeAddress,
-} from '../../scripts/lib/redis-topology.js';
+} from '../../harness/redis-topology.js';
 
 // Proves the harness itself: later suites rely on its failovers being real (the data moved, the old master is
 // gone or demoted) and on stop() leaving nothing behind.

@@ -1,9 +1,9 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../scripts/lib/local-redis.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
-import { spawnServer, stopAll, type ServerProcess } from '../helpers/processes.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { freePort } from '../../harness/local-redis.js';
+import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
+import { spawnServer, stopAll, type ServerProcess } from '../../harness/processes.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // One SERVER_ID, one process: a copied `.env` must not give two live processes one identity, and
 // pm2 restarting a crashed server under its id must not wait for the dead one's TTL.

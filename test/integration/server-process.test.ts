@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../scripts/lib/local-redis.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
-import { spawnServer, stopAll, type ServerProcess } from '../helpers/processes.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { freePort } from '../../harness/local-redis.js';
+import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
+import { spawnServer, stopAll, type ServerProcess } from '../../harness/processes.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // `npm run server` as an operator runs it: a real process, real Redis, a real store.
 

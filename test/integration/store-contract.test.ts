@@ -15,7 +15,7 @@ import {
   type Store,
 } from '../../src/store/index.js';
 import type { StoreRecord } from '../../src/store/types.js';
-import { createTestDatabase } from '../helpers/postgres.js';
+import { createTestDatabase } from '../../harness/postgres.js';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
@@ -144,7 +144,7 @@ async function openTestDatabase(count: number) {
 }
 
 const testDatabase: Target = {
-  // PostgreSQL when one answers (see test/helpers/postgres.ts), else PGlite over the wire.
+  // PostgreSQL when one answers (see harness/postgres.ts), else PGlite over the wire.
   name: 'postgres adapter on createTestDatabase()',
   isolated: true,
   async open() {

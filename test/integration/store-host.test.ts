@@ -5,7 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { freePort } from '../../scripts/lib/local-redis.js';
+import { freePort } from '../../harness/local-redis.js';
 import { hostLockPath } from '../../src/store/host-lock.js';
 import { createPgliteStore } from '../../src/store/pglite.js';
 import {

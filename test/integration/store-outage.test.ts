@@ -2,8 +2,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLeaseValue } from '../../src/cluster/lease-store.js';
 import { STORE_SYNC_SHARDS, storeSyncQueueName } from '../../src/queues/store-sync.js';
-import { startTestCluster, waitUntil, type TestCluster } from '../helpers/cluster.js';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { startTestCluster, waitUntil, type TestCluster } from '../../harness/cluster.js';
+import { startTcpProxy, type TcpProxy } from '../../harness/tcp-proxy.js';
 
 // The store stopped for 30 seconds while a server dies: failover runs on Redis alone, the records
 // of it wait in the write-behind queue, and once the store is back every one of them arrives, in

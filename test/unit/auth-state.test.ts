@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BufferJSON, Curve, proto, type SignalDataTypeMap } from '@whiskeysockets/baileys';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startEphemeralRedis } from '../../scripts/lib/local-redis.js';
+import { freePort, startEphemeralRedis } from '../../harness/local-redis.js';
 import { createClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore } from '../../src/cluster/lease-store.js';
 import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { countRoundTrips, difference } from '../../scripts/bench/probe.js';
-import { BENCH_END, BENCH_START, benchMarkdown, compared, percentile, withBenchSection, type BenchResults } from '../../scripts/bench/report.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { countRoundTrips, difference } from '../../harness/bench/probe.js';
+import { BENCH_END, BENCH_START, benchMarkdown, compared, percentile, withBenchSection, type BenchResults } from '../../harness/bench/report.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
-// The benchmark's own measuring tools (scripts/bench): what they count and compute has to be
+// The benchmark's own measuring tools (harness/bench): what they count and compute has to be
 // right for its figures to mean anything. The figures themselves are never asserted here.
 
 let t: TestRedis;

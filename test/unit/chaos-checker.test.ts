@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { checkHistory, formatReport } from '../../scripts/chaos/checker.js';
-import { formatHistoryLine, parseHistory, type HistoryEvent } from '../../scripts/chaos/history.js';
-import { FAULT_TYPES, faultSchedule } from '../../scripts/chaos/schedule.js';
+import { checkHistory, formatReport } from '../../harness/chaos/checker.js';
+import { formatHistoryLine, parseHistory, type HistoryEvent } from '../../harness/chaos/history.js';
+import { FAULT_TYPES, faultSchedule } from '../../harness/chaos/schedule.js';
 import { waMessageIdFor } from '../../src/queues/messages.js';
 
 // A clean history of two devices through a SIGKILL failover, then each violation planted into it.

@@ -12,9 +12,9 @@ import type { DeviceRuntime } from '../../src/devices/runtime.js';
 import { monotonicNow } from '../../src/shared/clock.js';
 import { duplicateRedis, type Redis } from '../../src/shared/redis.js';
 import { Redis as IORedis } from 'ioredis';
-import { waitUntil } from '../helpers/cluster.js';
-import { removeKeys, useTestRedis, type TestRedis } from '../helpers/redis.js';
-import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { waitUntil } from '../../harness/cluster.js';
+import { removeKeys, useTestRedis, type TestRedis } from '../../harness/redis.js';
+import { startTcpProxy } from '../../harness/tcp-proxy.js';
 
 // The coordinator against a real Redis, one server in this process: its lease scripts, inbox
 // stream and heartbeat are the real ones. The device runtime is a plain object that records what

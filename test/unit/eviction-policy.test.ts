@@ -1,11 +1,11 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startEphemeralRedis, type LocalRedis } from '../../scripts/lib/local-redis.js';
+import { freePort, startEphemeralRedis, type LocalRedis } from '../../harness/local-redis.js';
 import { assertNoEviction, EvictionPolicyError } from '../../src/shared/eviction-policy.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { connectRedis, type RedisClient } from '../../src/shared/redis.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The shared Redis runs with the default noeviction. The refusals need a Redis of this file's own
 // (the shared one's config is not ours to change while other files run on it), with users that

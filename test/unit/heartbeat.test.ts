@@ -5,8 +5,8 @@ import { clockDrift, createHeartbeat } from '../../src/cluster/heartbeat.js';
 import { createClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseGuard } from '../../src/cluster/lease-guard.js';
 import { createLeaseStore } from '../../src/cluster/lease-store.js';
-import { waitUntil } from '../helpers/cluster.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { waitUntil } from '../../harness/cluster.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The heartbeat against a real Redis, with a local clock the test can step.
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createInbox, INBOX_GROUP, INBOX_MAX_LENGTH, parseInboxMessage, type InboxMessage } from '../../src/cluster/inbox.js';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The inbox: every kind of message survives the stream as the reader sees it, and what no reader
 // understands parses to null (dropped) rather than to a half-filled message.

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, RENEW_CHUNK, type LeaseStore } from '../../src/cluster/lease-store.js';
 import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
-import { removeKeys, useTestRedis, type TestRedis } from '../helpers/redis.js';
-import { countRoundTrips } from '../../scripts/bench/probe.js';
+import { removeKeys, useTestRedis, type TestRedis } from '../../harness/redis.js';
+import { countRoundTrips } from '../../harness/bench/probe.js';
 
 // The lease scripts, run directly against a real Redis. Expiry is tested with short real TTLs and
 // polling: fake timers do not move Redis's clock.

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadLuaScript, runLua } from '../../src/shared/lua.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The Lua loader: includes expanded before the content hash, so the registered name changes
 // with an include, and every script in src loads with its includes in place.

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClusterKeys } from '../../src/cluster/keys.js';
 import { createMessageRecords, waMessageIdFor, type MessageRecords } from '../../src/queues/messages.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 import { acceptInRedis } from '../helpers/messages.js';
 
 let t: TestRedis;

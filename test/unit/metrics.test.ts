@@ -5,7 +5,7 @@ import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createMetricsAggregate } from '../../src/metrics/aggregate.js';
 import { createMetrics } from '../../src/metrics/index.js';
 import { SNAPSHOT_PERIODS, startMetricsPublisher } from '../../src/metrics/publish.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The metrics factory, its snapshots in Redis and the cluster aggregate, against real Redis.
 

@@ -6,7 +6,7 @@ import { parseBasicAuth } from '../../src/monitoring/basic-auth.js';
 import { escapeHtml, jsonForScript } from '../../src/monitoring/cluster-page.js';
 import { discoverQueueNames } from '../../src/monitoring/queue-board.js';
 import { ConfigError } from '../../src/shared/errors.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The monitor's start-up rules, its basic-auth parsing, the page's escaping, and queue discovery
 // (against a real Redis with real BullMQ queues).

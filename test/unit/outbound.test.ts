@@ -6,7 +6,7 @@ import { createClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseGuard } from '../../src/cluster/lease-guard.js';
 import { createMessageRecords } from '../../src/queues/messages.js';
 import { createOutbound, PermanentSendError, type MessageSender } from '../../src/queues/outbound.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 import { acceptInRedis } from '../helpers/messages.js';
 
 let t: TestRedis;

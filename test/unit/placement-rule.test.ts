@@ -4,7 +4,7 @@ import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store
 import { fairShares, takesPart, type ServerLoad } from '../../src/cluster/placement/load.js';
 import { planRebalance } from '../../src/cluster/placement/rebalance.js';
 import { createServerDirectory, type ServerDirectory } from '../../src/cluster/server-directory.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // One rule of load (cluster/placement/load.ts): the real placeDevice.lua, placing devices one by
 // one, leaves a cluster that rebalance finds nothing to move in; and a skewed cluster that

@@ -6,8 +6,8 @@ import { createLeaseStore } from '../../src/cluster/lease-store.js';
 import { reseedFences, type RedisResetDeps } from '../../src/cluster/redis-reset.js';
 import { createStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/postgres.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // The re-seed after Redis lost its data, against a real Redis and a real store.
 

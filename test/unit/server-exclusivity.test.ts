@@ -1,12 +1,12 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startEphemeralRedis, type LocalRedis } from '../../scripts/lib/local-redis.js';
+import { freePort, startEphemeralRedis, type LocalRedis } from '../../harness/local-redis.js';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { assertSoleServer, createBootId, isBootAlive, ServerIdInUseError, type SoleServer } from '../../src/cluster/server-exclusivity.js';
 import { createLogger, type Logger } from '../../src/shared/logger.js';
 import { connectRedis, type RedisClient } from '../../src/shared/redis.js';
-import { useTestRedis, type TestRedis } from '../helpers/redis.js';
+import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
 // Against the shared Redis, except where Redis must refuse CLIENT LIST or CLIENT SETNAME: users
 // that cannot, as managed services set them up, live on a Redis of this file's own (the shared

@@ -4,7 +4,7 @@ import { createAuthStateStore, createSnapshotWriter } from '../../src/devices/au
 import { isLinked } from '../../src/devices/auth-state/codec.js';
 import type { DeviceConnector, DeviceSocketEvents, OpenDeviceOptions } from '../../src/devices/connector.js';
 import { createSimulatedConnector, type SimulatedConnectorOptions } from '../../src/devices/simulated/connector.js';
-import { createSimHistoryReader } from '../../scripts/chaos/sim-history.js';
+import { createSimHistoryReader } from '../../harness/chaos/sim-history.js';
 import { createDeviceBed, eventually, silentLog as log, type DeviceBed } from '../helpers/devices.js';
 
 let bed: DeviceBed;

@@ -1,10 +1,10 @@
 import { INBOX_READ_COUNT } from '../../../src/cluster/coordinator.js';
 import { createClusterKeys } from '../../../src/cluster/keys.js';
 import { createLeaseStore } from '../../../src/cluster/lease-store.js';
-import { useTestRedis } from '../../../test/helpers/redis.js';
+import { useTestRedis } from '../../../harness/redis.js';
+import { measured } from '../../../harness/bench/probe.js';
+import { compared, formatNumber, median } from '../../../harness/bench/report.js';
 import type { Scenario } from '../context.js';
-import { measured } from '../probe.js';
-import { compared, formatNumber, median } from '../report.js';
 
 // Devices claimed per second through the claim script as the coordinator calls it (one script
 // call per inbox read, up to INBOX_READ_COUNT placements each, several reads' worth in flight on

@@ -1,7 +1,7 @@
+import { sleep } from '../../../harness/bench/probe.js';
+import { compared, formatNumber, percentile } from '../../../harness/bench/report.js';
 import { addConnected, BENCH_SERVER_ENV, connectedAtOn, startBenchCluster, startServers, waitAllConnected, warningsNote } from '../cluster.js';
 import type { Scenario } from '../context.js';
-import { sleep } from '../probe.js';
-import { compared, formatNumber, percentile } from '../report.js';
 
 // A server holding every device gets SIGTERM (a deploy): time from the signal until each device is
 // connected on one of the two other servers. The yardstick is the simulated connect latency, the

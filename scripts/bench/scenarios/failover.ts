@@ -1,10 +1,10 @@
 import os from 'node:os';
 import { parseLeaseValue } from '../../../src/cluster/lease-store.js';
+import type { TestCluster } from '../../../harness/cluster.js';
+import { sleep } from '../../../harness/bench/probe.js';
+import { compared, formatNumber, percentile } from '../../../harness/bench/report.js';
 import { addConnected, BENCH_SERVER_ENV, connectedAtOn, devicesBy, startBenchCluster, startServers, waitAllConnected, warningsNote } from '../cluster.js';
-import type { TestCluster } from '../../../test/helpers/cluster.js';
 import type { BenchContext, Scenario } from '../context.js';
-import { sleep } from '../probe.js';
-import { compared, formatNumber, percentile } from '../report.js';
 
 // Five real server processes share the devices; one is SIGKILLed. For each of its devices: the time
 // from its last renewal (the heartbeatAt its last heartbeat wrote) to the device reported

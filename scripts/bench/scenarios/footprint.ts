@@ -1,10 +1,10 @@
 import { createClusterKeys } from '../../../src/cluster/keys.js';
 import { createLeaseStore } from '../../../src/cluster/lease-store.js';
-import { useTestRedis } from '../../../test/helpers/redis.js';
+import { useTestRedis } from '../../../harness/redis.js';
+import { residentBytes, redisUsedMemory, sleep } from '../../../harness/bench/probe.js';
+import { compared, formatNumber, median } from '../../../harness/bench/report.js';
 import { addConnected, startBenchCluster, startServers, warningsNote } from '../cluster.js';
 import type { BenchContext, Scenario } from '../context.js';
-import { residentBytes, redisUsedMemory, sleep } from '../probe.js';
-import { compared, formatNumber, median } from '../report.js';
 
 // Memory: one server process holding 1,000 and then 10,000 devices on the simulated connector,
 // against the same process holding none; Redis memory per held device (every key a device has,

@@ -1,11 +1,11 @@
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import type { TestCluster } from '../../../test/helpers/cluster.js';
-import { useTestRedis } from '../../../test/helpers/redis.js';
+import type { TestCluster } from '../../../harness/cluster.js';
+import { useTestRedis } from '../../../harness/redis.js';
+import { sleep } from '../../../harness/bench/probe.js';
+import { compared, formatNumber, percentile } from '../../../harness/bench/report.js';
 import { addConnected, BENCH_SERVER_ENV, startBenchCluster, startServers, warningsNote } from '../cluster.js';
 import type { BenchContext, Scenario } from '../context.js';
-import { sleep } from '../probe.js';
-import { compared, formatNumber, percentile } from '../report.js';
 
 // Outbound messages end to end: posted to the HTTP API of three real servers (any server accepts
 // any device's message), queued on the device's BullMQ queue, sent by the device's owner through

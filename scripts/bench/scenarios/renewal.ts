@@ -4,10 +4,10 @@ import { createClusterKeys } from '../../../src/cluster/keys.js';
 import { createLeaseGuard } from '../../../src/cluster/lease-guard.js';
 import { createLeaseStore, RENEW_CHUNK, type HeldLease } from '../../../src/cluster/lease-store.js';
 import { monotonicNow } from '../../../src/shared/clock.js';
-import { useTestRedis } from '../../../test/helpers/redis.js';
+import { useTestRedis } from '../../../harness/redis.js';
+import { countRoundTrips, difference, redisCpuSeconds, sleep } from '../../../harness/bench/probe.js';
+import { compared, formatNumber, median, type Figure } from '../../../harness/bench/report.js';
 import type { Scenario } from '../context.js';
-import { countRoundTrips, difference, redisCpuSeconds, sleep } from '../probe.js';
-import { compared, formatNumber, median, type Figure } from '../report.js';
 
 // The cost of a heartbeat: the real one (src/cluster/heartbeat.ts), on one connection that counts
 // what it sends, renewing 1,000, 10,000 and 50,000 leases of one server; against one raw

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
-import { createClusterKeys } from '../../src/cluster/keys.js';
-import { adoptFreshRedis } from '../../src/cluster/redis-reset.js';
-import { connectRedis, scanKeys, type Redis, type RedisClient, type RedisTarget } from '../../src/shared/redis.js';
+import { createClusterKeys } from '../src/cluster/keys.js';
+import { adoptFreshRedis } from '../src/cluster/redis-reset.js';
+import { connectRedis, scanKeys, type Redis, type RedisClient, type RedisTarget } from '../src/shared/redis.js';
 
 /** `C`: a standalone Redis unless the test asked for a Sentinel or Cluster deployment. */
 export interface TestRedis<C extends RedisClient = Redis> {

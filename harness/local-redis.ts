@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { resolve } from 'node:path';
-import { redactUrl } from '../../src/shared/redact.js';
+import { redactUrl } from '../src/shared/redact.js';
 
 // Starting a local Redis for newcomers and for tests: the README promises that `npm start` and
 // `npm test` work on a machine that has only Node.js and a redis-server binary.

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import pino from 'pino';
-import { redactUrl } from '../../src/shared/redact.js';
-import { startStoreHost } from '../../src/store/host.js';
+import { redactUrl } from '../src/shared/redact.js';
+import { startStoreHost } from '../src/store/host.js';
 
 export interface TestDatabase {
   /** postgres:// URL of a database nobody else uses. */

@@ -1,16 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import pino from 'pino';
-import { freePort } from '../../scripts/lib/local-redis.js';
-import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
-import { parseLeaseValue } from '../../src/cluster/lease-store.js';
-import type { RedisClient, RedisTarget } from '../../src/shared/redis.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import { createClusterKeys, type ClusterKeys } from '../src/cluster/keys.js';
+import { parseLeaseValue } from '../src/cluster/lease-store.js';
+import type { RedisClient, RedisTarget } from '../src/shared/redis.js';
+import { createStore, type Store } from '../src/store/index.js';
+import { freePort } from './local-redis.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 import { spawnServer, stopAll, type ServerProcess } from './processes.js';
 import { useTestRedis, type TestRedis } from './redis.js';
 
 // A cluster of real server processes on loopback, with its own key prefix and its own database,
-// for the multi-process tests (failover, drain, split-brain, Redis data loss).
+// for the multi-process tests (failover, drain, split-brain, Redis data loss), the chaos run and
+// the benchmarks.
 
 export interface TestCluster {
   redis: TestRedis<RedisClient>;
@@ -108,7 +109,7 @@ export async function startTestCluster(options: { redis?: string | RedisTarget; 
     },
     async addDevices(count) {
       const userId = randomUUID();
-      const ids: string[] = new Array(count);
+      const ids = new Array<string>(count);
       // As many at a time as the store's pool has connections: thousands of devices (the
       // benchmarks) are created in seconds rather than a minute.
       let next = 0;
