@@ -75,6 +75,8 @@ export interface Config {
       qrIntervalMs: number;
     };
   };
+  /** Requests to URLs a user gave (media, webhooks): the guarded client's rules (src/shared/guarded-http.ts). */
+  outboundHttp: { allowPrivate: boolean; timeoutMs: number; maxBytes: number };
   /** How often backend_servers.current_load and last_health_check are refreshed. */
   storeHealthIntervalMs: number;
   shutdownTimeoutMs: number;
@@ -196,6 +198,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: Conf
         qrIntervalMs: e.SIM_QR_INTERVAL_MS,
       },
     },
+    outboundHttp: { allowPrivate: e.OUTBOUND_ALLOW_PRIVATE === 'true', timeoutMs: e.OUTBOUND_TIMEOUT_MS, maxBytes: e.OUTBOUND_MAX_BYTES },
     storeHealthIntervalMs: e.STORE_HEALTH_INTERVAL_MS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
   };
@@ -261,6 +264,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     store,
     lease: config.lease,
     devices: { driver: config.devices.driver, reconnect: config.devices.reconnect },
+    outboundHttp: config.outboundHttp,
     internalApiKey: config.internalApiKey ? 'set' : 'unset',
     adminPassword: config.monitoring.adminPassword ? 'set' : 'unset',
   };

@@ -113,6 +113,18 @@ export const envSchema = z
     MESSAGE_RETENTION_DAYS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(90).default(7),
     IDEMPOTENCY_WINDOW_HOURS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(720).default(24),
 
+    // Requests to URLs a user gave (media to send, later webhooks): src/shared/guarded-http.ts.
+    OUTBOUND_ALLOW_PRIVATE: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
+    OUTBOUND_TIMEOUT_MS: positiveMs(100).max(600_000, 'must be at most 600000 ms').default(10_000),
+    // 16 MiB covers WhatsApp's limit for images and videos; documents (up to 100 MB on WhatsApp)
+    // need more. The whole body is held in memory while it is sent, hence the ceiling.
+    OUTBOUND_MAX_BYTES: z.coerce
+      .number({ error: 'must be a number of bytes' })
+      .int('must be a whole number of bytes')
+      .min(1024, 'must be at least 1024 bytes')
+      .max(104_857_600, 'must be at most 104857600 bytes (100 MiB)')
+      .default(16_777_216),
+
     REDIS_URL: redisUrl.optional(),
     UPSTASH_REDIS_URL: redisUrl.optional(),
     REDIS_SENTINELS: hostPortList.optional(),

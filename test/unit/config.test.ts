@@ -39,6 +39,7 @@ describe('loadConfig', () => {
       baileys: { waWebSocketUrl: undefined, connectTimeoutMs: 20_000, logLevel: 'warn' },
       simulated: { connectLatencyMs: 50, keepAliveTimeoutMs: 6666, dropPerMinute: 0, scanAfterCodes: 1, qrIntervalMs: 1000 },
     });
+    expect(config.outboundHttp).toEqual({ allowPrivate: false, timeoutMs: 10_000, maxBytes: 16_777_216 });
     expect(config.nodeEnv).toBe('development');
   });
 
@@ -160,6 +161,17 @@ describe('loadConfig', () => {
     expect(problems.find((p) => p.startsWith('DEVICE_DRIVER'))).toBe('DEVICE_DRIVER: must be baileys or simulated');
     expect(problemsOf({ ...base, DEVICE_RECONNECT_BASE_MS: '5000', DEVICE_RECONNECT_CAP_MS: '1000' })).toEqual([
       'DEVICE_RECONNECT_BASE_MS: must not exceed DEVICE_RECONNECT_CAP_MS (1000 ms)',
+    ]);
+  });
+
+  it('reads the rules of requests to user-given URLs, and says them at start-up', () => {
+    const config = loadConfig({ ...base, OUTBOUND_ALLOW_PRIVATE: 'true', OUTBOUND_TIMEOUT_MS: '2500', OUTBOUND_MAX_BYTES: '104857600' });
+    expect(config.outboundHttp).toEqual({ allowPrivate: true, timeoutMs: 2500, maxBytes: 104_857_600 });
+    expect(describeConfig(config).outboundHttp).toEqual({ allowPrivate: true, timeoutMs: 2500, maxBytes: 104_857_600 });
+    expect(problemsOf({ ...base, OUTBOUND_ALLOW_PRIVATE: 'yes', OUTBOUND_TIMEOUT_MS: '50', OUTBOUND_MAX_BYTES: '104857601' })).toEqual([
+      'OUTBOUND_ALLOW_PRIVATE: must be true or false',
+      'OUTBOUND_TIMEOUT_MS: must be at least 100 ms',
+      'OUTBOUND_MAX_BYTES: must be at most 104857600 bytes (100 MiB)',
     ]);
   });
 
