@@ -71,10 +71,10 @@ export interface DeviceSocket {
    * (a resend after a crash carries the same id, and WhatsApp drops ids it has seen). Absent on a
    * socket that cannot send (still linking).
    */
-  send?(message: SendableMessage, waMessageId: string): Promise<void>;
+  send?(message: SocketMessage, waMessageId: string): Promise<void>;
 }
 
-/** What a socket sends: a text, or a media message by URL (image, video, document). */
+/** What the runtime is asked to send: a text, or a media message by URL (image, video, document). */
 export interface SendableMessage {
   /** A phone number (digits, optional +) or a JID. */
   to: string;
@@ -84,6 +84,9 @@ export interface SendableMessage {
   caption?: string | undefined;
   fileName?: string | undefined;
 }
+
+/** What a socket sends: the media as bytes the runtime downloaded (src/devices/media.ts), never a URL. */
+export type SocketMessage = Omit<SendableMessage, 'mediaUrl'> & { media?: Buffer | undefined };
 
 /** A phone number becomes a user JID; a JID stays as it is. */
 export function toJid(to: string): string {

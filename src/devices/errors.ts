@@ -34,3 +34,17 @@ export class DeviceNotConnectedError extends WafleetError {
     super('device_not_connected', `device ${deviceId} cannot send now: ${why}`);
   }
 }
+
+/**
+ * A message's media could not be downloaded from its mediaUrl. `permanent`: asking again cannot
+ * help (a refused address, a body over the cap, a link that is gone); otherwise it may pass.
+ */
+export class MediaDownloadError extends WafleetError {
+  constructor(
+    readonly permanent: boolean,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super('media_download_failed', message, options);
+  }
+}

@@ -4,23 +4,28 @@ import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';
 import type { Config } from '../config/index.js';
+import { createGuardedHttpClient } from '../shared/guarded-http.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
 import { createAuthStateStore } from './auth-state/auth-state.js';
 import { createBaileysConnector } from './baileys/connector.js';
 import { createCodePublisher } from './codes.js';
 import type { DeviceConnector } from './connector.js';
+import { createMediaDownloader } from './media.js';
 import type { DeviceRecorder } from './recorder.js';
 import { createDeviceRetirer } from './retire.js';
 import { createDeviceRuntime, type DeviceRuntime } from './runtime.js';
 import { createSimulatedConnector } from './simulated/connector.js';
 
 // Wires the device layer from the server's parts: the connector DEVICE_DRIVER names, the shared
-// auth state, the code publisher, and the runtime with its sinks into Redis and the store. The
+// auth state, the code publisher, the guarded media download, and the runtime with its sinks
+// into Redis and the store. The
 // composition root (main.ts) calls it; tests call it too, so they run the same wiring.
 
 export interface DevicesOptions {
   settings: Config['devices'];
+  /** The rules of the guarded client that downloads media (src/shared/guarded-http.ts). */
+  outboundHttp: Config['outboundHttp'];
   redis: Redis;
   /** A connection the simulated connector may put into subscriber mode. */
   subscriber: Redis;
@@ -76,6 +81,7 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
       return lease && { serverId: lease.serverId, ...(lease.bootId ? { bootId: lease.bootId } : {}), token: lease.token };
     },
     retire: createDeviceRetirer({ store, leases, guard, recorder, serverId, holder, log: log.child({ module: 'devices' }) }),
+    downloadMedia: createMediaDownloader(createGuardedHttpClient(options.outboundHttp)),
   });
   return { connector, runtime };
 }

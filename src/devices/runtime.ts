@@ -8,8 +8,9 @@ import type { DeviceStatus } from '../store/types.js';
 import type { AuthStateStore, DeviceAuthState } from './auth-state/auth-state.js';
 import { isLinked } from './auth-state/codec.js';
 import type { CodePublisher } from './codes.js';
-import type { DeviceConnector, DeviceSocket, DeviceSocketEvents, LinkMethod, SendableMessage } from './connector.js';
+import type { DeviceConnector, DeviceSocket, DeviceSocketEvents, LinkMethod, SendableMessage, SocketMessage } from './connector.js';
 import { AuthStateFencedError, DeviceNotConnectedError } from './errors.js';
+import type { MediaDownloader } from './media.js';
 import { backoffDelay, closeAction, DEFAULT_RECONNECT_POLICY, type ReconnectPolicy } from './reconnect-policy.js';
 
 // Runs the sockets of the devices this server holds. It opens a socket only under a lease the
@@ -56,6 +57,8 @@ export interface DeviceRuntimeOptions {
    * it again) and releases the lease. Called after the final status is written, under the lease.
    */
   retire(deviceId: string, token: number, retirement: Retirement): Promise<void>;
+  /** Fetches a message's media (through the guarded client) before its socket sends it. */
+  downloadMedia: MediaDownloader;
   policy?: Partial<ReconnectPolicy>;
   random?: () => number;
   clock?: MonotonicClock;
@@ -77,8 +80,9 @@ export interface DeviceRunState {
 /** The lease core starts, stops and logs out devices through the DeviceRunner part. */
 export interface DeviceRuntime extends DeviceRunner {
   /**
-   * Sends through the device's connected socket, under `token`. Throws DeviceNotConnectedError
-   * (retry later) when the device is not running here with that token or is not connected.
+   * Sends through the device's connected socket, under `token`, media downloaded first. Throws
+   * DeviceNotConnectedError (retry later) when the device is not running here with that token or
+   * is not connected, MediaDownloadError when the media cannot be had.
    */
   send(deviceId: string, token: number, message: SendableMessage, waMessageId: string): Promise<void>;
   /** Devices with an open, connected socket. */
@@ -129,7 +133,7 @@ interface Running {
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntime {
-  const { connector, guard, serverId, bootId, log, recordStatus, recordEvent, authStates, codes } = options;
+  const { connector, guard, serverId, bootId, log, recordStatus, recordEvent, authStates, codes, downloadMedia } = options;
   const policy: ReconnectPolicy = { ...DEFAULT_RECONNECT_POLICY, ...options.policy };
   const random = options.random ?? Math.random;
   const clock = options.clock ?? monotonicNow;
@@ -476,6 +480,16 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     }
   };
 
+  /** The connected socket's send under `token`; throws DeviceNotConnectedError (retry later), or the guard's refusal. */
+  const connectedSend = (deviceId: string, token: number): NonNullable<DeviceSocket['send']> => {
+    const entry = devices.get(deviceId);
+    if (!entry || entry.token !== token) throw new DeviceNotConnectedError(deviceId, 'not running here under this lease');
+    const socket = entry.socket;
+    if (!entry.connected || !socket?.send) throw new DeviceNotConnectedError(deviceId, 'not connected');
+    guard.check(deviceId, token);
+    return (message, waMessageId) => socket.send!(message, waMessageId);
+  };
+
   /** Marks the device stopped (its socket's events are ignored from now on); true the first time. */
   const halt = (entry: Running): boolean => {
     const first = !entry.stopped;
@@ -534,11 +548,13 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       open(entry);
     },
     async send(deviceId, token, message, waMessageId) {
-      const entry = devices.get(deviceId);
-      if (!entry || entry.token !== token) throw new DeviceNotConnectedError(deviceId, 'not running here under this lease');
-      if (!entry.connected || !entry.socket?.send) throw new DeviceNotConnectedError(deviceId, 'not connected');
-      guard.check(deviceId, token);
-      await entry.socket.send(message, waMessageId);
+      // Checked before the download too: a device that cannot send here fetches nothing.
+      connectedSend(deviceId, token);
+      const { mediaUrl, ...content } = message;
+      // Downloaded here, for both drivers, so no socket ever fetches a user's URL itself.
+      const outgoing: SocketMessage = mediaUrl ? { ...content, media: await downloadMedia(mediaUrl) } : content;
+      // The download takes a while: the socket, or the lease, may have gone meanwhile.
+      await connectedSend(deviceId, token)(outgoing, waMessageId);
     },
 
     async stop(deviceId, reason) {

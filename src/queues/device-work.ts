@@ -1,5 +1,6 @@
+import { MediaDownloadError } from '../devices/errors.js';
 import type { DeviceRuntime } from '../devices/runtime.js';
-import type { MessageSender, Outbound } from './outbound.js';
+import { PermanentSendError, type MessageSender, type Outbound } from './outbound.js';
 
 /**
  * The runtime the coordinator drives, with each device's outbound worker following its socket:
@@ -40,13 +41,25 @@ export function withOutboundWork(runtime: DeviceRuntime, outbound: Outbound): De
   };
 }
 
-/** The runtime as outbound's sender: a device is ready when it runs under the token, connected. */
+/**
+ * The runtime as outbound's sender: a device is ready when it runs under the token, connected. A
+ * media download the runtime calls hopeless is a permanent send error.
+ */
 export function runtimeSender(runtime: Pick<DeviceRuntime, 'describe' | 'send'>): MessageSender {
   return {
     ready: (deviceId, token) => {
       const state = runtime.describe(deviceId);
       return state !== null && state.token === token && state.connected;
     },
-    send: (deviceId, token, message, waMessageId) => runtime.send(deviceId, token, message, waMessageId),
+    async send(deviceId, token, message, waMessageId) {
+      try {
+        await runtime.send(deviceId, token, message, waMessageId);
+      } catch (err) {
+        // A refused media link (a private address, a body over the cap, a link that is gone) is
+        // refused on every attempt: the message fails now with the reason.
+        if (err instanceof MediaDownloadError && err.permanent) throw new PermanentSendError(err.message);
+        throw err;
+      }
+    },
   };
 }

@@ -143,6 +143,7 @@ export async function startTestServer(
   const leases = createLeaseStore({ redis, keys: bed.keys });
   const devices = await createDevices({
     settings,
+    outboundHttp: config.outboundHttp,
     redis,
     subscriber,
     keys: bed.keys,

@@ -145,10 +145,10 @@ export function createBaileysConnector(options: BaileysConnectorOptions): Device
             message.type === 'text'
               ? { text: message.text ?? '' }
               : message.type === 'image'
-                ? { image: { url: message.mediaUrl! }, caption: message.caption }
+                ? { image: message.media!, caption: message.caption }
                 : message.type === 'video'
-                  ? { video: { url: message.mediaUrl! }, caption: message.caption }
-                  : { document: { url: message.mediaUrl! }, fileName: message.fileName ?? 'document', mimetype: 'application/octet-stream', caption: message.caption };
+                  ? { video: message.media!, caption: message.caption }
+                  : { document: message.media!, fileName: message.fileName ?? 'document', mimetype: 'application/octet-stream', caption: message.caption };
           await sock.sendMessage(toJid(message.to), content, { messageId: waMessageId });
         },
       };

@@ -233,7 +233,7 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
           },
           async send(message, waMessageId) {
             guard();
-            const entryJson = JSON.stringify({ waMessageId, to: message.to, type: message.type, text: message.text ?? null, serverId, token });
+            const entryJson = JSON.stringify({ waMessageId, to: message.to, type: message.type, text: message.text ?? null, mediaBytes: message.media?.length ?? null, serverId, token });
             const delivered = await runLua<number>(
               redis,
               scripts.send,
