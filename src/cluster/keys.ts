@@ -88,6 +88,22 @@ export interface ClusterKeys {
   qrCode(deviceId: string): string;
   /** string JSON `{pairingCode, expiresAt, round}`, PX TTL: the device's latest pairing code */
   pairingCode(deviceId: string): string;
+  /**
+   * string, PX retention: the last sequence number handed to an event of the device (events'
+   * numbers are gap-free per device); refreshed with every event, so an idle device's goes
+   */
+  eventSeq(deviceId: string): string;
+  /**
+   * stream of the device's events, entry id `<sequence>-0`, PX retention (refreshed with every
+   * event); capped at a maximum length, and entries older than the retention are trimmed as new
+   * ones arrive
+   */
+  events(deviceId: string): string;
+  /**
+   * string, PX dedup window: the sequence the event with this id got; while it lives, the same
+   * event appended again (a redelivery after failover, a retried append) is dropped
+   */
+  eventId(eventId: string): string;
   /** Simulated WhatsApp: set of WhatsApp message ids the device has delivered (drops repeats) */
   simSeen(deviceId: string): string;
   /** Simulated WhatsApp: list of the device's delivered messages, oldest first (JSON) */
@@ -149,6 +165,9 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     authState: (deviceId: string) => `${tag}:auth:${deviceId}`,
     qrCode: (deviceId: string) => `${tag}:qr:${deviceId}`,
     pairingCode: (deviceId: string) => `${tag}:pairing:${deviceId}`,
+    eventSeq: (deviceId: string) => `${tag}:event-seq:${deviceId}`,
+    events: (deviceId: string) => `${tag}:events:${deviceId}`,
+    eventId: (eventId: string) => `${tag}:event-id:${eventId}`,
     simPairings: `${tag}:sim:pairings`,
     simHistory: `${tag}:sim:history`,
     simSeen: (deviceId: string) => `${tag}:sim:seen:${deviceId}`,
