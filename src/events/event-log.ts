@@ -1,0 +1,87 @@
+import type { Counter } from 'prom-client';
+import type { ClusterKeys } from '../cluster/keys.js';
+import { loadLuaScript, runLua } from '../shared/lua.js';
+import type { RedisClient as Redis } from '../shared/redis.js';
+
+// Each device's inbound events (messages, acks, status changes, codes) in a Redis stream, in the
+// order its lease holder saw them, numbered 1, 2, 3... without gaps so a reader resuming "after
+// N" (the pull API, SSE's Last-Event-ID) notices anything it missed. Only the lease holder
+// appends, and an event already appended is dropped: see lua/appendEvent-4.lua.
+
+const appendScript = loadLuaScript(new URL('./lua/', import.meta.url), 'appendEvent-4.lua');
+
+export type EventType = 'message.received' | 'message.ack' | 'device.status' | 'device.qr' | 'device.pairing_code';
+
+export interface WafleetEvent {
+  /** Deterministic, from what happened (eventIdFor in ids.ts). */
+  id: string;
+  type: EventType;
+  /** Stored as JSON; `undefined` becomes null. */
+  data: unknown;
+}
+
+export interface LoggedEvent extends WafleetEvent {
+  sequence: number;
+  /** When the log accepted it: Redis's clock, ms since the epoch. */
+  at: number;
+}
+
+export type AppendOutcome = { outcome: 'appended' | 'duplicate'; sequence: number } | { outcome: 'stale' };
+
+/** What the log counts; metrics/ registers it (a declared need, as cluster/ declares LeaseMetrics). */
+export interface EventLogMetrics {
+  /** Events refused because the appender no longer held the device's lease. */
+  readonly staleEvents: Counter;
+}
+
+export interface EventLogOptions {
+  redis: Redis;
+  keys: ClusterKeys;
+  metrics: EventLogMetrics;
+  /** How long an event id is remembered, so its repeats are dropped. */
+  dedupMs: number;
+  /** Entries a device's stream keeps at most. */
+  maxLength: number;
+  /** Entries older than this are trimmed; at least dedupMs, so a marker never outlives its numbering. */
+  retentionMs: number;
+}
+
+export interface EventLog {
+  /**
+   * Appends the event unless `holderLeaseValue` (`serverId@bootId:token`) is no longer the
+   * device's lease (`stale`, nothing written) or the id was appended within the dedup window
+   * (`duplicate`, with the sequence it got then).
+   */
+  append(deviceId: string, holderLeaseValue: string, event: WafleetEvent): Promise<AppendOutcome>;
+  /** Up to `limit` events with a sequence above `afterSequence`, oldest first (0: from the start). */
+  read(deviceId: string, afterSequence: number, limit: number): Promise<LoggedEvent[]>;
+}
+
+type AppendReply = ['appended' | 'duplicate', number] | ['stale'];
+
+export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, retentionMs }: EventLogOptions): EventLog {
+  return {
+    async append(deviceId, holderLeaseValue, { id, type, data }) {
+      const reply = await runLua<AppendReply>(
+        redis,
+        appendScript,
+        [keys.lease(deviceId), keys.eventId(id), keys.eventSeq(deviceId), keys.events(deviceId)],
+        [holderLeaseValue, id, type, JSON.stringify(data ?? null), dedupMs, maxLength, retentionMs],
+      );
+      if (reply[0] === 'stale') {
+        metrics.staleEvents.inc();
+        return { outcome: 'stale' };
+      }
+      return { outcome: reply[0], sequence: reply[1] };
+    },
+
+    async read(deviceId, afterSequence, limit) {
+      const entries = await redis.xrange(keys.events(deviceId), `(${afterSequence}-0`, '+', 'COUNT', limit);
+      return entries.map(([entryId, fields]) => {
+        // The fields in the order appendEvent-4.lua writes them.
+        const [, id, , type, , at, , data] = fields as [string, string, string, EventType, string, string, string, string];
+        return { sequence: Number(entryId.slice(0, entryId.indexOf('-'))), id, type, at: Number(at), data: JSON.parse(data) as unknown };
+      });
+    },
+  };
+}
