@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { LeaseMetrics } from '../cluster/metrics.js';
+import type { EventLogMetrics } from '../events/event-log.js';
 import { DEVICE_STATUSES } from '../store/types.js';
 
 // Prometheus metrics of one server process. One Registry per process, made by the composition
@@ -60,7 +61,7 @@ export interface MetricSources {
   storeSyncLagSeconds?: () => Promise<number | null>;
 }
 
-export interface Metrics extends LeaseMetrics {
+export interface Metrics extends LeaseMetrics, EventLogMetrics {
   readonly registry: Registry;
   readonly contentType: string;
   /** Prometheus text of this server's metrics. */
@@ -228,6 +229,11 @@ export function createMetrics({ serverId, processMetrics = true }: MetricsOption
     messagesFailed: new Counter({
       name: 'wafleet_messages_failed_total',
       help: 'Outbound messages that failed for good on this server (permanent error or attempts used up)',
+      registers,
+    }),
+    staleEvents: new Counter({
+      name: 'wafleet_events_stale_total',
+      help: "Inbound events refused because this server no longer held the device's lease",
       registers,
     }),
   };

@@ -33,6 +33,7 @@ const DOCUMENTED = [
   'wafleet_queue_jobs_processed_total',
   'wafleet_messages_sent_total',
   'wafleet_messages_failed_total',
+  'wafleet_events_stale_total',
   'wafleet_store_sync_lag_seconds',
   'wafleet_process_cpu_seconds_total',
 ];
