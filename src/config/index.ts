@@ -40,6 +40,8 @@ export interface Config {
     retentionMs: number;
     idempotencyMs: number;
   };
+  /** Inbound events: the per-device log in Redis (src/events/event-log.ts). */
+  events: { dedupMs: number; maxLength: number; retentionMs: number };
   http: {
     corsOrigins: string[];
     trustProxy: boolean;
@@ -154,6 +156,11 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: Conf
       attempts: e.MESSAGE_ATTEMPTS,
       retentionMs: e.MESSAGE_RETENTION_DAYS * 86_400_000,
       idempotencyMs: e.IDEMPOTENCY_WINDOW_HOURS * 3_600_000,
+    },
+    events: {
+      dedupMs: e.EVENTS_DEDUP_HOURS * 3_600_000,
+      maxLength: e.EVENTS_STREAM_MAX_LENGTH,
+      retentionMs: e.EVENTS_RETENTION_HOURS * 3_600_000,
     },
     http: {
       corsOrigins: e.CORS_ORIGINS,

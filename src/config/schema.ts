@@ -18,6 +18,12 @@ const positiveMs = (min: number) =>
     .int('must be a whole number of milliseconds')
     .min(min, `must be at least ${min} ms`);
 
+const hours = z.coerce
+  .number({ error: 'must be a number of hours' })
+  .int('must be a whole number of hours')
+  .min(1, 'must be at least 1 hour')
+  .max(720, 'must be at most 720 hours (30 days)');
+
 const urlWith = (protocols: string[], message: string) =>
   z.string().refine((value) => {
     try {
@@ -112,6 +118,16 @@ export const envSchema = z
     MESSAGE_ATTEMPTS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(100).default(5),
     MESSAGE_RETENTION_DAYS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(90).default(7),
     IDEMPOTENCY_WINDOW_HOURS: z.coerce.number({ error: 'must be a number' }).int().min(1).max(720).default(24),
+
+    // Inbound events (src/events/): each device's stream in Redis, capped by length and by age.
+    EVENTS_DEDUP_HOURS: hours.default(24),
+    EVENTS_STREAM_MAX_LENGTH: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(100, 'must be at least 100')
+      .max(1_000_000, 'must be at most 1000000')
+      .default(10_000),
+    EVENTS_RETENTION_HOURS: hours.default(72),
 
     // Requests to URLs a user gave (media to send, later webhooks): src/shared/guarded-http.ts.
     OUTBOUND_ALLOW_PRIVATE: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
@@ -242,6 +258,15 @@ export const envSchema = z
         code: 'custom',
         path: ['DEVICE_RECONNECT_BASE_MS'],
         message: `must not exceed DEVICE_RECONNECT_CAP_MS (${env.DEVICE_RECONNECT_CAP_MS} ms)`,
+      });
+    }
+    // A dedup marker answers with its event's sequence, so it must not outlive the numbering:
+    // after an idle retention the device's numbering starts again at 1.
+    if (env.EVENTS_RETENTION_HOURS < env.EVENTS_DEDUP_HOURS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['EVENTS_RETENTION_HOURS'],
+        message: `must be at least EVENTS_DEDUP_HOURS (${env.EVENTS_DEDUP_HOURS}): an event id is remembered no longer than its event is kept`,
       });
     }
     if (env.MESSAGE_DELAY_MIN_MS > env.MESSAGE_DELAY_MAX_MS) {

@@ -175,6 +175,22 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('reads the event log windows and caps; a dedup window longer than the retention is refused', () => {
+    expect(loadConfig(base).events).toEqual({ dedupMs: 86_400_000, maxLength: 10_000, retentionMs: 259_200_000 });
+    expect(loadConfig({ ...base, EVENTS_DEDUP_HOURS: '48', EVENTS_RETENTION_HOURS: '48', EVENTS_STREAM_MAX_LENGTH: '500' }).events).toEqual({
+      dedupMs: 172_800_000,
+      maxLength: 500,
+      retentionMs: 172_800_000,
+    });
+    expect(problemsOf({ ...base, EVENTS_RETENTION_HOURS: '12' })).toEqual([
+      'EVENTS_RETENTION_HOURS: must be at least EVENTS_DEDUP_HOURS (24): an event id is remembered no longer than its event is kept',
+    ]);
+    expect(problemsOf({ ...base, EVENTS_DEDUP_HOURS: '0.5', EVENTS_STREAM_MAX_LENGTH: '10' })).toEqual([
+      'EVENTS_DEDUP_HOURS: must be a whole number of hours',
+      'EVENTS_STREAM_MAX_LENGTH: must be at least 100',
+    ]);
+  });
+
   it('treats blank values as unset', () => {
     expect(loadConfig({ ...base, PORT: '', LOG_LEVEL: '  ' }).server.port).toBe(3000);
   });
