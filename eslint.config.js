@@ -72,6 +72,23 @@ export default tseslint.config(
     },
   },
   {
+    // The event log sits on the lease core alone: the layers above hand it events and read them.
+    files: ['src/events/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/devices/*', '**/queues/*', '**/metrics/*', '**/http/*', '**/monitoring/*', '**/store/*', '**/config/*'],
+              message: 'src/events/ imports only src/cluster/ and src/shared/; it declares what else it needs.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // Plain JavaScript (this file, the pm2 ecosystem) is not in the TypeScript project.
     files: ['**/*.js', '**/*.cjs', '**/*.mjs'],
     extends: [tseslint.configs.disableTypeChecked],
