@@ -85,7 +85,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages };
     await ensureMarker(resetDeps);
 
-    const devices = { settings: config.devices, outboundHttp: config.outboundHttp, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log };
+    const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log };
     const { connector, runtime: deviceRuntime } = await createDevices(devices);
     cleanups.push({ name: 'connector', run: () => connector.close() });
 

@@ -68,7 +68,8 @@ export interface Config {
     reconnect: { backoffBaseMs: number; backoffCapMs: number; conflictLimit: number; conflictWindowMs: number; qrMaxRounds: number };
     /** The store's session snapshot trails Redis by at most this long. */
     sessionSnapshotDelayMs: number;
-    baileys: { waWebSocketUrl: string | undefined; connectTimeoutMs: number; logLevel: Env['BAILEYS_LOG_LEVEL'] };
+    /** historySync: messages of a chat history WhatsApp syncs to a newly linked device become events too (EVENTS_HISTORY_SYNC). */
+    baileys: { waWebSocketUrl: string | undefined; connectTimeoutMs: number; logLevel: Env['BAILEYS_LOG_LEVEL']; historySync: boolean };
     simulated: {
       connectLatencyMs: number;
       keepAliveTimeoutMs: number;
@@ -196,7 +197,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: Conf
         qrMaxRounds: e.DEVICE_QR_MAX_ROUNDS,
       },
       sessionSnapshotDelayMs: e.SESSION_SNAPSHOT_DELAY_MS,
-      baileys: { waWebSocketUrl: e.BAILEYS_WS_URL, connectTimeoutMs: e.BAILEYS_CONNECT_TIMEOUT_MS, logLevel: e.BAILEYS_LOG_LEVEL },
+      baileys: { waWebSocketUrl: e.BAILEYS_WS_URL, connectTimeoutMs: e.BAILEYS_CONNECT_TIMEOUT_MS, logLevel: e.BAILEYS_LOG_LEVEL, historySync: e.EVENTS_HISTORY_SYNC === 'true' },
       simulated: {
         connectLatencyMs: e.SIM_CONNECT_LATENCY_MS,
         keepAliveTimeoutMs: e.SIM_KEEPALIVE_TIMEOUT_MS ?? selfFenceMs,

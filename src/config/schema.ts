@@ -128,6 +128,9 @@ export const envSchema = z
       .max(1_000_000, 'must be at most 1000000')
       .default(10_000),
     EVENTS_RETENTION_HOURS: hours.default(72),
+    // Off by default: a newly linked phone syncs its chat history, which would arrive as a flood
+    // of old messages no webhook receiver expects.
+    EVENTS_HISTORY_SYNC: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),
 
     // Requests to URLs a user gave (media to send, later webhooks): src/shared/guarded-http.ts.
     OUTBOUND_ALLOW_PRIVATE: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),

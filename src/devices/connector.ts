@@ -1,6 +1,7 @@
 import type { AuthenticationState } from '@whiskeysockets/baileys';
 import type { Logger } from '../shared/logger.js';
 import type { DeviceStatus } from '../store/types.js';
+import type { InboundMessage, MessageAck } from './inbound.js';
 
 // The seam between the lease core and WhatsApp. A connector is asked to open a device only by
 // the device's lease holder, and every socket is closed the moment the lease is lost or the
@@ -32,6 +33,10 @@ export interface DeviceSocketEvents {
   pairingCode(code: string, ttlMs: number): void;
   /** The socket ended on its own (kicked, lost, logged out), not because close() was called. */
   closed(code: number, reason: string): void;
+  /** WhatsApp delivered messages to the device, in the order it delivered them. */
+  inbound(messages: readonly InboundMessage[]): void;
+  /** WhatsApp reported what became of messages this device sent. */
+  acks(acks: readonly MessageAck[]): void;
 }
 
 /** How a device that is not linked yet gets linked (devices.connection_method). */

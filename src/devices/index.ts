@@ -1,9 +1,10 @@
 import type { RedisClient as Redis } from '../shared/redis.js';
-import { holderId } from '../cluster/lease-value.js';
+import { holderId, leaseValue } from '../cluster/lease-value.js';
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';
 import type { Config } from '../config/index.js';
+import { createEventLog, type EventLogMetrics } from '../events/event-log.js';
 import { createGuardedHttpClient } from '../shared/guarded-http.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
@@ -26,6 +27,9 @@ export interface DevicesOptions {
   settings: Config['devices'];
   /** The rules of the guarded client that downloads media (src/shared/guarded-http.ts). */
   outboundHttp: Config['outboundHttp'];
+  /** Each device's inbound event log (src/events/): its caps, and the counter of refused appends. */
+  events: Config['events'];
+  metrics: EventLogMetrics;
   redis: Redis;
   /** A connection the simulated connector may put into subscriber mode. */
   subscriber: Redis;
@@ -50,6 +54,7 @@ export interface Devices {
 export async function createDevices(options: DevicesOptions): Promise<Devices> {
   const { settings, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log } = options;
   const holder = holderId(serverId, bootId);
+  const eventLog = createEventLog({ redis, keys, metrics: options.metrics, ...options.events });
   const connector =
     options.connector ??
     (settings.driver === 'simulated'
@@ -82,6 +87,7 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
     },
     retire: createDeviceRetirer({ store, leases, guard, recorder, serverId, holder, log: log.child({ module: 'devices' }) }),
     downloadMedia: createMediaDownloader(createGuardedHttpClient(options.outboundHttp)),
+    appendEvent: async (deviceId, token, event) => (await eventLog.append(deviceId, leaseValue(holder, token), event)).outcome,
   });
   return { connector, runtime };
 }

@@ -5,6 +5,8 @@ import { monotonicNow, type MonotonicClock } from '../shared/clock.js';
 import type { Logger } from '../shared/logger.js';
 import type { ConnectionLogEventType } from '../store/connection-events.js';
 import type { DeviceStatus } from '../store/types.js';
+import type { AppendOutcome, WafleetEvent } from '../events/event-log.js';
+import { eventIdFor } from '../events/ids.js';
 import type { AuthStateStore, DeviceAuthState } from './auth-state/auth-state.js';
 import { isLinked } from './auth-state/codec.js';
 import type { CodePublisher } from './codes.js';
@@ -28,6 +30,15 @@ export interface ConnectionEventSink {
   /** Appends to device_connection_logs (ordered per device, written behind). */
   (deviceId: string, token: number, eventType: ConnectionLogEventType, details?: Record<string, unknown>): void;
 }
+
+export interface EventSink {
+  /** Appends to the device's event log under `token`; `stale` when the lease is no longer that token's. */
+  (deviceId: string, token: number, event: WafleetEvent): Promise<AppendOutcome['outcome']>;
+}
+
+/** Appends of one event tried at most this often, a back-off apart, while Redis cannot take it. */
+const EVENT_APPEND_ATTEMPTS = 8;
+const EVENT_APPEND_BACKOFF_MS = 250;
 
 /** Why a device stopped for good. */
 export interface Retirement {
@@ -59,6 +70,8 @@ export interface DeviceRuntimeOptions {
   retire(deviceId: string, token: number, retirement: Retirement): Promise<void>;
   /** Fetches a message's media (through the guarded client) before its socket sends it. */
   downloadMedia: MediaDownloader;
+  /** The device's event log: what WhatsApp sends back (messages received, acks) goes there. */
+  appendEvent: EventSink;
   policy?: Partial<ReconnectPolicy>;
   random?: () => number;
   clock?: MonotonicClock;
@@ -128,12 +141,14 @@ interface Running {
   codesThisRound: number;
   /** A code was accepted (515 after codes): the next socket's session is `linked`. */
   justLinked: boolean;
+  /** The device's appends in flight, chained so its events reach the log in the order they came. */
+  eventLog: Promise<void>;
 }
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntime {
-  const { connector, guard, serverId, bootId, log, recordStatus, recordEvent, authStates, codes, downloadMedia } = options;
+  const { connector, guard, serverId, bootId, log, recordStatus, recordEvent, authStates, codes, downloadMedia, appendEvent } = options;
   const policy: ReconnectPolicy = { ...DEFAULT_RECONNECT_POLICY, ...options.policy };
   const random = options.random ?? Math.random;
   const clock = options.clock ?? monotonicNow;
@@ -248,7 +263,44 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         entry.socket = undefined;
         onClosed(entry, code, reason);
       },
+      inbound(messages) {
+        if (!live()) return;
+        for (const received of messages) {
+          appendInOrder(entry, { id: eventIdFor(entry.deviceId, 'message.received', [received.waMessageId]), type: 'message.received', data: received });
+        }
+      },
+      acks(acks) {
+        if (!live()) return;
+        for (const ack of acks) {
+          appendInOrder(entry, { id: eventIdFor(entry.deviceId, 'message.ack', [ack.waMessageId, ack.status]), type: 'message.ack', data: ack });
+        }
+      },
     };
+  };
+
+  /**
+   * Appends the device's events one after another, in the order its socket reported them. Baileys
+   * has acknowledged a message to WhatsApp by the time it reports it, so WhatsApp will not send it
+   * again: an append Redis refuses for a moment is tried again, a back-off apart, and only given
+   * up on (logged as lost) after EVENT_APPEND_ATTEMPTS. The log itself refuses an event once the
+   * lease is another server's, so a paused, replaced owner adds nothing.
+   */
+  const appendInOrder = (entry: Running, event: WafleetEvent) => {
+    entry.eventLog = entry.eventLog.then(async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const outcome = await appendEvent(entry.deviceId, entry.token, event);
+          if (outcome === 'stale') entry.log.warn({ type: event.type, eventId: event.id }, 'event refused: the lease is no longer held under this token');
+          return;
+        } catch (err) {
+          if (attempt >= EVENT_APPEND_ATTEMPTS) {
+            entry.log.error({ err, type: event.type, eventId: event.id }, 'event lost: the log could not be written');
+            return;
+          }
+          await new Promise((r) => setTimeout(r, EVENT_APPEND_BACKOFF_MS * 2 ** (attempt - 1)).unref());
+        }
+      }
+    });
   };
 
   const onConnected = (entry: Running) => {
@@ -543,6 +595,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         qrRefreshes: 0,
         codesThisRound: 0,
         justLinked: false,
+        eventLog: Promise.resolve(),
       };
       devices.set(deviceId, entry);
       open(entry);

@@ -10,6 +10,7 @@ import { loadConfig, type Config } from '../../src/config/index.js';
 import type { DeviceConnector } from '../../src/devices/connector.js';
 import { createSnapshotWriter } from '../../src/devices/auth-state/auth-state.js';
 import { createDevices, type Devices } from '../../src/devices/index.js';
+import { createMetrics, type Metrics } from '../../src/metrics/index.js';
 import type { ReconnectPolicy } from '../../src/devices/reconnect-policy.js';
 import { createStoreSync, type StoreSync } from '../../src/queues/store-sync.js';
 import { monotonicNow } from '../../src/shared/clock.js';
@@ -112,6 +113,8 @@ export interface TestServer extends Devices {
   serverId: string;
   guard: LeaseGuard;
   recorder: WriteBehindRecorder;
+  /** What the server counted (events refused as stale, ...). */
+  metrics: Metrics;
   redis: Redis;
   /** Claims the device for this server and starts it, as the coordinator does; returns the token. */
   start(deviceId: string): Promise<number>;
@@ -141,9 +144,12 @@ export async function startTestServer(
   bed.syncs.add(storeSync);
   const recorder = createWriteBehindRecorder(storeSync, serverId);
   const leases = createLeaseStore({ redis, keys: bed.keys });
+  const metrics = createMetrics({ serverId, processMetrics: false });
   const devices = await createDevices({
     settings,
     outboundHttp: config.outboundHttp,
+    events: config.events,
+    metrics,
     redis,
     subscriber,
     keys: bed.keys,
@@ -161,6 +167,7 @@ export async function startTestServer(
     serverId,
     guard,
     recorder,
+    metrics,
     redis,
     async start(deviceId) {
       const token = await bed.claim(deviceId, serverId);

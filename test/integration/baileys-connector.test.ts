@@ -1,10 +1,12 @@
 import type { AddressInfo } from 'node:net';
 import { Boom } from '@hapi/boom';
-import type { WASocket } from '@whiskeysockets/baileys';
+import type { WAMessage, WASocket } from '@whiskeysockets/baileys';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { createBaileysConnector } from '../../src/devices/baileys/connector.js';
 import { readDeviceCodes } from '../../src/devices/codes.js';
+import { createEventLog } from '../../src/events/event-log.js';
+import { createMetrics } from '../../src/metrics/index.js';
 import type { ReconnectPolicy } from '../../src/devices/reconnect-policy.js';
 import { createDeviceBed, eventually, silentLog, startTestServer, type DeviceBed, type TestServer } from '../helpers/devices.js';
 
@@ -57,6 +59,7 @@ async function baileysServer(serverId: string, policy: Partial<ReconnectPolicy> 
     // Long enough that a held socket stays up until the test ends it.
     connectTimeoutMs: 60_000,
     logLevel: 'silent',
+    historySync: false,
     onSocket: (_deviceId, socket) => sockets.push(socket),
   });
   const server = await startTestServer(bed, serverId, { connector, policy, env: { SESSION_SNAPSHOT_DELAY_MS: '20' } });
@@ -284,6 +287,39 @@ describe('baileys connector against a local WebSocket server', () => {
     // Baileys wrote the pending pairing into the creds, through the fenced auth state.
     const creds = JSON.parse((await bed.t.redis.hget(bed.keys.authState(deviceId), 'creds'))!) as { pairingCode?: string };
     expect(creds.pairingCode).toBe(pairing!.pairingCode);
+  });
+
+  it("what WhatsApp sends back becomes the device's events, in order and once each; a server that lost the lease adds none", async () => {
+    mode = 'hold';
+    const { server, sockets } = await baileysServer('srv-a');
+    const deviceId = await bed.createDevice();
+    await server.start(deviceId);
+    const socket = await waitForOpenSocket(sockets, 1);
+    const log = createEventLog({ redis: bed.t.redis, keys: bed.keys, metrics: createMetrics({ serverId: 'reader', processMetrics: false }), dedupMs: 60_000, maxLength: 100, retentionMs: 60_000 });
+    const chat = '4915112345678@s.whatsapp.net';
+    const text = (id: string, body: string): WAMessage => ({ key: { remoteJid: chat, fromMe: false, id }, messageTimestamp: 1_764_700_000, pushName: 'Ada', message: { conversation: body } });
+
+    socket.ev.emit('messages.upsert', { type: 'notify', messages: [text('WA-1', 'hello'), text('WA-2', 'again')] });
+    // WhatsApp delivering a message again (as it does to a new socket after a failover) adds nothing.
+    socket.ev.emit('messages.upsert', { type: 'notify', messages: [text('WA-1', 'hello')] });
+    socket.ev.emit('message-receipt.update', [{ key: { remoteJid: chat, fromMe: true, id: 'OUT-1' }, receipt: { userJid: chat, receiptTimestamp: 1_764_700_001 } }]);
+    await eventually(async () => (await log.read(deviceId, 0, 10)).length >= 3);
+    await new Promise((r) => setTimeout(r, 300)); // a repeat appended late would show now
+    const events = await log.read(deviceId, 0, 10);
+    expect(events.map((e) => [e.sequence, e.type, (e.data as { waMessageId: string }).waMessageId])).toEqual([
+      [1, 'message.received', 'WA-1'],
+      [2, 'message.received', 'WA-2'],
+      [3, 'message.ack', 'OUT-1'],
+    ]);
+    expect(events[0]!.data).toMatchObject({ chatJid: chat, senderJid: chat, pushName: 'Ada', type: 'text', text: 'hello' });
+    expect(events[2]!.data).toMatchObject({ status: 'delivered', atMs: 1_764_700_001_000 });
+
+    // The lease moves while the old socket still reports (an owner that has not noticed yet):
+    // the log refuses its event, and the refusal is counted.
+    await bed.steal(deviceId, 'srv-b');
+    socket.ev.emit('messages.upsert', { type: 'notify', messages: [text('WA-3', 'late')] });
+    await eventually(async () => (await server.metrics.staleEvents.get()).values[0]?.value === 1);
+    expect(await log.read(deviceId, 3, 10)).toEqual([]);
   });
 
   it('stopping the device closes the socket without logging out; the session stays', async () => {

@@ -36,7 +36,7 @@ describe('loadConfig', () => {
       driver: 'baileys',
       reconnect: { backoffBaseMs: 1000, backoffCapMs: 60_000, conflictLimit: 3, conflictWindowMs: 600_000, qrMaxRounds: 3 },
       sessionSnapshotDelayMs: 5000,
-      baileys: { waWebSocketUrl: undefined, connectTimeoutMs: 20_000, logLevel: 'warn' },
+      baileys: { waWebSocketUrl: undefined, connectTimeoutMs: 20_000, logLevel: 'warn', historySync: false },
       simulated: { connectLatencyMs: 50, keepAliveTimeoutMs: 6666, dropPerMinute: 0, scanAfterCodes: 1, qrIntervalMs: 1000 },
     });
     expect(config.outboundHttp).toEqual({ allowPrivate: false, timeoutMs: 10_000, maxBytes: 16_777_216 });
@@ -173,6 +173,11 @@ describe('loadConfig', () => {
       'OUTBOUND_TIMEOUT_MS: must be at least 100 ms',
       'OUTBOUND_MAX_BYTES: must be at most 104857600 bytes (100 MiB)',
     ]);
+  });
+
+  it('takes a synced chat history as events only when asked to', () => {
+    expect(loadConfig({ ...base, EVENTS_HISTORY_SYNC: 'true' }).devices.baileys.historySync).toBe(true);
+    expect(problemsOf({ ...base, EVENTS_HISTORY_SYNC: 'yes' })).toEqual(['EVENTS_HISTORY_SYNC: must be true or false']);
   });
 
   it('reads the event log windows and caps; a dedup window longer than the retention is refused', () => {

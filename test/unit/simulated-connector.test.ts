@@ -37,6 +37,8 @@ function recorder() {
     qr: (value, ttlMs) => codes.push({ kind: 'qr', value, ttlMs }),
     pairingCode: (value, ttlMs) => codes.push({ kind: 'pairing', value, ttlMs }),
     closed: (code, reason) => closes.push({ code, reason }),
+    inbound: () => undefined,
+    acks: () => undefined,
   };
   return { statuses, closes, codes, events };
 }

@@ -4,6 +4,8 @@ import { makeWASocket, type ConnectionState, type WASocket } from '@whiskeysocke
 import type { Logger } from '../../shared/logger.js';
 import { isLinked } from '../auth-state/codec.js';
 import { toJid, DisconnectCode, type DeviceConnector, type DeviceSocket, type OpenDeviceOptions } from '../connector.js';
+import type { InboundMessage, MessageAck } from '../inbound.js';
+import { acksFromReceipts, acksFromUpdates, historyMessages, inboundMessages } from './events.js';
 
 // The production connector: one Baileys socket per device, on the device's shared, fenced auth
 // state. It only translates: Baileys' connection updates become the runtime's events (status,
@@ -27,6 +29,8 @@ export interface BaileysConnectorOptions {
   logLevel: string;
   /** Called with every socket made: instrumentation, and tests that need the socket itself. */
   onSocket?: ((deviceId: string, socket: WASocket) => void) | undefined;
+  /** Whether a synced chat history becomes inbound messages (EVENTS_HISTORY_SYNC). */
+  historySync: boolean;
 }
 
 /** Baileys closes with a Boom whose output.statusCode is the DisconnectReason. */
@@ -36,7 +40,7 @@ function closeCode(error: unknown): number {
 }
 
 export function createBaileysConnector(options: BaileysConnectorOptions): DeviceConnector {
-  const { waWebSocketUrl, connectTimeoutMs, keepAliveIntervalMs, logLevel, onSocket } = options;
+  const { waWebSocketUrl, connectTimeoutMs, keepAliveIntervalMs, logLevel, onSocket, historySync } = options;
   const sockets = new Set<DeviceSocket>();
 
   return {
@@ -114,6 +118,18 @@ export function createBaileysConnector(options: BaileysConnectorOptions): Device
           events.closed(code, error?.message ?? 'connection closed');
         }
       });
+
+      // What WhatsApp sends back, in wafleet's terms (events.ts); nothing once the socket ended.
+      const inbound = (messages: InboundMessage[]) => {
+        if (!ended && messages.length > 0) events.inbound(messages);
+      };
+      const acks = (found: MessageAck[]) => {
+        if (!ended && found.length > 0) events.acks(found);
+      };
+      sock.ev.on('messages.upsert', (upsert) => inbound(inboundMessages(upsert)));
+      sock.ev.on('messaging-history.set', (history) => inbound(historyMessages(history, { historySync })));
+      sock.ev.on('messages.update', (updates) => acks(acksFromUpdates(updates)));
+      sock.ev.on('message-receipt.update', (receipts) => acks(acksFromReceipts(receipts)));
 
       const socket: DeviceSocket = {
         deviceId,
