@@ -4,7 +4,7 @@ import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';
 import type { Config } from '../config/index.js';
-import { createEventLog, type EventLogMetrics } from '../events/event-log.js';
+import { createEventLog, type EventLog, type EventLogMetrics } from '../events/event-log.js';
 import { createGuardedHttpClient } from '../shared/guarded-http.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
@@ -49,6 +49,8 @@ export interface DevicesOptions {
 export interface Devices {
   connector: DeviceConnector;
   runtime: DeviceRuntime;
+  /** The devices' event log the runtime appends to (any server reads it). */
+  events: EventLog;
 }
 
 export async function createDevices(options: DevicesOptions): Promise<Devices> {
@@ -89,5 +91,5 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
     downloadMedia: createMediaDownloader(createGuardedHttpClient(options.outboundHttp)),
     appendEvent: async (deviceId, token, event) => (await eventLog.append(deviceId, leaseValue(holder, token), event)).outcome,
   });
-  return { connector, runtime };
+  return { connector, runtime, events: eventLog };
 }

@@ -7,6 +7,8 @@ import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
 import { createServerDirectory } from '../../src/cluster/server-directory.js';
 import { createDeviceSessions } from '../../src/devices/session-access.js';
+import { createEventLog, type EventLog } from '../../src/events/event-log.js';
+import { createMetrics } from '../../src/metrics/index.js';
 import { createHttpApp, type HttpOptions } from '../../src/http/app.js';
 import { createAuthenticator } from '../../src/http/auth.js';
 import { probeHealth } from '../../src/http/probe.js';
@@ -40,6 +42,8 @@ export interface TestApi {
   redis: TestRedis;
   keys: ClusterKeys;
   leases: LeaseStore;
+  /** The devices' event log the API reads (a test appends to it as a device's owner would). */
+  events: EventLog;
   store: Store;
   db: TestDatabase;
   /** The proxy between the app and the store (startTestApi's storeProxy), or null. */
@@ -64,6 +68,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
   const store = await createStore({ kind: 'postgres', databaseUrl: storeUrl.toString(), poolMax: 4 }, { log });
   await store.migrate();
   const leases = createLeaseStore({ redis: redis.redis, keys });
+  const events = createEventLog({ redis: redis.redis, keys, metrics: createMetrics({ serverId: 'api-test', processMetrics: false }), dedupMs: 60_000, maxLength: 1000, retentionMs: 3_600_000 });
   const messages = createMessageRecords({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const producer = createOutboundProducer({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const servers: Server[] = [];
@@ -89,6 +94,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
         log,
         place: async (deviceId) => leases.place(deviceId, await redis.redis.smembers(keys.servers), 60_000),
         sessions: createDeviceSessions({ redis: redis.redis, keys, store }),
+        events,
         probeHealth,
         messages,
         defaultRatePerMinute: 20,
@@ -129,6 +135,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
     redis,
     keys,
     leases,
+    events,
     store,
     db,
     storeProxy: proxy,

@@ -201,6 +201,29 @@ describe('devices', () => {
     expect(await api.store.getSession(idle.id)).toMatchObject({ cleared: true, epoch: 4 });
   });
 
+  it("reads a device's events after a sequence, in pages, from any server; another user's device is 403", async () => {
+    const owner = await userKey();
+    const device = await newDevice(owner.userId);
+    await goLive('api-srv-ev');
+    const claim = await api.leases.claim(device.id, 'api-srv-ev', 60_000);
+    expect(claim.outcome).toBe('claimed');
+    const holderLease = `api-srv-ev:${(claim as { token: number }).token}`;
+    for (const waMessageId of ['WA-1', 'WA-2', 'WA-3']) {
+      await api.events.append(device.id, holderLease, { id: `ev-${device.id}-${waMessageId}`, type: 'message.received', data: { waMessageId } });
+    }
+    const first = await api.call('GET', `/api/devices/${device.id}/events?limit=2`, { key: owner.key });
+    expect(first.status).toBe(200);
+    expect(first.body.events.map((e: { sequence: number; data: { waMessageId: string } }) => [e.sequence, e.data.waMessageId])).toEqual([[1, 'WA-1'], [2, 'WA-2']]);
+    expect(first.body.events[0]).toMatchObject({ id: `ev-${device.id}-WA-1`, type: 'message.received', at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+    expect(first.body.last).toBe(2);
+    const twin = await api.twin();
+    const rest = await api.call('GET', `/api/devices/${device.id}/events?after=${first.body.last}`, { key: owner.key, base: twin });
+    expect(rest.body).toMatchObject({ events: [{ sequence: 3, data: { waMessageId: 'WA-3' } }], last: 3 });
+    expect((await api.call('GET', `/api/devices/${device.id}/events?after=3`)).body).toEqual({ events: [], last: 3 });
+    expect((await api.call('GET', `/api/devices/${device.id}/events?after=-1`)).status).toBe(422);
+    expect((await api.call('GET', `/api/devices/${device.id}/events`, { key: (await userKey()).key })).status).toBe(403);
+  });
+
   it('deletes a device: 204, then 404', async () => {
     const device = await newDevice(randomUUID());
     expect((await api.call('DELETE', `/api/devices/${device.id}`)).status).toBe(204);

@@ -1,6 +1,7 @@
 import type { Inbox } from '../../cluster/inbox.js';
 import type { LeaseStore, PlaceResult } from '../../cluster/lease-store.js';
 import type { ServerDirectory } from '../../cluster/server-directory.js';
+import type { EventLog } from '../../events/event-log.js';
 import type { DeviceSessions } from '../../devices/session-access.js';
 import type { MessageRecords } from '../../queues/messages.js';
 import type { Logger } from '../../shared/logger.js';
@@ -24,6 +25,8 @@ export interface ApiDeps {
   place(deviceId: string): Promise<PlaceResult>;
   /** Link codes and sessions of devices, whichever server holds them. */
   sessions: DeviceSessions;
+  /** Each device's inbound events, read from any server. */
+  events: Pick<EventLog, 'read'>;
   /** GET <url>/health with a timeout. */
   probeHealth(url: string): Promise<{ healthy: boolean; responseTimeMs: number | null }>;
   messages: MessageRecords;

@@ -1,6 +1,6 @@
 import { HttpError } from '../errors.js';
 import { route, type RouteSpec } from '../routes.js';
-import { deviceIdParams, createDeviceBody, listDevicesQuery } from './schemas.js';
+import { deviceEventsQuery, deviceIdParams, createDeviceBody, listDevicesQuery } from './schemas.js';
 import { deviceView, deviceViews, loadDevice, tellOwner, type ApiDeps } from './context.js';
 
 const COMMON = { 401: 'No or unknown API key', 403: 'The key may not act on this device', 404: 'No such device', 422: 'Invalid id' };
@@ -135,6 +135,29 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
         await deps.sessions.forget(params.id);
         await deps.messages.setRateOverride(params.id, null);
         return { status: 204 };
+      },
+    }),
+
+    route({
+      method: 'get',
+      path: '/api/devices/:id/events',
+      tag: 'devices',
+      summary: "The device's inbound events (messages received, acks) after a sequence, oldest first, from any server",
+      access: 'any',
+      params: deviceIdParams,
+      query: deviceEventsQuery,
+      responses: { 200: '{events: [{sequence, id, type, at, data}], last}', ...COMMON },
+      async handler({ params, query, caller }) {
+        await loadDevice(deps, caller, params.id);
+        const events = (await deps.events.read(params.id, query.after, query.limit)).map(({ sequence, id, type, at, data }) => ({
+          sequence,
+          id,
+          type,
+          at: new Date(at).toISOString(),
+          data,
+        }));
+        // `last` is where to resume: the last sequence returned, or `after` when nothing newer exists.
+        return { status: 200, body: { events, last: events.at(-1)?.sequence ?? query.after } };
       },
     }),
 

@@ -52,6 +52,11 @@ export const listDevicesQuery = z.strictObject({
   limit: z.coerce.number({ error: 'must be a number' }).int().min(1).max(1000).default(100),
 });
 
+export const deviceEventsQuery = z.strictObject({
+  after: z.coerce.number({ error: 'must be a number' }).int().min(0).default(0).describe('The last sequence the caller has; events after it are returned (0: from the oldest kept)'),
+  limit: z.coerce.number({ error: 'must be a number' }).int().min(1).max(1000).default(100),
+});
+
 const serverFields = {
   name: z.string().trim().min(1).max(200),
   url: httpUrl,
