@@ -143,6 +143,8 @@ interface Running {
   justLinked: boolean;
   /** The device's appends in flight, chained so its events reach the log in the order they came. */
   eventLog: Promise<void>;
+  /** Status changes reported under this lease: each one's ordinal tells it from an earlier one to the same status. */
+  statusChanges: number;
 }
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -157,6 +159,13 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
 
   const report = (entry: Running, status: DeviceStatus, detail?: Record<string, unknown>): Promise<void> => {
     entry.status = status;
+    entry.statusChanges += 1;
+    // Users learn of it from the event log (the log refuses it, too, once the lease is another's).
+    appendInOrder(entry, {
+      id: eventIdFor(entry.deviceId, 'device.status', [entry.token, entry.statusChanges, status]),
+      type: 'device.status',
+      data: { status, ...detail },
+    });
     return recordStatus(entry.deviceId, entry.token, status, detail)
       .then((written) => {
         if (!written) entry.log.warn({ status }, 'fenced status write refused: lease not held');
@@ -331,7 +340,15 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         if (expiresAt === null) entry.log.warn({ kind }, 'code not published: lease not held');
       })
       .catch((err) => entry.log.warn({ err, kind }, 'code not published'));
-    // The code itself is a secret (it links a phone to this session): never in logs or events.
+    // The code links a phone to this session: it goes to the device's owner through the event log
+    // (a dashboard shows it without polling), never to logs or connection events.
+    const expiresAt = new Date(Date.now() + ttlMs).toISOString();
+    appendInOrder(
+      entry,
+      kind === 'qr'
+        ? { id: eventIdFor(entry.deviceId, 'device.qr', [value]), type: 'device.qr', data: { qr: value, expiresAt } }
+        : { id: eventIdFor(entry.deviceId, 'device.pairing_code', [value]), type: 'device.pairing_code', data: { pairingCode: value, expiresAt } },
+    );
     const details = { refresh, round, maxRounds: policy.qrMaxRounds, ttlMs };
     void report(entry, kind === 'qr' ? 'qr' : 'pairing', details);
     event(entry, kind === 'qr' ? 'qr' : 'pairing_code', details);
@@ -389,8 +406,8 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         }
         break;
     }
-    void report(entry, 'disconnected', { code, reason });
-    scheduleReconnect(entry, code, reason);
+    const delayMs = scheduleReconnect(entry, code, reason);
+    void report(entry, 'disconnected', { code, reason, nextRetryAt: new Date(Date.now() + delayMs).toISOString() });
   };
 
   const onConflict = (entry: Running, code: number, reason: string) => {
@@ -418,16 +435,18 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
     // Never fight: the other socket keeps the session for now; retry after a back-off, and only
     // while the lease is still ours (re-checked before the reconnect).
     event(entry, 'conflict', { code, reason, count, windowMs: policy.conflictWindowMs });
-    void report(entry, 'conflict', { code, reason, count });
-    scheduleReconnect(entry, code, 'replaced by another socket');
+    const delayMs = scheduleReconnect(entry, code, 'replaced by another socket');
+    void report(entry, 'conflict', { code, reason, count, nextRetryAt: new Date(Date.now() + delayMs).toISOString() });
   };
 
-  const scheduleReconnect = (entry: Running, code: number | null, why: string) => {
+  /** Opens a new socket after a back-off; returns the back-off (ms). */
+  const scheduleReconnect = (entry: Running, code: number | null, why: string): number => {
     entry.attempts += 1;
     const { delayMs, ceilingMs } = backoffDelay(entry.attempts, policy, random);
     event(entry, 'reconnecting', { attempt: entry.attempts, delayMs, ceilingMs, code, why });
     entry.log.info({ attempt: entry.attempts, delayMs, code }, 'reconnecting after back-off');
     later(entry, delayMs);
+    return delayMs;
   };
 
   // The core stops every device when the server self-fences, and starts the held ones again when
@@ -596,6 +615,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         codesThisRound: 0,
         justLinked: false,
         eventLog: Promise.resolve(),
+        statusChanges: 0,
       };
       devices.set(deviceId, entry);
       open(entry);

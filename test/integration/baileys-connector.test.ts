@@ -303,14 +303,17 @@ describe('baileys connector against a local WebSocket server', () => {
     // WhatsApp delivering a message again (as it does to a new socket after a failover) adds nothing.
     socket.ev.emit('messages.upsert', { type: 'notify', messages: [text('WA-1', 'hello')] });
     socket.ev.emit('message-receipt.update', [{ key: { remoteJid: chat, fromMe: true, id: 'OUT-1' }, receipt: { userJid: chat, receiptTimestamp: 1_764_700_001 } }]);
-    await eventually(async () => (await log.read(deviceId, 0, 10)).length >= 3);
+    const messageEvents = async () => (await log.read(deviceId, 0, 100)).filter((e) => e.type.startsWith('message.'));
+    await eventually(async () => (await messageEvents()).length >= 3);
     await new Promise((r) => setTimeout(r, 300)); // a repeat appended late would show now
-    const events = await log.read(deviceId, 0, 10);
-    expect(events.map((e) => [e.sequence, e.type, (e.data as { waMessageId: string }).waMessageId])).toEqual([
-      [1, 'message.received', 'WA-1'],
-      [2, 'message.received', 'WA-2'],
-      [3, 'message.ack', 'OUT-1'],
+    const events = await messageEvents();
+    expect(events.map((e) => [e.type, (e.data as { waMessageId: string }).waMessageId])).toEqual([
+      ['message.received', 'WA-1'],
+      ['message.received', 'WA-2'],
+      ['message.ack', 'OUT-1'],
     ]);
+    expect(events[1]!.sequence).toBeGreaterThan(events[0]!.sequence);
+    expect(events[2]!.sequence).toBeGreaterThan(events[1]!.sequence);
     expect(events[0]!.data).toMatchObject({ chatJid: chat, senderJid: chat, pushName: 'Ada', type: 'text', text: 'hello' });
     expect(events[2]!.data).toMatchObject({ status: 'delivered', atMs: 1_764_700_001_000 });
 
@@ -318,8 +321,8 @@ describe('baileys connector against a local WebSocket server', () => {
     // the log refuses its event, and the refusal is counted.
     await bed.steal(deviceId, 'srv-b');
     socket.ev.emit('messages.upsert', { type: 'notify', messages: [text('WA-3', 'late')] });
-    await eventually(async () => (await server.metrics.staleEvents.get()).values[0]?.value === 1);
-    expect(await log.read(deviceId, 3, 10)).toEqual([]);
+    await eventually(async () => ((await server.metrics.staleEvents.get()).values[0]?.value ?? 0) >= 1);
+    expect((await messageEvents()).map((e) => (e.data as { waMessageId: string }).waMessageId)).toEqual(['WA-1', 'WA-2', 'OUT-1']);
   });
 
   it('stopping the device closes the socket without logging out; the session stays', async () => {

@@ -2,6 +2,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { readDeviceCodes } from '../../src/devices/codes.js';
 import { runtimeSender, withOutboundWork } from '../../src/queues/device-work.js';
+import { createEventLog } from '../../src/events/event-log.js';
+import { createMetrics } from '../../src/metrics/index.js';
 import { createMessageRecords } from '../../src/queues/messages.js';
 import { createOutbound } from '../../src/queues/outbound.js';
 import { monotonicNow } from '../../src/shared/clock.js';
@@ -70,6 +72,25 @@ describe('device runtime (simulated WhatsApp)', () => {
     expect(await bed.t.redis.hget(bed.keys.simConflicts, deviceId)).toBeNull();
   });
 
+  it("the device's status changes and its QR code reach its event log, in order", async () => {
+    const a = await server('srv-a', { SIM_QR_INTERVAL_MS: '300' });
+    const log = createEventLog({ redis: bed.t.redis, keys: bed.keys, metrics: createMetrics({ serverId: 'reader', processMetrics: false }), dedupMs: 60_000, maxLength: 100, retentionMs: 60_000 });
+    const deviceId = await bed.createDevice();
+    await a.start(deviceId);
+    await eventually(async () => (await log.read(deviceId, 0, 100)).some((e) => e.type === 'device.status' && (e.data as { status: string }).status === 'connected'), 10_000);
+    const events = await log.read(deviceId, 0, 100);
+    expect(events.map((e) => e.sequence)).toEqual(events.map((_, i) => i + 1));
+    const qr = events.find((e) => e.type === 'device.qr')!;
+    expect((qr.data as { qr: string }).qr).toMatch(new RegExp(`^sim-qr:${deviceId}:1:`));
+    expect(Date.parse((qr.data as { expiresAt: string }).expiresAt)).toBeGreaterThan(qr.at);
+    const statuses = events.filter((e) => e.type === 'device.status').map((e) => (e.data as { status: string }).status);
+    expect(statuses.at(-1)).toBe('connected');
+    expect(statuses).toContain('qr');
+    // The QR code was shown before the device connected.
+    expect(qr.sequence).toBeLessThan(events.findLast((e) => e.type === 'device.status')!.sequence);
+
+  });
+
   it('a socket the guard closed is opened again when the device is started again under the same token', async () => {
     // The simulated socket checks the guard at every keep-alive tick (a fifth of a second here).
     const a = await server('srv-a', { SIM_KEEPALIVE_TIMEOUT_MS: '600' });
@@ -127,6 +148,11 @@ describe('device runtime (simulated WhatsApp)', () => {
     expect((await connectedEvents(deviceId)).slice(1).every((e) => e.session === 'resumed')).toBe(true);
     expect(await pairings(deviceId)).toBe(1);
     expect(log.filter((r) => r.event_type === 'qr')).toHaveLength(1);
+    // Users see each drop as a device.status event with its code and when the next try is due.
+    const events = createEventLog({ redis: bed.t.redis, keys: bed.keys, metrics: createMetrics({ serverId: 'reader', processMetrics: false }), dedupMs: 60_000, maxLength: 100, retentionMs: 60_000 });
+    const dropped = (await events.read(deviceId, 0, 100)).filter((e) => e.type === 'device.status' && (e.data as { status: string }).status === 'disconnected');
+    expect(dropped.length).toBeGreaterThanOrEqual(2);
+    expect(dropped[0]!.data).toMatchObject({ code: 428, nextRetryAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
   });
 
   it('a device never scanned stops after the QR round limit: disconnected with a reason, desired state stopped', async () => {
