@@ -57,6 +57,15 @@ export interface ClusterKeys {
   readonly simConnects: string;
   /** Simulated WhatsApp: pub/sub channel on which kicked sockets learn of it */
   readonly simKickChannel: string;
+  /** Simulated WhatsApp: pub/sub channel (message: deviceId) on which a device's socket learns it has something pending */
+  readonly simInboundChannel: string;
+  /**
+   * Simulated WhatsApp: stream, capped and PX-bounded, of what it holds for the device until a
+   * socket acknowledges it: messages sent to the device and receipts of messages it sent
+   */
+  simPending(deviceId: string): string;
+  /** Simulated WhatsApp: counter that makes the ids of messages sent to devices unique */
+  readonly simInboundSeq: string;
   /** set: devices whose desired state is `running`; placement places nothing else */
   readonly wanted: string;
   /** string counter with PX: requests in the current window of a rate limit */
@@ -153,6 +162,9 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     simConflicts: `${tag}:sim:conflicts`,
     simConnects: `${tag}:sim:connects`,
     simKickChannel: `${tag}:sim:kick`,
+    simInboundChannel: `${tag}:sim:inbound`,
+    simPending: (deviceId: string) => `${tag}:sim:pending:${deviceId}`,
+    simInboundSeq: `${tag}:sim:inbound-seq`,
     wanted: `${tag}:wanted`,
     rateLimit: (scope: string, subject: string) => `${tag}:ratelimit:${scope}:${subject}`,
     message: (messageId: string) => `${tag}:msg:${messageId}`,

@@ -17,6 +17,7 @@ import type { DeviceRecorder } from './recorder.js';
 import { createDeviceRetirer } from './retire.js';
 import { createDeviceRuntime, type DeviceRuntime } from './runtime.js';
 import { createSimulatedConnector } from './simulated/connector.js';
+import { createSimulatedWhatsApp, type SimulatedWhatsApp } from './simulated/inbound.js';
 
 // Wires the device layer from the server's parts: the connector DEVICE_DRIVER names, the shared
 // auth state, the code publisher, the guarded media download, and the runtime with its sinks
@@ -51,6 +52,8 @@ export interface Devices {
   runtime: DeviceRuntime;
   /** The devices' event log the runtime appends to (any server reads it). */
   events: EventLog;
+  /** With the simulated driver only: makes the simulated WhatsApp send devices messages and receipts. */
+  sim: SimulatedWhatsApp | undefined;
 }
 
 export async function createDevices(options: DevicesOptions): Promise<Devices> {
@@ -91,5 +94,6 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
     downloadMedia: createMediaDownloader(createGuardedHttpClient(options.outboundHttp)),
     appendEvent: async (deviceId, token, event) => (await eventLog.append(deviceId, leaseValue(holder, token), event)).outcome,
   });
-  return { connector, runtime, events: eventLog };
+  const sim = settings.driver === 'simulated' ? createSimulatedWhatsApp({ redis, keys }) : undefined;
+  return { connector, runtime, events: eventLog, sim };
 }

@@ -1,16 +1,20 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { readDeviceCodes } from '../../src/devices/codes.js';
+import type { DeviceConnector } from '../../src/devices/connector.js';
+import type { InboundMessage, MessageAck } from '../../src/devices/inbound.js';
+import { createSimulatedConnector } from '../../src/devices/simulated/connector.js';
 import { runtimeSender, withOutboundWork } from '../../src/queues/device-work.js';
-import { createEventLog } from '../../src/events/event-log.js';
+import { createEventLog, type LoggedEvent } from '../../src/events/event-log.js';
 import { createMetrics } from '../../src/metrics/index.js';
-import { createMessageRecords } from '../../src/queues/messages.js';
+import { createMessageRecords, waMessageIdFor } from '../../src/queues/messages.js';
 import { createOutbound } from '../../src/queues/outbound.js';
 import { monotonicNow } from '../../src/shared/clock.js';
 import { createDeviceBed, eventually, silentLog, startTestServer, type DeviceBed, type TestServer } from '../helpers/devices.js';
 
 // The device runtime with the simulated WhatsApp, on real Redis and a real store: linking,
-// resuming on another server, restoring from the store's snapshot, drops, the QR round limit.
+// resuming on another server, restoring from the store's snapshot, drops, the QR round limit,
+// and what WhatsApp sends the device.
 
 let bed: DeviceBed;
 let servers: TestServer[] = [];
@@ -28,6 +32,13 @@ afterAll(async () => {
 
 async function server(serverId: string, env: Record<string, string> = {}) {
   const s = await startTestServer(bed, serverId, { env: { SESSION_SNAPSHOT_DELAY_MS: '20', ...env }, policy: { backoffBaseMs: 50, backoffCapMs: 400 } });
+  servers.push(s);
+  return s;
+}
+
+/** A server whose device layer runs on `connector`. */
+async function withConnector(serverId: string, connector: DeviceConnector) {
+  const s = await startTestServer(bed, serverId, { connector, policy: { backoffBaseMs: 50, backoffCapMs: 400 } });
   servers.push(s);
   return s;
 }
@@ -225,5 +236,148 @@ describe('device runtime (simulated WhatsApp)', () => {
     // A renewal lifts the fence; nobody starts the device again, yet it connects.
     a.guard.renewed(monotonicNow());
     await eventually(async () => (await socketOwner(deviceId)) === 'srv-a', 10_000);
+  });
+});
+
+/** A simulated WhatsApp connector whose process dies each time between reporting messages and acknowledging them. */
+async function dyingBeforeAck(): Promise<DeviceConnector> {
+  const [redis, subscriber] = [new Redis(bed.t.url), new Redis(bed.t.url)];
+  const inner = await createSimulatedConnector({ redis, subscriber, keys: bed.keys, log: silentLog, connectLatencyMs: 5, keepAliveTimeoutMs: 600, qrIntervalMs: 100 });
+  return {
+    kind: 'simulated',
+    open: (options) =>
+      inner.open({
+        ...options,
+        events: {
+          ...options.events,
+          inbound(messages) {
+            options.events.inbound(messages);
+            throw new Error('the process died before its socket acknowledged');
+          },
+        },
+      }),
+    async close() {
+      await inner.close();
+      redis.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}
+
+async function connected(s: TestServer, deviceId: string) {
+  await eventually(() => s.runtime.describe(deviceId)?.connected === true, 10_000);
+}
+
+const logged = async (s: TestServer, deviceId: string, type: LoggedEvent['type']) => (await s.events.read(deviceId, 0, 1000)).filter((e) => e.type === type);
+const received = async (s: TestServer, deviceId: string) => (await logged(s, deviceId, 'message.received')).map((e) => e.data as InboundMessage);
+const acked = async (s: TestServer, deviceId: string) => (await logged(s, deviceId, 'message.ack')).map((e) => e.data as MessageAck);
+
+/** The sockets the simulated WhatsApp delivered the message to, in order (its history stream). */
+async function deliveredTo(deviceId: string, waMessageId: string): Promise<string[]> {
+  const entries = (await bed.t.redis.xrange(bed.keys.simHistory, '-', '+')) as Array<[string, string[]]>;
+  return entries
+    .map(([, raw]) => Object.fromEntries(raw.flatMap((v, i) => (i % 2 === 0 ? [[v, raw[i + 1]]] : []))) as Record<string, string>)
+    .filter((f) => f.k === 'inbound' && f.d === deviceId && f.m === waMessageId)
+    .map((f) => f.s!);
+}
+
+// What the simulated WhatsApp sends a device reaches the device's event log once, whether the
+// device had a socket then or not, and also when the socket that got it died before acknowledging it.
+describe('device runtime: inbound from the simulated WhatsApp', () => {
+  it('a message written to a connected device reaches its event log once, as WhatsApp describes it', async () => {
+    const a = await server('srv-a');
+    const deviceId = await bed.createDevice();
+    await a.start(deviceId);
+    await connected(a, deviceId);
+
+    const waMessageId = await a.sim!.sendToDevice(deviceId, '+15550001111', 'hello there');
+    await eventually(async () => (await received(a, deviceId)).length === 1, 5000);
+    const [message] = await received(a, deviceId);
+    expect(message).toEqual({
+      waMessageId,
+      chatJid: '15550001111@s.whatsapp.net',
+      senderJid: '15550001111@s.whatsapp.net',
+      pushName: null,
+      participant: null,
+      timestampMs: expect.any(Number),
+      type: 'text',
+      text: 'hello there',
+      media: null,
+      quotedMessageId: null,
+      reaction: null,
+      fromHistory: false,
+    });
+    expect(message!.timestampMs! % 1000).toBe(0);
+    // Acknowledged: WhatsApp holds nothing more, and the socket it went to is on record.
+    await eventually(async () => (await bed.t.redis.exists(bed.keys.simPending(deviceId))) === 0, 5000);
+    expect(await deliveredTo(deviceId, waMessageId)).toEqual([await bed.t.redis.get(bed.keys.simSocket(deviceId))]);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await received(a, deviceId)).toHaveLength(1);
+  });
+
+  it('messages written while the device has no socket are held, bounded, and arrive in order when it opens', async () => {
+    const a = await server('srv-a');
+    const deviceId = await bed.createDevice();
+    const first = await a.sim!.sendToDevice(deviceId, '15550002222', 'one');
+    const second = await a.sim!.sendToDevice(deviceId, '15550002222', 'two');
+    expect(first).not.toBe(second);
+    expect(await bed.t.redis.xlen(bed.keys.simPending(deviceId))).toBe(2);
+    expect(await bed.t.redis.pttl(bed.keys.simPending(deviceId))).toBeGreaterThan(0);
+
+    // A new device: linked by the simulated phone first, then its socket gets what waited.
+    await a.start(deviceId);
+    await eventually(async () => (await received(a, deviceId)).length === 2, 10_000);
+    expect((await received(a, deviceId)).map((m) => [m.waMessageId, m.text])).toEqual([
+      [first, 'one'],
+      [second, 'two'],
+    ]);
+  });
+
+  it('a socket that dies before acknowledging leaves the message to the next socket, on another server: same id, once in the log', async () => {
+    const a = await withConnector('srv-a', await dyingBeforeAck());
+    const b = await server('srv-b');
+    const deviceId = await bed.createDevice();
+    await a.start(deviceId);
+    await connected(a, deviceId);
+    const socketOnA = await bed.t.redis.get(bed.keys.simSocket(deviceId));
+
+    const waMessageId = await a.sim!.sendToDevice(deviceId, '15550003333', 'are you there?');
+    await eventually(async () => (await received(a, deviceId)).length === 1, 5000);
+    // Reported, never acknowledged: WhatsApp still holds it.
+    expect(await bed.t.redis.xlen(bed.keys.simPending(deviceId))).toBe(1);
+
+    await handOver(deviceId, a);
+    await b.start(deviceId);
+    await connected(b, deviceId);
+    const socketOnB = await bed.t.redis.get(bed.keys.simSocket(deviceId));
+    await eventually(async () => (await bed.t.redis.exists(bed.keys.simPending(deviceId))) === 0, 5000);
+
+    const deliveries = await deliveredTo(deviceId, waMessageId);
+    expect(deliveries[0]).toBe(socketOnA);
+    expect(deliveries.at(-1)).toBe(socketOnB);
+    expect((await received(b, deviceId)).map((m) => m.waMessageId)).toEqual([waMessageId]);
+  });
+
+  it("receipts of the device's messages reach its log as acks, also when it had no socket then; a message WhatsApp never got has none", async () => {
+    const a = await server('srv-a');
+    const b = await server('srv-b');
+    const deviceId = await bed.createDevice();
+    const token = await a.start(deviceId);
+    await connected(a, deviceId);
+    const waMessageId = waMessageIdFor('6f1c0d9e-5b7a-4c1e-9f0a-2d3b4c5d6e7f');
+    await a.runtime.send(deviceId, token, { to: '15550004444', type: 'text', text: 'ping' }, waMessageId);
+
+    const chatJid = '15550004444@s.whatsapp.net';
+    expect(await a.sim!.receipt(deviceId, { waMessageId, chatJid, status: 'delivered' })).toBe(true);
+    await eventually(async () => (await acked(a, deviceId)).length === 1, 5000);
+    expect((await acked(a, deviceId))[0]).toEqual({ waMessageId, chatJid, status: 'delivered', recipientJid: null, atMs: expect.any(Number) });
+
+    await handOver(deviceId, a);
+    expect(await a.sim!.receipt(deviceId, { waMessageId, chatJid, status: 'read' })).toBe(true);
+    await b.start(deviceId);
+    await eventually(async () => (await acked(b, deviceId)).length === 2, 10_000);
+    expect((await acked(b, deviceId)).map((ack) => ack.status)).toEqual(['delivered', 'read']);
+
+    expect(await a.sim!.receipt(deviceId, { waMessageId: waMessageIdFor('never-sent'), chatJid, status: 'read' })).toBe(false);
   });
 });

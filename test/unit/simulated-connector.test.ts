@@ -3,7 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthStateStore, createSnapshotWriter } from '../../src/devices/auth-state/auth-state.js';
 import { isLinked } from '../../src/devices/auth-state/codec.js';
 import type { DeviceConnector, DeviceSocketEvents, OpenDeviceOptions } from '../../src/devices/connector.js';
+import type { InboundMessage } from '../../src/devices/inbound.js';
 import { createSimulatedConnector, type SimulatedConnectorOptions } from '../../src/devices/simulated/connector.js';
+import { createSimulatedWhatsApp } from '../../src/devices/simulated/inbound.js';
 import { createSimHistoryReader } from '../../harness/chaos/sim-history.js';
 import { createDeviceBed, eventually, silentLog as log, type DeviceBed } from '../helpers/devices.js';
 
@@ -32,15 +34,16 @@ function recorder() {
   const statuses: string[] = [];
   const closes: Array<{ code: number; reason: string }> = [];
   const codes: Array<{ kind: 'qr' | 'pairing'; value: string; ttlMs: number }> = [];
+  const inbound: InboundMessage[] = [];
   const events: DeviceSocketEvents = {
     status: (s) => statuses.push(s),
     qr: (value, ttlMs) => codes.push({ kind: 'qr', value, ttlMs }),
     pairingCode: (value, ttlMs) => codes.push({ kind: 'pairing', value, ttlMs }),
     closed: (code, reason) => closes.push({ code, reason }),
-    inbound: () => undefined,
+    inbound: (messages) => inbound.push(...messages),
     acks: () => undefined,
   };
-  return { statuses, closes, codes, events };
+  return { statuses, closes, codes, inbound, events };
 }
 
 /** The device's real shared auth state, under a lease claimed for `serverId`. */
@@ -103,6 +106,19 @@ describe('simulated WhatsApp', () => {
     expect(await bed.t.redis.exists(keys.simSocket(device))).toBe(0);
     await c.open(openOptions(device, 'srv-b', 2, auth, recorder().events));
     expect(await bed.t.redis.hget(keys.simConflicts, device)).toBeNull();
+  });
+
+  it('a message whose publish was lost still reaches the socket, at its next keep-alive', async () => {
+    const c = await connector();
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
+    const events = recorder();
+    await c.open(openOptions(device, 'srv-a', 1, auth, events.events));
+    const unheard = createSimulatedWhatsApp({ redis: bed.t.redis, keys: { ...bed.keys, simInboundChannel: `${bed.keys.simInboundChannel}:nobody` } });
+    const waMessageId = await unheard.sendToDevice(device, '15550009999', 'lost publish');
+    await eventually(() => events.inbound.length === 1, 3000);
+    expect(events.inbound[0]).toMatchObject({ waMessageId, text: 'lost publish', chatJid: '15550009999@s.whatsapp.net' });
+    await eventually(async () => (await bed.t.redis.exists(bed.keys.simPending(device))) === 0, 3000);
   });
 
   it('stops pinging when the guard refuses, so WhatsApp drops the socket after the keep-alive timeout', async () => {

@@ -1,11 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient as Redis } from '../../shared/redis.js';
 import type { ClusterKeys } from '../../cluster/keys.js';
-import { defineLuaScripts, loadLuaScript, runLua } from '../../shared/lua.js';
+import { defineLuaScripts, runLua } from '../../shared/lua.js';
 import type { Logger } from '../../shared/logger.js';
 import { isLinked } from '../auth-state/codec.js';
 import { DisconnectCode, type DeviceConnector, type DeviceSocket, type OpenDeviceOptions } from '../connector.js';
 import { isBootAlive } from '../../cluster/server-exclusivity.js';
+import { SIM_HISTORY_CAP } from './bounds.js';
+import { createPendingDelivery } from './inbound.js';
+import { simScripts as scripts } from './scripts.js';
 
 // A simulated WhatsApp for load tests, demos and the multi-process tests. It behaves like the real
 // one where it matters to wafleet:
@@ -16,25 +19,13 @@ import { isBootAlive } from '../../cluster/server-exclusivity.js';
 //    code) until the simulated phone "scans", which writes the link into the creds through the
 //    same fenced auth state Baileys uses, and then asks for a fresh socket (515), as WhatsApp
 //    does. A device that moves to another server finds its creds linked and resumes: no new code.
-//    `{p}:sim:pairings` counts the links, so a test can tell "resumed" from "needed a new QR".
-
-const LUA = new URL('./lua/', import.meta.url);
-const scripts = {
-  open: loadLuaScript(LUA, 'openSimSocket-4.lua'),
-  ping: loadLuaScript(LUA, 'pingSimSocket-1.lua'),
-  close: loadLuaScript(LUA, 'closeSimSocket-2.lua'),
-  send: loadLuaScript(LUA, 'sendSimMessage-4.lua'),
-};
-
-/**
- * The history stream `{p}:sim:history` keeps about this many entries: a chaos run reads and trims
- * it far more often, and a demo left running never grows it past a few megabytes.
- */
-export const SIM_HISTORY_CAP = 100_000;
+//    `{p}:sim:pairings` counts the links, so a test can tell "resumed" from "needed a new QR";
+//  - inbound (inbound.ts): messages written to a device and receipts of messages it sent are held
+//    until a socket of the device acknowledges them, and given again to its next socket if not.
 
 export interface SimulatedConnectorOptions {
   redis: Redis;
-  /** A connection this connector may put into subscriber mode (for kicks). */
+  /** A connection this connector may put into subscriber mode (for kicks and inbound). */
   subscriber: Redis;
   keys: ClusterKeys;
   log: Logger;
@@ -62,6 +53,8 @@ export interface SimulatedConnectorOptions {
 interface OpenSocket {
   socket: DeviceSocket;
   end(code: number, reason: string): void;
+  /** Takes what WhatsApp holds for the device (linked sockets only). */
+  deliver?(): void;
 }
 
 const errorMessage = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -80,9 +73,15 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
   /** Linked sockets by socketId (kicks address them); unlinked ones (showing codes) apart. */
   const open = new Map<string, OpenSocket>();
   const linking = new Set<OpenSocket>();
+  /** The linked socket of each device this connector has one of: where its inbound goes. */
+  const byDevice = new Map<string, OpenSocket>();
 
-  await subscriber.subscribe(keys.simKickChannel);
+  await subscriber.subscribe(keys.simKickChannel, keys.simInboundChannel);
   subscriber.on('message', (channel: string, message: string) => {
+    if (channel === keys.simInboundChannel) {
+      byDevice.get(message)?.deliver?.();
+      return;
+    }
     if (channel !== keys.simKickChannel) return;
     const socketId = message.slice(message.indexOf(' ') + 1);
     open.get(socketId)?.end(DisconnectCode.connectionReplaced, 'conflict: replaced by another socket');
@@ -212,12 +211,17 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
       const dropPerTick = dropPerMinute > 0 ? 1 - (1 - Math.min(1, dropPerMinute)) ** (tickMs / 60_000) : 0;
 
       const stopTimer = () => clearInterval(timer);
+      const deliver = createPendingDelivery({ redis, keys, deviceId, socketId, events, log: deviceLog, ended: () => ended });
+      const forget = () => {
+        stopTimer();
+        open.delete(socketId);
+        if (byDevice.get(deviceId) === entry) byDevice.delete(deviceId);
+      };
       const entry: OpenSocket = {
         end(code, reason) {
           if (ended) return;
           ended = true;
-          stopTimer();
-          open.delete(socketId);
+          forget();
           deviceLog.info({ code, reason }, 'simulated socket closed');
           events.closed(code, reason);
         },
@@ -227,8 +231,7 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
           async close() {
             if (ended) return;
             ended = true;
-            stopTimer();
-            open.delete(socketId);
+            forget();
             await runLua(redis, scripts.close, [socketKey, keys.simHistory], [socketId, deviceId, 'closed', SIM_HISTORY_CAP]);
           },
           async send(message, waMessageId) {
@@ -243,8 +246,10 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
             if (delivered === -1) throw new Error('simulated socket is not open');
           },
         },
+        deliver,
       };
       open.set(socketId, entry);
+      byDevice.set(deviceId, entry);
 
       const timer = setInterval(() => {
         if (pinging || ended) return;
@@ -267,9 +272,10 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
             });
           return;
         }
-        runLua<number>(redis, scripts.ping, [socketKey], [socketId, keepAliveTimeoutMs])
+        runLua<number>(redis, scripts.ping, [socketKey, keys.simPending(deviceId)], [socketId, keepAliveTimeoutMs])
           .then((alive) => {
             if (alive === 0) entry.end(DisconnectCode.connectionLost, 'connection lost: keep-alive timed out');
+            if (alive === 2) deliver();
           })
           .catch((err) => deviceLog.warn({ err }, 'simulated keep-alive failed'))
           .finally(() => {
@@ -285,14 +291,17 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
         [deviceId, socketId, keepAliveTimeoutMs, keys.simKickChannel, SIM_HISTORY_CAP],
       );
       if (kicked) deviceLog.warn({ kicked }, 'simulated WhatsApp kicked an older socket (conflict)');
-      if (!ended) events.status('connected');
+      if (!ended) {
+        events.status('connected');
+        deliver();
+      }
       return entry.socket;
     },
 
     async close() {
       for (const entry of linking) await entry.socket.close();
       await Promise.allSettled([...open.values()].map((entry) => entry.socket.close()));
-      await subscriber.unsubscribe(keys.simKickChannel).catch(() => undefined);
+      await subscriber.unsubscribe(keys.simKickChannel, keys.simInboundChannel).catch(() => undefined);
     },
   };
   log.debug({ connectLatencyMs, keepAliveTimeoutMs, dropPerMinute, scanAfterCodes }, 'simulated connector ready');
