@@ -86,7 +86,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     await ensureMarker(resetDeps);
 
     const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log };
-    const { connector, runtime: deviceRuntime, events } = await createDevices(devices);
+    const { connector, runtime: deviceRuntime, events, sim } = await createDevices(devices);
     cleanups.push({ name: 'connector', run: () => connector.close() });
 
     const { ratePerMinute, delayMs, attempts } = config.messages;
@@ -140,7 +140,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       options: { production: config.nodeEnv === 'production', ...config.http },
       api: {
         store, leases, servers: createServerDirectory({ redis, keys }), inbox: createInbox({ redis, keys }),
-        sessions: createDeviceSessions({ redis, keys, store }), events,
+        sessions: createDeviceSessions({ redis, keys, store }), events, sim,
         authenticator, log: log.child({ module: 'api' }), probeHealth, messages,
         place: (deviceId) => node.place(deviceId),
         defaultRatePerMinute: ratePerMinute,

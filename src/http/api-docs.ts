@@ -33,10 +33,13 @@ export function withApiDocs(readme: string, markdown: string): string {
   return readme.slice(0, start) + markdown + readme.slice(end + API_DOCS_END.length);
 }
 
-/** The route declarations alone, for documentation: no handler runs, so no dependency is needed. */
+/**
+ * The route declarations alone, for documentation: no handler runs, so no dependency is needed;
+ * the simulated WhatsApp's routes are in, as with DEVICE_DRIVER=simulated.
+ */
 export function declaredRoutes(): RouteSpec[] {
   return apiRoutes({
-    api: {} as ApiDeps,
+    api: { sim: {} } as ApiDeps,
     options: { production: false, corsOrigins: [], trustProxy: false, limits: { perKeyPerMinute: 1, perIpPerMinute: 1, healthCheckPerMinute: 1 } },
     health: () => {
       throw new Error('not served');

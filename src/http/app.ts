@@ -4,6 +4,7 @@ import { adminRoutes } from './api/admin.js';
 import type { ApiDeps } from './api/context.js';
 import { deviceRoutes } from './api/devices.js';
 import { messageRoutes } from './api/messages.js';
+import { simRoutes } from './api/sim.js';
 import { errorHandler, notFound } from './errors.js';
 import type { RateLimiter } from './rate-limit.js';
 import { mountRoutes, openApiDocument, route, type RouteSpec } from './routes.js';
@@ -70,6 +71,7 @@ export function apiRoutes(deps: Pick<HttpDeps, 'api' | 'options' | 'health' | 'r
     ...deviceRoutes(deps.api),
     ...messageRoutes(deps.api),
     ...adminRoutes(deps.api, { healthCheckPerMinute: deps.options.limits.healthCheckPerMinute }),
+    ...(deps.api.sim ? simRoutes(deps.api, deps.api.sim) : []),
   ];
 }
 

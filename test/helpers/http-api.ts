@@ -7,6 +7,7 @@ import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
 import { createServerDirectory } from '../../src/cluster/server-directory.js';
 import { createDeviceSessions } from '../../src/devices/session-access.js';
+import { createSimulatedWhatsApp } from '../../src/devices/simulated/inbound.js';
 import { createEventLog, type EventLog } from '../../src/events/event-log.js';
 import { createMetrics } from '../../src/metrics/index.js';
 import { createHttpApp, type HttpOptions } from '../../src/http/app.js';
@@ -55,7 +56,8 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, { storeProxy = false }: { storeProxy?: boolean } = {}): Promise<TestApi> {
+/** `sim`: the app is wired as with DEVICE_DRIVER=simulated, the simulated WhatsApp's routes included. */
+export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, { storeProxy = false, sim = false }: { storeProxy?: boolean; sim?: boolean } = {}): Promise<TestApi> {
   const redis = await useTestRedis();
   const keys = createClusterKeys(redis.prefix);
   const db = await createTestDatabase();
@@ -100,6 +102,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
         defaultRatePerMinute: 20,
         idempotencyMs: 86_400_000,
         enqueueMessage: (messageId, deviceId) => producer.enqueue(messageId, deviceId),
+        sim: sim ? createSimulatedWhatsApp({ redis: redis.redis, keys }) : undefined,
       },
     });
     const server = createServer(app);

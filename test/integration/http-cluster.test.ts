@@ -69,6 +69,33 @@ describe('the API across servers', () => {
     await waitUntil(async () => (await cluster.redis.redis.exists(cluster.keys.lease(id))) === 0, TTL * 3);
   });
 
+  it('the simulated WhatsApp, reached through the server that does not hold the device, writes to it and acknowledges its message; the events show both', async () => {
+    const id = (await call(a, 'POST', '/api/devices', { userId: randomUUID(), name: 'inbound' })).body.id as string;
+    await call(a, 'POST', `/api/devices/${id}/connect`);
+    await waitUntil(async () => (await cluster.connectedCount([id])) === 1, TTL * 5);
+    const other = (await cluster.owners([id])).get(id) === 'api-a' ? b : a;
+    const events = async () => (await call(other, 'GET', `/api/devices/${id}/events`)).body.events as Array<{ type: string; data: Record<string, unknown> }>;
+
+    const written = await call(other, 'POST', `/api/sim/devices/${id}/inbound`, { from: '+4915112345678', text: 'hello from a contact' });
+    expect(written.status).toBe(202);
+    await waitUntil(async () => (await events()).some((e) => e.type === 'message.received'), TTL * 3);
+    expect((await events()).find((e) => e.type === 'message.received')!.data).toMatchObject({
+      waMessageId: written.body.waMessageId,
+      chatJid: '4915112345678@s.whatsapp.net',
+      text: 'hello from a contact',
+      fromHistory: false,
+    });
+
+    const sent = await call(other, 'POST', `/api/devices/${id}/messages`, { to: '4915112345678', type: 'text', text: 'hello back' });
+    await waitUntil(async () => (await call(other, 'GET', `/api/messages/${sent.body.id}`)).body.status === 'sent', TTL * 5);
+    expect((await call(other, 'POST', `/api/sim/messages/${sent.body.id}/receipt`, { status: 'delivered' })).status).toBe(202);
+    await waitUntil(async () => (await events()).some((e) => e.type === 'message.ack'), TTL * 3);
+    const { waMessageId } = (await call(other, 'GET', `/api/messages/${sent.body.id}`)).body;
+    expect((await events()).find((e) => e.type === 'message.ack')!.data).toMatchObject({ waMessageId, chatJid: '4915112345678@s.whatsapp.net', status: 'delivered' });
+    await call(a, 'POST', `/api/devices/${id}/disconnect`);
+    await waitUntil(async () => (await cluster.redis.redis.exists(cluster.keys.lease(id))) === 0, TTL * 3);
+  });
+
   it('an admin drain through one server makes the other hand every device over and stop taking any', async () => {
     const devices = await cluster.addDevices(30);
     await waitUntil(async () => (await cluster.connectedCount(devices)) === 30, 30_000);

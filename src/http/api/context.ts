@@ -3,6 +3,7 @@ import type { LeaseStore, PlaceResult } from '../../cluster/lease-store.js';
 import type { ServerDirectory } from '../../cluster/server-directory.js';
 import type { EventLog } from '../../events/event-log.js';
 import type { DeviceSessions } from '../../devices/session-access.js';
+import type { SimulatedWhatsApp } from '../../devices/simulated/inbound.js';
 import type { MessageRecords } from '../../queues/messages.js';
 import type { Logger } from '../../shared/logger.js';
 import type { BackendServer, Device, Store } from '../../store/types.js';
@@ -36,6 +37,8 @@ export interface ApiDeps {
   idempotencyMs: number;
   /** Queues an accepted message on its device's queue (idempotent by message id). */
   enqueueMessage(messageId: string, deviceId: string): Promise<void>;
+  /** DEVICE_DRIVER=simulated only: the simulated WhatsApp, whose routes exist only then. */
+  sim?: SimulatedWhatsApp | undefined;
 }
 
 export interface DeviceView {

@@ -59,6 +59,11 @@ async function storedMessageView(deps: ApiDeps, messageId: string) {
   };
 }
 
+/** The message as GET /api/messages/:id shows it: Redis's record, else the store's row; null if neither has it. */
+export async function findMessage(deps: ApiDeps, messageId: string) {
+  return (await liveMessageView(deps, messageId)) ?? (await storedMessageView(deps, messageId));
+}
+
 async function rateView(deps: ApiDeps, deviceId: string) {
   const own = await deps.messages.rateOverride(deviceId);
   return { deviceId, messagesPerMinute: own ?? deps.defaultRatePerMinute, source: own === null ? 'default' : 'device' };
@@ -131,7 +136,7 @@ export function messageRoutes(deps: ApiDeps): RouteSpec[] {
       params: messageIdParams,
       responses: { 200: '{id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error}', ...COMMON, 404: 'No such message' },
       async handler({ params, caller }) {
-        const view = (await liveMessageView(deps, params.id)) ?? (await storedMessageView(deps, params.id));
+        const view = await findMessage(deps, params.id);
         if (!view) throw new HttpError(404, 'message_not_found', `No message ${params.id}`);
         if (caller.kind === 'user') await loadDevice(deps, caller, view.deviceId);
         return { status: 200, body: view };

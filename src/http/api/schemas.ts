@@ -81,6 +81,15 @@ export type CreateDeviceBody = z.infer<typeof createDeviceBody>;
 
 export const messageIdParams = z.strictObject({ id: uuid });
 
+export const simInboundBody = z.strictObject({
+  from: phoneNumber.describe('Who writes to the device'),
+  text: z.string().min(1, 'must not be empty').max(4096, 'must be at most 4096 characters'),
+});
+
+export const simReceiptBody = z.strictObject({
+  status: z.enum(['delivered', 'read']).describe("How far the recipient's phone got with the message"),
+});
+
 export const idempotencyKey = z
   .string()
   .regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 _ . : -');
