@@ -53,8 +53,6 @@ export interface SimulatedConnectorOptions {
 interface OpenSocket {
   socket: DeviceSocket;
   end(code: number, reason: string): void;
-  /** Takes what WhatsApp holds for the device (linked sockets only). */
-  deliver?(): void;
 }
 
 const errorMessage = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -73,13 +71,13 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
   /** Linked sockets by socketId (kicks address them); unlinked ones (showing codes) apart. */
   const open = new Map<string, OpenSocket>();
   const linking = new Set<OpenSocket>();
-  /** The linked socket of each device this connector has one of: where its inbound goes. */
-  const byDevice = new Map<string, OpenSocket>();
+  /** Per device with a linked socket here: starts a delivery of what WhatsApp holds for it. */
+  const deliveries = new Map<string, () => void>();
 
   await subscriber.subscribe(keys.simKickChannel, keys.simInboundChannel);
   subscriber.on('message', (channel: string, message: string) => {
     if (channel === keys.simInboundChannel) {
-      byDevice.get(message)?.deliver?.();
+      deliveries.get(message)?.();
       return;
     }
     if (channel !== keys.simKickChannel) return;
@@ -215,7 +213,7 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
       const forget = () => {
         stopTimer();
         open.delete(socketId);
-        if (byDevice.get(deviceId) === entry) byDevice.delete(deviceId);
+        if (deliveries.get(deviceId) === deliver) deliveries.delete(deviceId);
       };
       const entry: OpenSocket = {
         end(code, reason) {
@@ -246,10 +244,9 @@ export async function createSimulatedConnector(options: SimulatedConnectorOption
             if (delivered === -1) throw new Error('simulated socket is not open');
           },
         },
-        deliver,
       };
       open.set(socketId, entry);
-      byDevice.set(deviceId, entry);
+      deliveries.set(deviceId, deliver);
 
       const timer = setInterval(() => {
         if (pinging || ended) return;

@@ -97,7 +97,7 @@ function report(entries: readonly PendingEntry[], events: DeviceSocketEvents): v
   flush();
 }
 
-export interface PendingDeliveryOptions {
+interface PendingDeliveryOptions {
   redis: Redis;
   keys: ClusterKeys;
   deviceId: string;
