@@ -38,7 +38,7 @@ async function server(serverId: string, env: Record<string, string> = {}) {
 
 /** A server whose device layer runs on `connector`. */
 async function withConnector(serverId: string, connector: DeviceConnector) {
-  const s = await startTestServer(bed, serverId, { connector, policy: { backoffBaseMs: 50, backoffCapMs: 400 } });
+  const s = await startTestServer(bed, serverId, { connector, env: { SESSION_SNAPSHOT_DELAY_MS: '20' }, policy: { backoffBaseMs: 50, backoffCapMs: 400 } });
   servers.push(s);
   return s;
 }
