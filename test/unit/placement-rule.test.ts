@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { createLeaseStore, type LeaseStore } from '../../src/cluster/lease-store.js';
-import { fairShares, takesPart, type ServerLoad } from '../../src/cluster/placement/load.js';
+import { fairShares, participants, type ServerLoad } from '../../src/cluster/placement/load.js';
 import { planRebalance } from '../../src/cluster/placement/rebalance.js';
 import { createServerDirectory, type ServerDirectory } from '../../src/cluster/server-directory.js';
 import { useTestRedis, type TestRedis } from '../../harness/redis.js';
@@ -64,10 +64,7 @@ async function cluster(name: string, specs: ServerSpec[]) {
       .sadd(keys.owned(result.serverId), deviceId)
       .exec();
   };
-  const loads = async (): Promise<ServerLoad[]> =>
-    (await directory.read(ids)).flatMap(({ id, advert, leases: owned, reserved }) =>
-      takesPart(advert) ? [{ id, capacity: advert.capacity, priority: advert.priority ?? 0, owned, reserved }] : [],
-    );
+  const loads = async (): Promise<ServerLoad[]> => participants(await directory.read(ids));
   const held = async () => Object.fromEntries((await loads()).map((s) => [s.id, s.owned]));
   return { keys, devices, place, loads, held };
 }

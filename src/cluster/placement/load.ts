@@ -1,4 +1,4 @@
-import type { LiveAdvert } from '../server-directory.js';
+import type { LiveAdvert, ServerLiveState } from '../server-directory.js';
 
 // The one rule of load. Placement (placeDevice.lua: one device, atomically) and rebalance
 // (planRebalance: the whole cluster, a round at a time) both follow it, so neither undoes what
@@ -29,6 +29,13 @@ export interface ServerLoad {
 /** Rule 1, read off a server's advert. */
 export function takesPart(advert: LiveAdvert | null): advert is LiveAdvert & { capacity: number } {
   return advert !== null && advert.accepting && !advert.draining && (advert.capacity ?? 0) > 0;
+}
+
+/** The servers that take part, with their loads, from what the server directory read. */
+export function participants(states: readonly ServerLiveState[]): ServerLoad[] {
+  return states.flatMap(({ id, advert, leases, reserved }) =>
+    takesPart(advert) ? [{ id, capacity: advert.capacity, priority: advert.priority ?? 0, owned: leases, reserved }] : [],
+  );
 }
 
 /** Rule 2. */

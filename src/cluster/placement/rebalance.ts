@@ -3,7 +3,7 @@ import type { Inbox } from '../inbox.js';
 import type { ClusterKeys } from '../keys.js';
 import type { ServerDirectory } from '../server-directory.js';
 import type { SingletonRunner } from '../singleton.js';
-import { fairShares, loadOf, takesPart, type ServerLoad } from './load.js';
+import { fairShares, loadOf, participants, type ServerLoad } from './load.js';
 
 // Rebalance: when a server joins or capacities change, overloaded servers hand a bounded share
 // of their devices to the others, a round at a time. Planning is a singleton duty; the moving is
@@ -53,10 +53,7 @@ export function createRebalancer({ keys, servers, inbox, singleton, intervalMs, 
   let timer: NodeJS.Timeout | undefined;
 
   /** The servers that take part (a dead or draining one's devices move by expiry or drain). */
-  const loads = async (): Promise<ServerLoad[]> =>
-    (await servers.read(await servers.announced())).flatMap(({ id, advert, leases, reserved }) =>
-      takesPart(advert) ? [{ id, capacity: advert.capacity, priority: advert.priority ?? 0, owned: leases, reserved }] : [],
-    );
+  const loads = async (): Promise<ServerLoad[]> => participants(await servers.read(await servers.announced()));
 
   const round = async () => {
     let plan: Array<{ serverId: string; release: number }> = [];
