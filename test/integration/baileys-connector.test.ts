@@ -5,8 +5,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { createBaileysConnector } from '../../src/devices/baileys/connector.js';
 import { readDeviceCodes } from '../../src/devices/codes.js';
-import { createEventLog } from '../../src/events/event-log.js';
-import { createMetrics } from '../../src/metrics/index.js';
 import type { ReconnectPolicy } from '../../src/devices/reconnect-policy.js';
 import { createDeviceBed, eventually, silentLog, startTestServer, type DeviceBed, type TestServer } from '../helpers/devices.js';
 
@@ -295,7 +293,7 @@ describe('baileys connector against a local WebSocket server', () => {
     const deviceId = await bed.createDevice();
     await server.start(deviceId);
     const socket = await waitForOpenSocket(sockets, 1);
-    const log = createEventLog({ redis: bed.t.redis, keys: bed.keys, metrics: createMetrics({ serverId: 'reader', processMetrics: false }), dedupMs: 60_000, maxLength: 100, retentionMs: 60_000 });
+    const log = server.events;
     const chat = '4915112345678@s.whatsapp.net';
     const text = (id: string, body: string): WAMessage => ({ key: { remoteJid: chat, fromMe: false, id }, messageTimestamp: 1_764_700_000, pushName: 'Ada', message: { conversation: body } });
 

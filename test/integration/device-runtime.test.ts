@@ -5,8 +5,7 @@ import type { DeviceConnector } from '../../src/devices/connector.js';
 import type { InboundMessage, MessageAck } from '../../src/devices/inbound.js';
 import { createSimulatedConnector } from '../../src/devices/simulated/connector.js';
 import { runtimeSender, withOutboundWork } from '../../src/queues/device-work.js';
-import { createEventLog, type LoggedEvent } from '../../src/events/event-log.js';
-import { createMetrics } from '../../src/metrics/index.js';
+import type { LoggedEvent } from '../../src/events/event-log.js';
 import { createMessageRecords, waMessageIdFor } from '../../src/queues/messages.js';
 import { createOutbound } from '../../src/queues/outbound.js';
 import { monotonicNow } from '../../src/shared/clock.js';
@@ -85,7 +84,7 @@ describe('device runtime (simulated WhatsApp)', () => {
 
   it("the device's status changes and its QR code reach its event log, in order", async () => {
     const a = await server('srv-a', { SIM_QR_INTERVAL_MS: '300' });
-    const log = createEventLog({ redis: bed.t.redis, keys: bed.keys, metrics: createMetrics({ serverId: 'reader', processMetrics: false }), dedupMs: 60_000, maxLength: 100, retentionMs: 60_000 });
+    const log = a.events;
     const deviceId = await bed.createDevice();
     await a.start(deviceId);
     await eventually(async () => (await log.read(deviceId, 0, 100)).some((e) => e.type === 'device.status' && (e.data as { status: string }).status === 'connected'), 10_000);
@@ -160,8 +159,7 @@ describe('device runtime (simulated WhatsApp)', () => {
     expect(await pairings(deviceId)).toBe(1);
     expect(log.filter((r) => r.event_type === 'qr')).toHaveLength(1);
     // Users see each drop as a device.status event with its code and when the next try is due.
-    const events = createEventLog({ redis: bed.t.redis, keys: bed.keys, metrics: createMetrics({ serverId: 'reader', processMetrics: false }), dedupMs: 60_000, maxLength: 100, retentionMs: 60_000 });
-    const dropped = (await events.read(deviceId, 0, 100)).filter((e) => e.type === 'device.status' && (e.data as { status: string }).status === 'disconnected');
+    const dropped = (await a.events.read(deviceId, 0, 100)).filter((e) => e.type === 'device.status' && (e.data as { status: string }).status === 'disconnected');
     expect(dropped.length).toBeGreaterThanOrEqual(2);
     expect(dropped[0]!.data).toMatchObject({ code: 428, nextRetryAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
   });
