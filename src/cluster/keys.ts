@@ -113,6 +113,18 @@ export interface ClusterKeys {
    * event appended again (a redelivery after failover, a retried append) is dropped
    */
   eventId(eventId: string): string;
+  /** string, PX retention: the last event sequence of the device handed to its webhook (delivered, or moved to a retry) */
+  webhookCursor(deviceId: string): string;
+  /** string holder, PX: the one delivery run working the device's webhook at a time */
+  webhookPump(deviceId: string): string;
+  /** string, PX retention: set when the device has events its webhook delivery has not looked at yet */
+  webhookWake(deviceId: string): string;
+  /** list JSON, capped, PX retention: the device's dead-lettered webhook deliveries, newest first */
+  webhookFailures(deviceId: string): string;
+  /** string JSON, PX: the device's webhook (url, events, encrypted secret) read through from the store */
+  webhookTarget(deviceId: string): string;
+  /** string, PX message retention: our message id of the device's sent message with this WhatsApp id (acks name the latter) */
+  sentMessage(deviceId: string, waMessageId: string): string;
   /** Simulated WhatsApp: set of WhatsApp message ids the device has delivered (drops repeats) */
   simSeen(deviceId: string): string;
   /** Simulated WhatsApp: list of the device's delivered messages, oldest first (JSON) */
@@ -180,6 +192,12 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     eventSeq: (deviceId: string) => `${tag}:event-seq:${deviceId}`,
     events: (deviceId: string) => `${tag}:events:${deviceId}`,
     eventId: (eventId: string) => `${tag}:event-id:${eventId}`,
+    webhookCursor: (deviceId: string) => `${tag}:webhook:cursor:${deviceId}`,
+    webhookPump: (deviceId: string) => `${tag}:webhook:pump:${deviceId}`,
+    webhookWake: (deviceId: string) => `${tag}:webhook:wake:${deviceId}`,
+    webhookFailures: (deviceId: string) => `${tag}:webhook:failures:${deviceId}`,
+    webhookTarget: (deviceId: string) => `${tag}:webhook:target:${deviceId}`,
+    sentMessage: (deviceId: string, waMessageId: string) => `${tag}:sent:${deviceId}:${waMessageId}`,
     simPairings: `${tag}:sim:pairings`,
     simHistory: `${tag}:sim:history`,
     simSeen: (deviceId: string) => `${tag}:sim:seen:${deviceId}`,

@@ -4,7 +4,7 @@ import type { ClusterKeys } from '../cluster/keys.js';
 import type { LeaseGuard } from '../cluster/lease-guard.js';
 import type { LeaseStore } from '../cluster/lease-store.js';
 import type { Config } from '../config/index.js';
-import { createEventLog, type EventLog, type EventLogMetrics } from '../events/event-log.js';
+import { createEventLog, type EventLog, type EventLogMetrics, type EventLogOptions } from '../events/event-log.js';
 import { createGuardedHttpClient } from '../shared/guarded-http.js';
 import type { Logger } from '../shared/logger.js';
 import type { Store } from '../store/types.js';
@@ -43,6 +43,8 @@ export interface DevicesOptions {
   /** This process's boot id, named in the lease values it holds (absent: the bare server id). */
   bootId?: string;
   log: Logger;
+  /** Told of each event the log accepted (see EventLogOptions.onAppended). */
+  onEventAppended?: EventLogOptions['onAppended'];
   /** A connector made elsewhere (tests: Baileys with a socket hook); default: the driver's. */
   connector?: DeviceConnector;
 }
@@ -59,7 +61,7 @@ export interface Devices {
 export async function createDevices(options: DevicesOptions): Promise<Devices> {
   const { settings, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log } = options;
   const holder = holderId(serverId, bootId);
-  const eventLog = createEventLog({ redis, keys, metrics: options.metrics, ...options.events });
+  const eventLog = createEventLog({ redis, keys, metrics: options.metrics, ...options.events, ...(options.onEventAppended ? { onAppended: options.onEventAppended } : {}) });
   const connector =
     options.connector ??
     (settings.driver === 'simulated'

@@ -26,7 +26,7 @@ export interface LoggedEvent extends WafleetEvent {
   at: number;
 }
 
-export type AppendOutcome = { outcome: 'appended' | 'duplicate'; sequence: number } | { outcome: 'stale' };
+export type AppendOutcome = { outcome: 'appended'; sequence: number; at: number } | { outcome: 'duplicate'; sequence: number } | { outcome: 'stale' };
 
 /** What the log counts; metrics/ registers it (a declared need, as cluster/ declares LeaseMetrics). */
 export interface EventLogMetrics {
@@ -44,6 +44,11 @@ export interface EventLogOptions {
   maxLength: number;
   /** Entries older than this are trimmed; at least dedupMs, so a marker never outlives its numbering. */
   retentionMs: number;
+  /**
+   * Told of each event the log accepted (not of duplicates), in the order the appends were
+   * answered: the write-behind to the store and the webhook delivery start from here.
+   */
+  onAppended?: (deviceId: string, event: LoggedEvent) => void;
 }
 
 export interface EventLog {
@@ -57,9 +62,9 @@ export interface EventLog {
   read(deviceId: string, afterSequence: number, limit: number): Promise<LoggedEvent[]>;
 }
 
-type AppendReply = ['appended' | 'duplicate', number] | ['stale'];
+type AppendReply = ['appended', number, number] | ['duplicate', number] | ['stale'];
 
-export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, retentionMs }: EventLogOptions): EventLog {
+export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, retentionMs, onAppended }: EventLogOptions): EventLog {
   return {
     async append(deviceId, holderLeaseValue, { id, type, data }) {
       const reply = await runLua<AppendReply>(
@@ -72,7 +77,10 @@ export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, reten
         metrics.staleEvents.inc();
         return { outcome: 'stale' };
       }
-      return { outcome: reply[0], sequence: reply[1] };
+      if (reply[0] === 'duplicate') return { outcome: 'duplicate', sequence: reply[1] };
+      const [, sequence, at] = reply;
+      onAppended?.(deviceId, { id, type, data: data ?? null, sequence, at });
+      return { outcome: 'appended', sequence, at };
     },
 
     async read(deviceId, afterSequence, limit) {

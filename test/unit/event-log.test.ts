@@ -4,7 +4,7 @@ import { Counter, Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClusterKeys, type ClusterKeys } from '../../src/cluster/keys.js';
 import { holderId, leaseValue } from '../../src/cluster/lease-value.js';
-import { createEventLog, type EventLog, type EventLogOptions, type WafleetEvent } from '../../src/events/event-log.js';
+import { createEventLog, type EventLog, type EventLogOptions, type LoggedEvent, type WafleetEvent } from '../../src/events/event-log.js';
 import { eventIdFor } from '../../src/events/ids.js';
 import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 
@@ -99,7 +99,7 @@ describe('append', () => {
     expect(await sequencesIn(log, device)).toEqual([1]);
     expect(await t.redis.exists(keys.events(unheld), keys.eventSeq(unheld), keys.eventId(received(unheld, 'wa-stale').id))).toBe(0);
     // The refused event was not remembered as seen: the holder appends it, as the next number.
-    expect(await log.append(device, HOLDER, received(device, 'wa-stale'))).toEqual({ outcome: 'appended', sequence: 2 });
+    expect(await log.append(device, HOLDER, received(device, 'wa-stale'))).toEqual({ outcome: 'appended', sequence: 2, at: expect.any(Number) });
   });
 
   it('drops an event id appended before, answering with its first sequence', async () => {
@@ -113,7 +113,18 @@ describe('append', () => {
     await t.redis.set(keys.lease(device), newOwner, 'PX', 60_000);
     expect(await log.append(device, newOwner, again)).toEqual({ outcome: 'duplicate', sequence: 1 });
     expect(await t.redis.xrange(keys.events(device), '-', '+')).toEqual(before);
-    expect(await log.append(device, newOwner, received(device, 'wa-3'))).toEqual({ outcome: 'appended', sequence: 3 });
+    expect(await log.append(device, newOwner, received(device, 'wa-3'))).toEqual({ outcome: 'appended', sequence: 3, at: expect.any(Number) });
+  });
+
+  it('tells onAppended of each accepted event as read back, and of no duplicate or stale one', async () => {
+    const told: Array<[string, LoggedEvent]> = [];
+    const log = logWith({ onAppended: (deviceId, event) => told.push([deviceId, event]) });
+    const device = await heldDevice();
+    await appendMany(log, device, 2);
+    await log.append(device, HOLDER, received(device, 'wa-1'));
+    await log.append(device, leaseValue(holderId('srv-x', 'boot-x'), 1), received(device, 'wa-9'));
+    expect(told).toEqual((await log.read(device, 0, 10)).map((event) => [device, event]));
+    expect(told.map(([, event]) => event.sequence)).toEqual([1, 2]);
   });
 
   it('appends the same id again once the dedup window has passed', async () => {
@@ -125,7 +136,7 @@ describe('append', () => {
     expect(pttl).toBeLessThanOrEqual(500);
     expect((await log.append(device, HOLDER, received(device, 'wa-1'))).outcome).toBe('duplicate');
     await sleep(550);
-    expect(await log.append(device, HOLDER, received(device, 'wa-1'))).toEqual({ outcome: 'appended', sequence: 2 });
+    expect(await log.append(device, HOLDER, received(device, 'wa-1'))).toEqual({ outcome: 'appended', sequence: 2, at: expect.any(Number) });
   });
 
   it('gives 200 concurrent appends over 4 connections the sequences 1..200, each once', async () => {

@@ -22,7 +22,7 @@
              device's counter and stream expire
 
   Output:
-    { "appended", seq }   written as entry <seq>-0
+    { "appended", seq, at }  written as entry <seq>-0; at: Redis's clock when it was, ms
     { "duplicate", seq }  an event with this id was appended as seq within the window; nothing written
     { "stale" }           the lease is not the appender's (another holder, or nobody); nothing written
 ]]
@@ -94,4 +94,4 @@ if expired > 0 then
   -- MINID drops ids below it: `<seq>-1` drops entry <seq>-0 and everything before it.
   redis.call('XTRIM', KEYS[4], 'MINID', string.format('%d-1', sequenceOf(oldest[expired][1])))
 end
-return { 'appended', seq }
+return { 'appended', seq, now }
