@@ -20,6 +20,7 @@ import { runtimeSender, withOutboundWork } from './queues/device-work.js';
 import { createMessageRecords } from './queues/messages.js';
 import { createOutbound, createOutboundProducer } from './queues/outbound.js';
 import { createWriteBehindRecorder } from './queues/recorder.js';
+import { createReceiptRecorder } from './queues/receipts.js';
 import { createMessageRestore } from './queues/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
 import { createAuthenticator } from './http/auth.js';
@@ -85,7 +86,8 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages };
     await ensureMarker(resetDeps);
 
-    const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log };
+    const onEventAppended = createReceiptRecorder(messages, log.child({ module: 'receipts' }));
+    const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log, onEventAppended };
     const { connector, runtime: deviceRuntime, events, sim } = await createDevices(devices);
     cleanups.push({ name: 'connector', run: () => connector.close() });
 

@@ -94,6 +94,8 @@ export async function createDevices(options: DevicesOptions): Promise<Devices> {
     },
     retire: createDeviceRetirer({ store, leases, guard, recorder, serverId, holder, log: log.child({ module: 'devices' }) }),
     downloadMedia: createMediaDownloader(createGuardedHttpClient(options.outboundHttp)),
+    // The key queues/messages.ts sets when a send begins.
+    sentMessageId: (deviceId, waMessageId) => redis.get(keys.sentMessage(deviceId, waMessageId)),
     appendEvent: async (deviceId, token, event) => (await eventLog.append(deviceId, leaseValue(holder, token), event)).outcome,
   });
   const sim = settings.driver === 'simulated' ? createSimulatedWhatsApp({ redis, keys }) : undefined;

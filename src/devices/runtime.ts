@@ -72,6 +72,8 @@ export interface DeviceRuntimeOptions {
   downloadMedia: MediaDownloader;
   /** The device's event log: what WhatsApp sends back (messages received, acks) goes there. */
   appendEvent: EventSink;
+  /** Our id of a message the device sent, by its WhatsApp id (an ack names only the latter); null: not ours. */
+  sentMessageId(deviceId: string, waMessageId: string): Promise<string | null>;
   policy?: Partial<ReconnectPolicy>;
   random?: () => number;
   clock?: MonotonicClock;
@@ -150,7 +152,7 @@ interface Running {
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntime {
-  const { connector, guard, serverId, bootId, log, recordStatus, recordEvent, authStates, codes, downloadMedia, appendEvent } = options;
+  const { connector, guard, serverId, bootId, log, recordStatus, recordEvent, authStates, codes, downloadMedia, appendEvent, sentMessageId } = options;
   const policy: ReconnectPolicy = { ...DEFAULT_RECONNECT_POLICY, ...options.policy };
   const random = options.random ?? Math.random;
   const clock = options.clock ?? monotonicNow;
@@ -281,7 +283,12 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
       acks(acks) {
         if (!live()) return;
         for (const ack of acks) {
-          appendInOrder(entry, { id: eventIdFor(entry.deviceId, 'message.ack', [ack.waMessageId, ack.status]), type: 'message.ack', data: ack });
+          // The id is WhatsApp's, so a redelivered receipt is the same event whatever the lookup finds.
+          appendInOrder(entry, async () => ({
+            id: eventIdFor(entry.deviceId, 'message.ack', [ack.waMessageId, ack.status]),
+            type: 'message.ack',
+            data: { messageId: await sentMessageId(entry.deviceId, ack.waMessageId), ...ack },
+          }));
         }
       },
     };
@@ -294,16 +301,20 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
    * up on (logged as lost) after EVENT_APPEND_ATTEMPTS. The log itself refuses an event once the
    * lease is another server's, so a paused, replaced owner adds nothing.
    */
-  const appendInOrder = (entry: Running, event: WafleetEvent) => {
+  const appendInOrder = (entry: Running, eventOrLater: WafleetEvent | (() => Promise<WafleetEvent>)) => {
     entry.eventLog = entry.eventLog.then(async () => {
+      // Made (an ack's lookup) in the same turn as the append, so a failed lookup is retried like one.
+      const make = typeof eventOrLater === 'function' ? eventOrLater : () => Promise.resolve(eventOrLater);
+      let event: WafleetEvent | undefined;
       for (let attempt = 1; ; attempt++) {
         try {
+          event ??= await make();
           const outcome = await appendEvent(entry.deviceId, entry.token, event);
           if (outcome === 'stale') entry.log.warn({ type: event.type, eventId: event.id }, 'event refused: the lease is no longer held under this token');
           return;
         } catch (err) {
           if (attempt >= EVENT_APPEND_ATTEMPTS) {
-            entry.log.error({ err, type: event.type, eventId: event.id }, 'event lost: the log could not be written');
+            entry.log.error({ err, type: event?.type, eventId: event?.id }, 'event lost: the log could not be written');
             return;
           }
           await new Promise((r) => setTimeout(r, EVENT_APPEND_BACKOFF_MS * 2 ** (attempt - 1)).unref());

@@ -16,6 +16,7 @@ const scripts = {
   accept: loadLuaScript(LUA, 'acceptMessage-1.lua'),
   begin: loadLuaScript(LUA, 'beginSend-4.lua'),
   finish: loadLuaScript(LUA, 'finishMessage-2.lua'),
+  receipt: loadLuaScript(LUA, 'recordReceipt-1.lua'),
 };
 
 export { OUTBOUND_MESSAGE_TYPES as MESSAGE_TYPES } from '../store/types.js';
@@ -53,6 +54,10 @@ export interface MessageRecord extends OutboundMessage {
   status: MessageStatus;
   acceptedAt: string;
   sentAt: string | null;
+  /** When the recipient's phone had it (the first receipt saying so), or null. */
+  deliveredAt: string | null;
+  /** When the recipient opened it (or played it), or null. */
+  readAt: string | null;
   waMessageId: string | null;
   error: string | null;
   attempts: number;
@@ -79,6 +84,13 @@ export interface MessageRecords {
   begin(messageId: string, deviceId: string, holder: string, token: number, rate: { limit: number; windowMs: number }): Promise<BeginSend>;
   /** `windowMs`: the device's rate window, whose slot for this message moves to the delivery. */
   finish(messageId: string, deviceId: string, outcome: 'sent' | 'failed', detail: string, windowMs?: number): Promise<void>;
+  /**
+   * Our id of the message the device sent under this WhatsApp id, while its record is retained;
+   * null for one we did not send (sent from the phone, or long ago).
+   */
+  sentMessageId(deviceId: string, waMessageId: string): Promise<string | null>;
+  /** Records a receipt's time (see lua/recordReceipt-1.lua); false when nothing new was recorded. */
+  recordReceipt(messageId: string, status: 'delivered' | 'read' | 'played', atMs: number): Promise<boolean>;
   /** The device's own messages-per-minute limit, or null when it follows the default. */
   rateOverride(deviceId: string): Promise<number | null>;
   /** Sets (or with null removes) the device's own limit; the next send on any server obeys it. */
@@ -151,6 +163,8 @@ export function createMessageRecords({
         status: raw.status as MessageStatus,
         acceptedAt: at(raw.acceptedAt)!,
         sentAt: at(raw.sentAt),
+        deliveredAt: at(raw.deliveredAt),
+        readAt: at(raw.readAt),
         waMessageId: raw.waMessageId ?? null,
         error: raw.error ?? null,
         attempts: Number(raw.attempts ?? 0),
@@ -164,7 +178,11 @@ export function createMessageRecords({
         [keys.message(messageId), keys.lease(deviceId), keys.sendTimes(deviceId), keys.rateOverrides],
         [leaseValue(holder, token), messageId, rate.limit, rate.windowMs, deviceId],
       );
-      if (outcome === 'go') return { outcome, attempt: Number(value) };
+      if (outcome === 'go') {
+        // Before the send, so even WhatsApp's first receipt finds whose message it is.
+        await redis.set(keys.sentMessage(deviceId, waMessageIdFor(messageId)), messageId, 'PX', retentionMs);
+        return { outcome, attempt: Number(value) };
+      }
       if (outcome === 'sent') return { outcome, waMessageId: String(value) };
       if (outcome === 'not_owner') return { outcome, holder: String(value) };
       if (outcome === 'wait') return { outcome, ms: Number(value) };
@@ -176,6 +194,12 @@ export function createMessageRecords({
       if (recorded === 1) {
         onFinished?.({ messageId, deviceId, status: outcome, waMessageId: outcome === 'sent' ? detail : null, error: outcome === 'failed' ? detail : null });
       }
+    },
+
+    sentMessageId: (deviceId, waMessageId) => redis.get(keys.sentMessage(deviceId, waMessageId)),
+
+    async recordReceipt(messageId, status, atMs) {
+      return (await runLua<number>(redis, scripts.receipt, [keys.message(messageId)], [status, atMs])) === 1;
     },
 
     async rateOverride(deviceId) {

@@ -91,7 +91,13 @@ describe('the API across servers', () => {
     expect((await call(other, 'POST', `/api/sim/messages/${sent.body.id}/receipt`, { status: 'delivered' })).status).toBe(202);
     await waitUntil(async () => (await events()).some((e) => e.type === 'message.ack'), TTL * 3);
     const { waMessageId } = (await call(other, 'GET', `/api/messages/${sent.body.id}`)).body;
-    expect((await events()).find((e) => e.type === 'message.ack')!.data).toMatchObject({ waMessageId, chatJid: '4915112345678@s.whatsapp.net', status: 'delivered' });
+    expect((await events()).find((e) => e.type === 'message.ack')!.data).toMatchObject({ messageId: sent.body.id, waMessageId, chatJid: '4915112345678@s.whatsapp.net', status: 'delivered' });
+    await waitUntil(async () => (await call(other, 'GET', `/api/messages/${sent.body.id}`)).body.deliveredAt !== null, TTL * 3);
+    expect((await call(a, 'POST', `/api/sim/messages/${sent.body.id}/receipt`, { status: 'read' })).status).toBe(202);
+    await waitUntil(async () => (await call(other, 'GET', `/api/messages/${sent.body.id}`)).body.readAt !== null, TTL * 3);
+    const receipted = (await call(a, 'GET', `/api/messages/${sent.body.id}`)).body;
+    expect(Date.parse(receipted.readAt)).toBeGreaterThanOrEqual(Date.parse(receipted.deliveredAt));
+    expect((await events()).filter((e) => e.type === 'message.ack').map((e) => (e.data as { status: string }).status)).toEqual(['delivered', 'read']);
     await call(a, 'POST', `/api/devices/${id}/disconnect`);
     await waitUntil(async () => (await cluster.redis.redis.exists(cluster.keys.lease(id))) === 0, TTL * 3);
   });

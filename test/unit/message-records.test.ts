@@ -68,6 +68,34 @@ describe('message records', () => {
     expect(ttl).toBeLessThanOrEqual(5_000);
   });
 
+  it('finds a sent message by its WhatsApp id from the moment its send begins, and keeps each receipt time first-come', async () => {
+    const keys = createClusterKeys(t.prefix);
+    const { id } = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: 'r' });
+    expect(await records.sentMessageId(device, waMessageIdFor(id))).toBeNull();
+    await t.redis.set(keys.lease(device), 'srv-a:4');
+    expect(await records.begin(id, device, 'srv-a', 4, RATE)).toEqual({ outcome: 'go', attempt: 1 });
+    expect(await records.sentMessageId(device, waMessageIdFor(id))).toBe(id);
+    expect(await records.sentMessageId(randomUUID(), waMessageIdFor(id))).toBeNull();
+    expect(await t.redis.pttl(keys.sentMessage(device, waMessageIdFor(id)))).toBeGreaterThan(0);
+
+    expect(await records.get(id)).toMatchObject({ deliveredAt: null, readAt: null });
+    expect(await records.recordReceipt(id, 'delivered', 1_000)).toBe(true);
+    expect(await records.recordReceipt(id, 'delivered', 2_000)).toBe(false);
+    expect(await records.recordReceipt(id, 'read', 3_000)).toBe(true);
+    expect(await records.recordReceipt(id, 'played', 4_000)).toBe(false);
+    expect(await records.get(id)).toMatchObject({ deliveredAt: new Date(1_000).toISOString(), readAt: new Date(3_000).toISOString() });
+
+    // Read with no delivered receipt before it: it was delivered by then.
+    const other = await acceptInRedis(records, { deviceId: device, to: '4915112345678', type: 'text', text: 's' });
+    expect(await records.recordReceipt(other.id, 'read', 5_000)).toBe(true);
+    expect(await records.get(other.id)).toMatchObject({ deliveredAt: new Date(5_000).toISOString(), readAt: new Date(5_000).toISOString() });
+
+    // An expired record is not re-created without a TTL.
+    const gone = randomUUID();
+    expect(await records.recordReceipt(gone, 'delivered', 1)).toBe(false);
+    expect(await t.redis.exists(keys.message(gone))).toBe(0);
+  });
+
   it('keeps a failure with its reason, and derives a stable WhatsApp id', async () => {
     const { id } = await acceptInRedis(records, { deviceId: device, to: '123@g.us', type: 'text', text: 'x' });
     await records.finish(id, device, 'failed', 'invalid number');

@@ -38,8 +38,8 @@ async function accept(deps: ApiDeps, message: OutboundMessage, key: string | und
 async function liveMessageView(deps: ApiDeps, messageId: string) {
   const record = await deps.messages.get(messageId);
   if (!record) return null;
-  const { id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error } = record;
-  return { id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error };
+  const { id, deviceId, to, type, status, acceptedAt, sentAt, deliveredAt, readAt, waMessageId, error } = record;
+  return { id, deviceId, to, type, status, acceptedAt, sentAt, deliveredAt, readAt, waMessageId, error };
 }
 
 /** The store's row, once Redis's record expired (retention) or went with Redis's data. */
@@ -54,6 +54,9 @@ async function storedMessageView(deps: ApiDeps, messageId: string) {
     status: row.status,
     acceptedAt: row.acceptedAt.toISOString(),
     sentAt: row.status === 'sent' ? (row.finishedAt?.toISOString() ?? null) : null,
+    // Receipts reach the store written behind (issue 17 store side); until then Redis alone has them.
+    deliveredAt: null,
+    readAt: null,
     waMessageId: row.waMessageId,
     error: row.error,
   };
@@ -134,7 +137,7 @@ export function messageRoutes(deps: ApiDeps): RouteSpec[] {
       summary: "A message's status, timestamps and WhatsApp id",
       access: 'any',
       params: messageIdParams,
-      responses: { 200: '{id, deviceId, to, type, status, acceptedAt, sentAt, waMessageId, error}', ...COMMON, 404: 'No such message' },
+      responses: { 200: '{id, deviceId, to, type, status, acceptedAt, sentAt, deliveredAt, readAt, waMessageId, error}', ...COMMON, 404: 'No such message' },
       async handler({ params, caller }) {
         const view = await findMessage(deps, params.id);
         if (!view) throw new HttpError(404, 'message_not_found', `No message ${params.id}`);
