@@ -24,6 +24,7 @@ import { createReceiptRecorder } from './queues/receipts.js';
 import { createMessageRestore } from './queues/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
 import { createAuthenticator } from './http/auth.js';
+import { createEventStreams } from './http/event-stream.js';
 import { probeHealth } from './http/probe.js';
 import { createRateLimiter } from './http/rate-limit.js';
 import { monotonicNow } from './shared/clock.js';
@@ -124,6 +125,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const publisher = startMetricsPublisher({ redis, keys, metrics, serverId, intervalMs: lease.renewIntervalMs, log: log.child({ module: 'metrics' }) });
     cleanups.push({ name: 'metrics snapshot', run: () => publisher.stop() });
 
+    const eventStreams = createEventStreams({ events });
     const authenticator = createAuthenticator({ internalApiKey: config.internalApiKey, store });
     if (!config.internalApiKey) log.warn('INTERNAL_API_KEY is not set: admin and service calls are refused; user API keys still work');
     const app = createHttpApp({
@@ -142,7 +144,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       options: { production: config.nodeEnv === 'production', ...config.http },
       api: {
         store, leases, servers: createServerDirectory({ redis, keys }), inbox: createInbox({ redis, keys }),
-        sessions: createDeviceSessions({ redis, keys, store }), events, sim,
+        sessions: createDeviceSessions({ redis, keys, store }), events, sim, eventStreams,
         authenticator, log: log.child({ module: 'api' }), probeHealth, messages,
         place: (deviceId) => node.place(deviceId),
         defaultRatePerMinute: ratePerMinute,
@@ -156,7 +158,8 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     let shuttingDown: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> =>
       (shuttingDown ??= (async () => {
-        await node.shutdown(reason, () => http.close());
+        // Open event streams would hold the listener open to the end.
+        await node.shutdown(reason, () => (eventStreams.close(), http.close()));
         await runCleanups(cleanups, log);
         log.info('shutdown complete');
       })());

@@ -58,6 +58,8 @@ export interface EventLog {
    * (`duplicate`, with the sequence it got then).
    */
   append(deviceId: string, holderLeaseValue: string, event: WafleetEvent): Promise<AppendOutcome>;
+  /** The device's last sequence handed out (0: none, or none within the retention). */
+  lastSequence(deviceId: string): Promise<number>;
   /** Up to `limit` events with a sequence above `afterSequence`, oldest first (0: from the start). */
   read(deviceId: string, afterSequence: number, limit: number): Promise<LoggedEvent[]>;
 }
@@ -81,6 +83,10 @@ export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, reten
       const [, sequence, at] = reply;
       onAppended?.(deviceId, { id, type, data: data ?? null, sequence, at });
       return { outcome: 'appended', sequence, at };
+    },
+
+    async lastSequence(deviceId) {
+      return Number((await redis.get(keys.eventSeq(deviceId))) ?? 0);
     },
 
     async read(deviceId, afterSequence, limit) {

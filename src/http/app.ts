@@ -3,6 +3,7 @@ import type { Logger } from '../shared/logger.js';
 import { adminRoutes } from './api/admin.js';
 import type { ApiDeps } from './api/context.js';
 import { deviceRoutes } from './api/devices.js';
+import { eventRoutes } from './api/events.js';
 import { messageRoutes } from './api/messages.js';
 import { simRoutes } from './api/sim.js';
 import { errorHandler, notFound } from './errors.js';
@@ -69,6 +70,7 @@ export function apiRoutes(deps: Pick<HttpDeps, 'api' | 'options' | 'health' | 'r
       },
     }),
     ...deviceRoutes(deps.api),
+    ...eventRoutes(deps.api),
     ...messageRoutes(deps.api),
     ...adminRoutes(deps.api, { healthCheckPerMinute: deps.options.limits.healthCheckPerMinute }),
     ...(deps.api.sim ? simRoutes(deps.api, deps.api.sim) : []),

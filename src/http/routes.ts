@@ -24,6 +24,8 @@ export interface RouteResult {
   status: number;
   body?: unknown;
   headers?: Record<string, string>;
+  /** The handler wrote the response itself (a stream) and it is over: nothing more to send. */
+  streamed?: true;
 }
 
 export interface RouteSpec<P = unknown, Q = unknown, B = unknown> {
@@ -105,6 +107,7 @@ export function mountRoutes(router: Router, routes: readonly RouteSpec[], deps: 
         const query = validate(spec.query, req.query, 'query');
         const body = validate(spec.body, spec.body && req.body === undefined ? {} : req.body, 'body');
         const result = await spec.handler({ params, query, body, caller, req, res });
+        if (result.streamed) return;
         if (result.headers) res.set(result.headers);
         if (result.body === undefined) res.status(result.status).end();
         else res.status(result.status).json(result.body);

@@ -13,6 +13,7 @@ import { createMetrics } from '../../src/metrics/index.js';
 import { createHttpApp, type HttpOptions } from '../../src/http/app.js';
 import { createAuthenticator } from '../../src/http/auth.js';
 import { probeHealth } from '../../src/http/probe.js';
+import { createEventStreams } from '../../src/http/event-stream.js';
 import { createRateLimiter } from '../../src/http/rate-limit.js';
 import { createMessageRecords } from '../../src/queues/messages.js';
 import { createOutboundProducer } from '../../src/queues/outbound.js';
@@ -74,6 +75,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
   const messages = createMessageRecords({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const producer = createOutboundProducer({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const servers: Server[] = [];
+  const streams = createEventStreams({ events, pollMs: 100 });
 
   const serve = async (overrides: Partial<HttpOptions['limits']>) => {
     const app = createHttpApp({
@@ -97,6 +99,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
         place: async (deviceId) => leases.place(deviceId, await redis.redis.smembers(keys.servers), 60_000),
         sessions: createDeviceSessions({ redis: redis.redis, keys, store }),
         events,
+        eventStreams: streams,
         probeHealth,
         messages,
         defaultRatePerMinute: 20,
@@ -145,6 +148,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
     call,
     twin: (overrides = {}) => serve(overrides),
     async close() {
+      streams.close();
       await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
       await producer.close();
       await store.close();

@@ -214,7 +214,7 @@ describe('devices', () => {
     const first = await api.call('GET', `/api/devices/${device.id}/events?limit=2`, { key: owner.key });
     expect(first.status).toBe(200);
     expect(first.body.events.map((e: { sequence: number; data: { waMessageId: string } }) => [e.sequence, e.data.waMessageId])).toEqual([[1, 'WA-1'], [2, 'WA-2']]);
-    expect(first.body.events[0]).toMatchObject({ id: `ev-${device.id}-WA-1`, type: 'message.received', at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+    expect(first.body.events[0]).toEqual({ id: `ev-${device.id}-WA-1`, type: 'message.received', deviceId: device.id, sequence: 1, createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), data: { waMessageId: 'WA-1' } });
     expect(first.body.last).toBe(2);
     const twin = await api.twin();
     const rest = await api.call('GET', `/api/devices/${device.id}/events?after=${first.body.last}`, { key: owner.key, base: twin });
@@ -222,6 +222,41 @@ describe('devices', () => {
     expect((await api.call('GET', `/api/devices/${device.id}/events?after=3`)).body).toEqual({ events: [], last: 3 });
     expect((await api.call('GET', `/api/devices/${device.id}/events?after=-1`)).status).toBe(422);
     expect((await api.call('GET', `/api/devices/${device.id}/events`, { key: (await userKey()).key })).status).toBe(403);
+  });
+
+  it('streams a device\'s events as Server-Sent Events from any server, from the next one or after Last-Event-ID', async () => {
+    const owner = await userKey();
+    const device = await newDevice(owner.userId);
+    await goLive('api-srv-sse');
+    const claim = await api.leases.claim(device.id, 'api-srv-sse', 60_000);
+    const holderLease = `api-srv-sse:${(claim as { token: number }).token}`;
+    const append = (n: number) => api.events.append(device.id, holderLease, { id: `sse-${device.id}-${n}`, type: 'message.received', data: { n } });
+    await append(1);
+
+    const twin = await api.twin();
+    // Without a starting point: only what comes after the stream opened.
+    const live = await openStream(`${twin}/api/events/stream?deviceId=${device.id}`, owner.key);
+    expect(live.status).toBe(200);
+    expect(live.contentType).toMatch(/^text\/event-stream/);
+    await append(2);
+    await append(3);
+    const seen = await live.take(2);
+    expect(seen.map((e) => [e.id, e.event])).toEqual([['2', 'message.received'], ['3', 'message.received']]);
+    expect(JSON.parse(seen[0]!.data)).toEqual({ id: `sse-${device.id}-2`, type: 'message.received', deviceId: device.id, sequence: 2, createdAt: expect.any(String), data: { n: 2 } });
+    live.close();
+
+    // A reconnecting EventSource sends the last id it saw: it gets exactly what followed.
+    await append(4);
+    const resumed = await openStream(`${api.url}/api/events/stream?deviceId=${device.id}`, owner.key, { 'Last-Event-ID': '2' });
+    expect((await resumed.take(2)).map((e) => e.id)).toEqual(['3', '4']);
+    resumed.close();
+    const fromAfter = await openStream(`${api.url}/api/events/stream?deviceId=${device.id}&after=0`, owner.key);
+    expect((await fromAfter.take(4)).map((e) => JSON.parse(e.data).data.n)).toEqual([1, 2, 3, 4]);
+    fromAfter.close();
+
+    expect((await api.call('GET', `/api/events/stream?deviceId=${device.id}`, { key: (await userKey()).key })).status).toBe(403);
+    expect((await api.call('GET', '/api/events/stream')).status).toBe(422);
+    expect((await api.call('GET', `/api/events/stream?deviceId=${randomUUID()}`)).status).toBe(404);
   });
 
   it('deletes a device: 204, then 404', async () => {
@@ -294,6 +329,8 @@ describe('messages', () => {
       status: 'queued',
       acceptedAt: expect.any(String),
       sentAt: null,
+      deliveredAt: null,
+      readAt: null,
       waMessageId: null,
       error: null,
     });
@@ -469,3 +506,44 @@ describe('rate limits', () => {
     }
   });
 });
+
+interface SseEvent {
+  id: string | undefined;
+  event: string | undefined;
+  data: string;
+}
+
+/** An open Server-Sent Events response, read as it arrives; `take(n)` waits for the next n events. */
+async function openStream(url: string, key: string, headers: Record<string, string> = {}) {
+  const abort = new AbortController();
+  const res = await fetch(url, { headers: { authorization: `Bearer ${key}`, ...headers }, signal: abort.signal });
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  const parsed: SseEvent[] = [];
+  return {
+    status: res.status,
+    contentType: res.headers.get('content-type') ?? '',
+    async take(count: number): Promise<SseEvent[]> {
+      const deadline = Date.now() + 10_000;
+      while (parsed.length < count) {
+        if (Date.now() > deadline) throw new Error(`only ${parsed.length} of ${count} events arrived`);
+        const { value, done } = await reader.read();
+        if (done) throw new Error('the stream ended');
+        buffer += value;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const fields = new Map<string, string>();
+          for (const line of block.split('\n')) {
+            const colon = line.indexOf(':');
+            if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trimStart());
+          }
+          if (fields.has('data')) parsed.push({ id: fields.get('id'), event: fields.get('event'), data: fields.get('data')! });
+        }
+      }
+      return parsed.splice(0, count);
+    },
+    close: () => abort.abort(),
+  };
+}

@@ -2,6 +2,7 @@ import type { Inbox } from '../../cluster/inbox.js';
 import type { LeaseStore, PlaceResult } from '../../cluster/lease-store.js';
 import type { ServerDirectory } from '../../cluster/server-directory.js';
 import type { EventLog } from '../../events/event-log.js';
+import type { EventStreams } from '../event-stream.js';
 import type { DeviceSessions } from '../../devices/session-access.js';
 import type { SimulatedWhatsApp } from '../../devices/simulated/inbound.js';
 import type { MessageRecords } from '../../queues/messages.js';
@@ -28,6 +29,8 @@ export interface ApiDeps {
   sessions: DeviceSessions;
   /** Each device's inbound events, read from any server. */
   events: Pick<EventLog, 'read'>;
+  /** The open Server-Sent Event streams of this server (GET /api/events/stream). */
+  eventStreams: EventStreams;
   /** GET <url>/health with a timeout. */
   probeHealth(url: string): Promise<{ healthy: boolean; responseTimeMs: number | null }>;
   messages: MessageRecords;

@@ -1,3 +1,4 @@
+import { eventView } from '../event-stream.js';
 import { HttpError } from '../errors.js';
 import { route, type RouteSpec } from '../routes.js';
 import { deviceEventsQuery, deviceIdParams, createDeviceBody, listDevicesQuery } from './schemas.js';
@@ -146,16 +147,10 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
       access: 'any',
       params: deviceIdParams,
       query: deviceEventsQuery,
-      responses: { 200: '{events: [{sequence, id, type, at, data}], last}', ...COMMON },
+      responses: { 200: '{events: [{id, type, deviceId, sequence, createdAt, data}], last}', ...COMMON },
       async handler({ params, query, caller }) {
         await loadDevice(deps, caller, params.id);
-        const events = (await deps.events.read(params.id, query.after, query.limit)).map(({ sequence, id, type, at, data }) => ({
-          sequence,
-          id,
-          type,
-          at: new Date(at).toISOString(),
-          data,
-        }));
+        const events = (await deps.events.read(params.id, query.after, query.limit)).map((event) => eventView(params.id, event));
         // `last` is where to resume: the last sequence returned, or `after` when nothing newer exists.
         return { status: 200, body: { events, last: events.at(-1)?.sequence ?? query.after } };
       },

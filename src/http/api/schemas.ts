@@ -57,6 +57,11 @@ export const deviceEventsQuery = z.strictObject({
   limit: z.coerce.number({ error: 'must be a number' }).int().min(1).max(1000).default(100),
 });
 
+export const eventStreamQuery = z.strictObject({
+  deviceId: uuid,
+  after: z.coerce.number({ error: 'must be a number' }).int().min(0).optional().describe('Start after this sequence (Last-Event-ID wins when both are given); absent: with the next event'),
+});
+
 const serverFields = {
   name: z.string().trim().min(1).max(200),
   url: httpUrl,
