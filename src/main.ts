@@ -28,10 +28,9 @@ import { createEventStreams } from './http/event-stream.js';
 import { probeHealth } from './http/probe.js';
 import { createRateLimiter } from './http/rate-limit.js';
 import { monotonicNow } from './shared/clock.js';
-import { ConfigError, WafleetError } from './shared/errors.js';
 import { assertNoEviction } from './shared/eviction-policy.js';
 import { listenHttp } from './shared/listen.js';
-import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
+import { runCleanups, runEntryPoint, type Cleanup } from './shared/lifecycle.js';
 import { createLogger, type Logger } from './shared/logger.js';
 import { createStore } from './store/index.js';
 
@@ -170,34 +169,12 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
   }
 }
 
-async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfigFromProcess();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      // No logger yet: LOG_LEVEL itself may be what is wrong.
-      process.stderr.write(`wafleet: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
-  }
-  const log = createLogger({ level: config.logLevel, serverId: config.server.identity.id });
-
-  let server: RunningServer;
-  try {
-    server = await startServer(config, log);
-  } catch (err) {
-    if (err instanceof WafleetError) log.fatal({ code: err.code }, err.message);
-    else log.fatal({ err }, 'start-up failed');
-    log.flush();
-    process.exitCode = 1;
-    return;
-  }
-
-  exitOnSignals({ log, shutdownTimeoutMs: config.shutdownTimeoutMs, shutdown: (signal) => server.shutdown(signal) });
-}
-
 // This module is the server's entry point (npm run server, pm2 via scripts/launch.mjs); nothing
 // imports it.
-void main();
+void runEntryPoint({
+  name: 'wafleet',
+  loadConfig: () => loadConfigFromProcess(),
+  logger: (config) => createLogger({ level: config.logLevel, serverId: config.server.identity.id }),
+  shutdownTimeoutMs: (config) => config.shutdownTimeoutMs,
+  start: startServer,
+});

@@ -7,8 +7,7 @@ import { createMetricsAggregate } from './metrics/aggregate.js';
 import { createMonitoringApp } from './monitoring/app.js';
 import { CLUSTER_PAGE_PATH, QUEUES_PATH } from './monitoring/cluster-page.js';
 import { createStoreConnection } from './monitoring/store-connection.js';
-import { ConfigError, WafleetError } from './shared/errors.js';
-import { exitOnSignals, runCleanups, type Cleanup } from './shared/lifecycle.js';
+import { runCleanups, runEntryPoint, type Cleanup } from './shared/lifecycle.js';
 import { listenHttp } from './shared/listen.js';
 import { createLogger, type Logger } from './shared/logger.js';
 import { connectRedis, duplicateRedis } from './shared/redis.js';
@@ -83,32 +82,12 @@ async function startMonitor(config: Config, log: Logger): Promise<{ shutdown(rea
   };
 }
 
-async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfigFromProcess('.env', 'monitor');
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`wafleet monitor: ${err.message}\n`);
-      process.exit(1);
-    }
-    throw err;
-  }
-  const log = createLogger({ level: config.logLevel }).child({ process: 'monitor' });
-
-  let monitor: Awaited<ReturnType<typeof startMonitor>>;
-  try {
-    monitor = await startMonitor(config, log);
-  } catch (err) {
-    if (err instanceof WafleetError) log.fatal({ code: err.code }, err.message);
-    else if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') log.fatal(`MONITORING_PORT ${config.monitoring.port} is already in use`);
-    else log.fatal({ err }, 'monitor start-up failed');
-    log.flush();
-    process.exitCode = 1;
-    return;
-  }
-
-  exitOnSignals({ log, shutdownTimeoutMs: config.shutdownTimeoutMs, shutdown: (signal) => monitor.shutdown(signal) });
-}
-
-void main();
+void runEntryPoint({
+  name: 'wafleet monitor',
+  loadConfig: () => loadConfigFromProcess('.env', 'monitor'),
+  logger: (config) => createLogger({ level: config.logLevel }).child({ process: 'monitor' }),
+  shutdownTimeoutMs: (config) => config.shutdownTimeoutMs,
+  start: startMonitor,
+  explainStartFailure: (err, config) =>
+    (err as NodeJS.ErrnoException).code === 'EADDRINUSE' ? `MONITORING_PORT ${config.monitoring.port} is already in use` : undefined,
+});
