@@ -3,7 +3,7 @@
 // adapter its RPC calls, so the two cannot drift apart; migrations/ defines the functions.
 
 /** PostgreSQL types of the parameters; the SQL adapters cast to them so overloads never guess. */
-export type ParamType = 'text' | 'integer' | 'bigint' | 'uuid' | 'jsonb' | 'boolean';
+export type ParamType = 'text' | 'integer' | 'bigint' | 'uuid' | 'jsonb' | 'boolean' | 'timestamptz';
 
 export interface OperationSpec {
   readonly fn: string;
@@ -144,6 +144,13 @@ export const OPERATIONS = {
     returns: 'rows',
     params: { p_after_device: 'uuid', p_after_seq: 'bigint', p_limit: 'integer' },
   },
+  listEvents: {
+    fn: 'wafleet_list_events',
+    returns: 'rows',
+    params: { p_device_id: 'uuid', p_after_sequence: 'bigint', p_limit: 'integer', p_since: 'timestamptz' },
+  },
+  listEventCursors: { fn: 'wafleet_list_event_cursors', returns: 'rows', params: { p_after: 'uuid', p_limit: 'integer' } },
+  pruneEvents: { fn: 'wafleet_prune_events', returns: 'scalar', params: { p_before: 'timestamptz', p_limit: 'integer' } },
   schemaVersion: { fn: 'wafleet_schema_version', returns: 'scalar', params: {} },
 } as const satisfies Record<string, OperationSpec>;
 

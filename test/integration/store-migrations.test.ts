@@ -54,10 +54,11 @@ describe('migrations on a Supabase-like database', () => {
   it('enables row level security on every table', async () => {
     const { rows } = await db.query<{ relname: string; relrowsecurity: boolean }>(
       `select relname, relrowsecurity from pg_class
-       where relname in ('backend_servers', 'devices', 'device_sessions', 'server_logs', 'device_connection_logs', 'device_lease_events')
+       where relname in ('backend_servers', 'devices', 'device_sessions', 'server_logs', 'device_connection_logs', 'device_lease_events',
+                         'outbound_messages', 'token_epochs', 'inbound_events', 'event_cursors')
        order by relname`,
     );
-    expect(rows).toHaveLength(6);
+    expect(rows).toHaveLength(10);
     expect(rows.every((r) => r.relrowsecurity)).toBe(true);
   });
 
@@ -65,6 +66,8 @@ describe('migrations on a Supabase-like database', () => {
     for (const role of ['anon', 'authenticated']) {
       await expect(as(role, null, () => db.query('select * from wafleet_list_servers()'))).rejects.toMatchObject({ code: '42501' });
       await expect(as(role, null, () => db.query('select get_best_available_server()'))).rejects.toMatchObject({ code: '42501' });
+      await expect(as(role, null, () => db.query('select * from wafleet_list_event_cursors(null, 10)'))).rejects.toMatchObject({ code: '42501' });
+      await expect(as(role, null, () => db.query('select wafleet_prune_events(now(), 10)'))).rejects.toMatchObject({ code: '42501' });
     }
     const rows = await as('service_role', null, async () => {
       await db.query(`select * from wafleet_register_server('srv-rls', 'n', 'http://n', 'vps', 'eu', 10, 0, null, '{}')`);
