@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { OPERATIONS, type CallOperation } from './operations.js';
-import { asRows, mapApiKey, mapDevice, mapLeaseEvent, mapMessage, mapServer, mapSession, toDate, toNumber } from './rows.js';
+import { asRows, mapApiKey, mapDevice, mapEvent, mapLeaseEvent, mapMessage, mapServer, mapSession, toDate, toNumber } from './rows.js';
 import type { ApplyRecordsReport, DeviceStatus, MigrationReport, Store, StoredMessage } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -236,6 +236,23 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
     async listPendingMessages(after, limit) {
       const rows = asRows(await call('listPendingMessages', { p_after_device: after?.deviceId ?? null, p_after_seq: after?.seq ?? null, p_limit: limit }));
       return rows.map(mapMessage);
+    },
+
+    async listEvents(deviceId, afterSequence, limit, since) {
+      if (!UUID.test(deviceId)) return [];
+      const rows = asRows(
+        await call('listEvents', { p_device_id: deviceId, p_after_sequence: afterSequence, p_limit: limit, p_since: since?.toISOString() ?? null }),
+      );
+      return rows.map(mapEvent);
+    },
+
+    async listEventCursors(after, limit) {
+      const rows = asRows(await call('listEventCursors', { p_after: after, p_limit: limit }));
+      return rows.map((row) => ({ deviceId: String(row.device_id), lastSequence: toNumber(row.last_sequence), webhookSequence: toNumber(row.webhook_sequence) }));
+    },
+
+    async pruneEvents(olderThan, limit) {
+      return toNumber(await call('pruneEvents', { p_before: olderThan.toISOString(), p_limit: limit }));
     },
 
     async applyRecords(records) {

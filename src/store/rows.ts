@@ -1,4 +1,4 @@
-import type { ApiKey, BackendServer, Device, DeviceStatus, LeaseEvent, LeaseEventType, ServerType, SessionSnapshot, StoredMessage } from './types.js';
+import type { ApiKey, BackendServer, Device, DeviceStatus, LeaseEvent, LeaseEventType, ServerType, SessionSnapshot, StoredEvent, StoredMessage } from './types.js';
 
 // Rows arrive in two dialects: node-postgres/PGlite (timestamps as Date, bigint as string or
 // bigint) and PostgREST JSON (timestamps as ISO strings, bigint as number). One mapper reads both.
@@ -108,6 +108,20 @@ export function mapMessage(row: Row): StoredMessage {
     finishedAt: toNullableDate(row.finished_at),
     waMessageId: toNullableString(row.wa_message_id),
     error: toNullableString(row.error),
+    deliveredAt: toNullableDate(row.delivered_at),
+    readAt: toNullableDate(row.read_at),
+  };
+}
+
+export function mapEvent(row: Row): StoredEvent {
+  return {
+    deviceId: String(row.device_id),
+    sequence: toNumber(row.sequence),
+    id: String(row.id),
+    type: String(row.type),
+    // jsonb: parsed by node-postgres and PostgREST; PGlite too, but a string is read as JSON.
+    data: typeof row.data === 'string' ? JSON.parse(row.data) : (row.data ?? null),
+    createdAt: toDate(row.created_at),
   };
 }
 

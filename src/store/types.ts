@@ -110,7 +110,16 @@ export type StoreRecord =
   | ({ kind: 'server_log'; id: string; at: string } & ServerLogEntry)
   | { kind: 'assignment'; at: string; deviceId: string; serverId: string | null; epoch: number }
   | { kind: 'status'; at: string; deviceId: string; serverId: string; status: DeviceStatus; epoch: number; errorMessage: string | null }
-  | { kind: 'message'; at: string; deviceId: string; messageId: string; status: 'sent' | 'failed'; waMessageId: string | null; error: string | null };
+  | { kind: 'message'; at: string; deviceId: string; messageId: string; status: 'sent' | 'failed'; waMessageId: string | null; error: string | null }
+  /** An event the device's log accepted: (deviceId, sequence) is its identity in the store. */
+  | { kind: 'inbound_event'; at: string; deviceId: string; sequence: number; eventId: string; type: string; data: unknown; createdAt: string }
+  /** WhatsApp's receipt of a sent message; the first time of each (delivered, read) stays. */
+  | { kind: 'message_receipt'; at: string; deviceId: string; messageId: string; status: MessageReceiptStatus; receivedAt: string }
+  /** The last sequence the device's webhook handed on; only goes up. */
+  | { kind: 'webhook_progress'; at: string; deviceId: string; sequence: number };
+
+export const MESSAGE_RECEIPT_STATUSES = ['delivered', 'read', 'played'] as const;
+export type MessageReceiptStatus = (typeof MESSAGE_RECEIPT_STATUSES)[number];
 
 export interface ApplyRecordsReport {
   applied: number;
@@ -209,6 +218,30 @@ export interface StoredMessage {
   finishedAt: Date | null;
   waMessageId: string | null;
   error: string | null;
+  /** The first delivered receipt's time (or the first read one's, when that came first). */
+  deliveredAt: Date | null;
+  /** The first read (or played) receipt's time. */
+  readAt: Date | null;
+}
+
+/** An inbound event as the store keeps it (see migrations/009_inbound_events.sql). */
+export interface StoredEvent {
+  deviceId: string;
+  sequence: number;
+  id: string;
+  type: string;
+  data: unknown;
+  /** When the device's event log accepted it. */
+  createdAt: Date;
+}
+
+/** Where a device's events stand in the store, for the restore after Redis lost its data. */
+export interface EventCursor {
+  deviceId: string;
+  /** The last stored sequence (0: none). */
+  lastSequence: number;
+  /** The last sequence the webhook handed on (0: none). */
+  webhookSequence: number;
 }
 
 export interface MigrationReport {
@@ -274,6 +307,18 @@ export interface Store {
   getMessage(messageId: string): Promise<StoredMessage | null>;
   /** Pending messages by device, then accept order: `limit` after `after` (null: from the start). */
   listPendingMessages(after: { deviceId: string; seq: number } | null, limit: number): Promise<StoredMessage[]>;
+  /**
+   * Up to `limit` of the device's events above `afterSequence`, in sequence order; with `since`,
+   * only those created at or after it.
+   */
+  listEvents(deviceId: string, afterSequence: number, limit: number, since?: Date): Promise<StoredEvent[]>;
+  /** Devices with stored events or a webhook cursor, by id, `limit` after `after` (null: from the start). */
+  listEventCursors(after: string | null, limit: number): Promise<EventCursor[]>;
+  /**
+   * Deletes up to `limit` events created before `olderThan`, oldest first, keeping each device's
+   * newest; resolves with how many went. Call again while it returns `limit`.
+   */
+  pruneEvents(olderThan: Date, limit: number): Promise<number>;
   /** Applies write-behind records in order, in one round trip; never fails on a single record. */
   applyRecords(records: StoreRecord[]): Promise<ApplyRecordsReport>;
   appendServerLog(entry: ServerLogEntry): Promise<void>;

@@ -803,6 +803,112 @@ function storeContract(target: Target) {
       expect(left).toEqual({ [d1]: accepted[d1]!.slice(1), [d2]: accepted[d2]!.filter((_, i) => i !== 1) });
     });
 
+    const eventRecord = (deviceId: string, sequence: number, createdAt: Date, eventId = `ev-${deviceId}-${sequence}`) =>
+      ({ kind: 'inbound_event', at: new Date().toISOString(), deviceId, sequence, eventId, type: 'message.received', data: { text: `m${sequence}`, n: sequence }, createdAt: createdAt.toISOString() }) as const;
+
+    it('keeps inbound events once per (device, sequence), lists them after a sequence or since a time, and refuses another id at a taken sequence', async () => {
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-events', connectionMethod: 'qr' });
+      const start = Date.UTC(2026, 0, 1);
+      const records = [1, 2, 3, 4, 5].map((n) => eventRecord(device.id, n, new Date(start + n * 60_000)));
+      expect(await store.applyRecords(records)).toMatchObject({ applied: 5, duplicate: 0, rejected: 0 });
+      // A replayed batch changes nothing; the same sequence with another id is the numbering gone
+      // back somewhere, refused (and reported) rather than overwriting what a consumer may have seen.
+      const again = await store.applyRecords([...records, eventRecord(device.id, 3, new Date(), 'someone-else')]);
+      expect(again).toMatchObject({ applied: 0, duplicate: 5, rejected: 1 });
+      expect(again.errors[0]?.message).toContain('already holds event');
+
+      const after2 = await store.listEvents(device.id, 2, 2);
+      expect(after2).toEqual([3, 4].map((n) => ({ deviceId: device.id, sequence: n, id: `ev-${device.id}-${n}`, type: 'message.received', data: { text: `m${n}`, n }, createdAt: new Date(start + n * 60_000) })));
+      expect((await store.listEvents(device.id, 0, 100)).map((e) => e.sequence)).toEqual([1, 2, 3, 4, 5]);
+      expect((await store.listEvents(device.id, 0, 100, new Date(start + 4 * 60_000))).map((e) => e.sequence)).toEqual([4, 5]);
+      expect(await store.listEvents(device.id, 5, 100)).toEqual([]);
+      expect(await store.listEvents(randomUUID(), 0, 100)).toEqual([]);
+      expect(await store.listEvents('not-a-uuid', 0, 100)).toEqual([]);
+      // Another device's sequence 1 is its own.
+      const other = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-events-other', connectionMethod: 'qr' });
+      expect(await store.applyRecords([eventRecord(other.id, 1, new Date(start))])).toMatchObject({ applied: 1 });
+
+      await store.deleteDevice(device.id);
+      expect(await store.listEvents(device.id, 0, 100)).toEqual([]);
+    });
+
+    it('records receipts of sent messages: the first delivered and read times stay, and read alone implies delivered', async () => {
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-receipts', connectionMethod: 'qr' });
+      const accept = async () => (await store.acceptMessage({ id: randomUUID(), deviceId: device.id, idempotencyKey: null, idempotencyMs: 60_000, to: '4915112345678', type: 'text', text: 'hi' })).id;
+      const [m1, m2] = [await accept(), await accept()];
+      expect(await store.getMessage(m1)).toMatchObject({ deliveredAt: null, readAt: null });
+      const t = (minute: number) => new Date(Date.UTC(2026, 0, 1, 12, minute));
+      const receipt = (messageId: string, status: 'delivered' | 'read' | 'played', minute: number) =>
+        ({ kind: 'message_receipt', at: new Date().toISOString(), deviceId: device.id, messageId, status, receivedAt: t(minute).toISOString() }) as const;
+
+      expect(await store.applyRecords([receipt(m1, 'delivered', 1), receipt(m1, 'read', 2), receipt(m2, 'played', 3)])).toMatchObject({ applied: 3, rejected: 0 });
+      expect(await store.getMessage(m1)).toMatchObject({ deliveredAt: t(1), readAt: t(2) });
+      expect(await store.getMessage(m2)).toMatchObject({ deliveredAt: t(3), readAt: t(3) });
+      // Repeats and late receipts change nothing; a receipt naming another device's message neither.
+      const late = await store.applyRecords([receipt(m1, 'delivered', 9), receipt(m1, 'read', 9), receipt(m2, 'delivered', 9), { ...receipt(m1, 'read', 9), deviceId: randomUUID() }]);
+      expect(late).toMatchObject({ applied: 0, duplicate: 4, rejected: 0 });
+      expect(await store.getMessage(m1)).toMatchObject({ deliveredAt: t(1), readAt: t(2) });
+      expect(await store.getMessage(m2)).toMatchObject({ deliveredAt: t(3), readAt: t(3) });
+      expect(await store.applyRecords([{ ...receipt(m1, 'read', 9), status: 'seen' as never }])).toMatchObject({ rejected: 1 });
+    });
+
+    it('keeps the webhook cursor going up only, and pages devices with events or a cursor by id', async () => {
+      const devices = await Promise.all([1, 2, 3, 4].map((n) => store.createDevice({ userId: randomUUID(), deviceName: `ct-cursor-${n}`, connectionMethod: 'qr' })));
+      const [withBoth, eventsOnly, cursorOnly] = devices as [typeof devices[0], typeof devices[0], typeof devices[0]];
+      const progress = (deviceId: string, sequence: number) => ({ kind: 'webhook_progress', at: new Date().toISOString(), deviceId, sequence }) as const;
+      const now = new Date();
+      expect(
+        await store.applyRecords([
+          ...[1, 2, 3].map((n) => eventRecord(withBoth.id, n, now)),
+          progress(withBoth.id, 2),
+          progress(withBoth.id, 1),
+          eventRecord(eventsOnly.id, 1, now),
+          progress(cursorOnly.id, 7),
+        ]),
+      ).toMatchObject({ applied: 6, duplicate: 1, rejected: 0 });
+      expect(await store.applyRecords([progress(withBoth.id, 2)])).toMatchObject({ applied: 0, duplicate: 1 });
+
+      const mine = new Set(devices.map((d) => d.id));
+      const seen: Awaited<ReturnType<Store['listEventCursors']>> = [];
+      let after: string | null = null;
+      for (;;) {
+        const page = await store.listEventCursors(after, 2);
+        if (page.length === 0) break;
+        expect(page.length).toBeLessThanOrEqual(2);
+        seen.push(...page);
+        after = page.at(-1)!.deviceId;
+      }
+      const ordered = seen.map((c) => c.deviceId);
+      expect(ordered).toEqual([...ordered].sort());
+      // The fourth device has neither, so it is not listed.
+      expect(seen.filter((c) => mine.has(c.deviceId))).toEqual(
+        [
+          { deviceId: withBoth.id, lastSequence: 3, webhookSequence: 2 },
+          { deviceId: eventsOnly.id, lastSequence: 1, webhookSequence: 0 },
+          { deviceId: cursorOnly.id, lastSequence: 0, webhookSequence: 7 },
+        ].sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1)),
+      );
+    });
+
+    it('prunes events older than a time, a bounded number per call, keeping each device newest event', async () => {
+      const [a, b] = await Promise.all([1, 2].map((n) => store.createDevice({ userId: randomUUID(), deviceName: `ct-prune-${n}`, connectionMethod: 'qr' })));
+      // Long ago, so a shared database's real events are never older than the cut.
+      const old = (n: number) => new Date(Date.UTC(2001, 0, 1, 0, n));
+      await store.applyRecords([
+        ...[1, 2, 3, 4].map((n) => eventRecord(a!.id, n, old(n))),
+        eventRecord(a!.id, 5, new Date()),
+        ...[1, 2].map((n) => eventRecord(b!.id, n, old(n))),
+      ]);
+      const cut = new Date(Date.UTC(2001, 0, 2));
+      expect(await store.pruneEvents(cut, 2)).toBe(2);
+      expect(await store.pruneEvents(cut, 100)).toBe(3);
+      expect(await store.pruneEvents(cut, 100)).toBe(0);
+      expect((await store.listEvents(a!.id, 0, 100)).map((e) => e.sequence)).toEqual([5]);
+      // b's newest is older than the cut and still kept: the store knows where b's numbering stands.
+      expect((await store.listEvents(b!.id, 0, 100)).map((e) => e.sequence)).toEqual([2]);
+      expect((await store.listEventCursors(null, 100_000)).find((c) => c.deviceId === b!.id)).toMatchObject({ lastSequence: 2 });
+    });
+
     it('keeps server_logs when the server row is deleted, and unassigns its devices', async () => {
       const id = ids()('gone');
       await store.registerServer(registration(id));

@@ -328,8 +328,9 @@ describe('supabase adapter request shapes', () => {
     const messageRow = {
       id: deviceRow.user_id, seq: 12, device_id: deviceRow.id, idempotency_key: 'k-1', recipient: '4915112345678', type: 'text', body_text: 'hi',
       media_url: null, caption: null, file_name: null, status: 'queued', accepted_at: deviceRow.created_at, finished_at: null, wa_message_id: null, error: null,
+      delivered_at: deviceRow.updated_at, read_at: null,
     };
-    const stored = { id: deviceRow.user_id, seq: 12, deviceId: deviceRow.id, idempotencyKey: 'k-1', to: '4915112345678', type: 'text', text: 'hi', mediaUrl: null, caption: null, fileName: null, status: 'queued', acceptedAt: new Date(deviceRow.created_at), finishedAt: null, waMessageId: null, error: null };
+    const stored = { id: deviceRow.user_id, seq: 12, deviceId: deviceRow.id, idempotencyKey: 'k-1', to: '4915112345678', type: 'text', text: 'hi', mediaUrl: null, caption: null, fileName: null, status: 'queued', acceptedAt: new Date(deviceRow.created_at), finishedAt: null, waMessageId: null, error: null, deliveredAt: new Date(deviceRow.updated_at), readAt: null };
     const cases: Array<[string, Answer, () => Promise<unknown>, Record<string, unknown>, unknown]> = [
       [
         'wafleet_accept_message',
@@ -340,6 +341,35 @@ describe('supabase adapter request shapes', () => {
       ],
       ['wafleet_get_message', { status: 200, body: [messageRow] }, () => store.getMessage(deviceRow.user_id), { p_id: deviceRow.user_id }, stored],
       ['wafleet_list_pending_messages', { status: 200, body: [messageRow] }, () => store.listPendingMessages({ deviceId: deviceRow.id, seq: 11 }, 3), { p_after_device: deviceRow.id, p_after_seq: 11, p_limit: 3 }, [stored]],
+    ];
+    for (const [fn, answer, run, body, expected] of cases) {
+      requests = [];
+      answers.set(fn, answer);
+      expect(await run()).toEqual(expected);
+      expectRpc(fn, body);
+    }
+  });
+
+  it('inbound event operations: list after a sequence or since a time, cursors, prune (PostgREST JSON rows)', async () => {
+    const store = await open();
+    const eventRow = { device_id: deviceRow.id, sequence: 8, id: 'ev-8', type: 'message.received', data: { text: 'hi' }, created_at: deviceRow.created_at };
+    const since = new Date(deviceRow.created_at);
+    const cases: Array<[string, Answer, () => Promise<unknown>, Record<string, unknown>, unknown]> = [
+      [
+        'wafleet_list_events',
+        { status: 200, body: [eventRow] },
+        () => store.listEvents(deviceRow.id, 7, 50, since),
+        { p_device_id: deviceRow.id, p_after_sequence: 7, p_limit: 50, p_since: since.toISOString() },
+        [{ deviceId: deviceRow.id, sequence: 8, id: 'ev-8', type: 'message.received', data: { text: 'hi' }, createdAt: since }],
+      ],
+      [
+        'wafleet_list_event_cursors',
+        { status: 200, body: [{ device_id: deviceRow.id, last_sequence: 8, webhook_sequence: 5 }] },
+        () => store.listEventCursors(null, 100),
+        { p_after: null, p_limit: 100 },
+        [{ deviceId: deviceRow.id, lastSequence: 8, webhookSequence: 5 }],
+      ],
+      ['wafleet_prune_events', { status: 200, body: 3 }, () => store.pruneEvents(since, 1000), { p_before: since.toISOString(), p_limit: 1000 }, 3],
     ];
     for (const [fn, answer, run, body, expected] of cases) {
       requests = [];
