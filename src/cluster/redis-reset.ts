@@ -11,8 +11,9 @@ import type { LeaseRecorder } from './recorder.js';
 // newest writes), fence counters restart at zero, or fall back a little, while old owners may
 // still be running with their tokens. Before anyone claims again: lift every fence to the store's
 // lease_epoch, hold claims off for one TTL so holders can re-assert what they still run, and put
-// the marker back; and put back the messages the store still counts as pending. Every server that
-// notices runs this; each step is idempotent.
+// the marker back; and put back the messages the store still counts as pending, and each device's
+// event numbering and undelivered events. Every server that notices runs this; each step is
+// idempotent.
 
 const SEED_PAGE = 1000;
 
@@ -33,6 +34,12 @@ export interface RedisResetDeps {
    * Run before claims re-open, so no device sends before its line is whole again.
    */
   restoreMessages?: () => Promise<unknown>;
+  /**
+   * Puts each device's event numbering, undelivered events and dedup markers back from the store
+   * (see events/restore.ts). Run before claims re-open, so no device appends an event before its
+   * numbering goes on from where the store has it.
+   */
+  restoreEvents?: () => Promise<unknown>;
 }
 
 /**
@@ -61,7 +68,7 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys) {
  * Until then claims are refused by the incarnation check (the Redis that lost its data lost the
  * incarnation key with it, or has another run id), so no embargo is needed while this runs.
  */
-export async function reseedFences({ redis, keys, store, leases, log, ttlMs, serverId, restoreMessages }: RedisResetDeps, embargo: boolean): Promise<number> {
+export async function reseedFences({ redis, keys, store, leases, log, ttlMs, serverId, restoreMessages, restoreEvents }: RedisResetDeps, embargo: boolean): Promise<number> {
   const { runId, hasMarker, seededOn } = await readIncarnation(redis, keys);
   if (hasMarker && runId !== undefined && runId === seededOn) {
     log.info({ runId }, 'fences already re-seeded on this Redis by another server');
@@ -82,6 +89,9 @@ export async function reseedFences({ redis, keys, store, leases, log, ttlMs, ser
   // Claims are refused until the incarnation below is set, and a send needs a claim: the
   // messages are back in line before any device can send.
   await restoreMessages?.();
+  // Appends need the lease, so none happens before claims re-open either: without this, each
+  // device's numbering would start again at 1 under readers that already saw 1, 2, 3...
+  await restoreEvents?.();
   // One transaction: the incarnation re-opens claims, and the embargo, starting in the same step,
   // holds them off for a whole TTL from here, however long the re-seed took, so every holder has
   // that TTL to re-assert what it still runs. NX on both: when several servers re-seed at once,

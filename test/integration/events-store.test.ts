@@ -2,22 +2,27 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Counter, Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { reseedFences } from '../../src/cluster/redis-reset.js';
 import { createSnapshotWriter } from '../../src/devices/auth-state/auth-state.js';
 import { createEventLog, type EventLog, type LoggedEvent } from '../../src/events/event-log.js';
 import { eventIdFor } from '../../src/events/ids.js';
+import { createEventRestore } from '../../src/events/restore.js';
 import { createWriteBehindRecorder, type WriteBehindRecorder } from '../../src/queues/recorder.js';
 import { createStoreSync, type StoreSync } from '../../src/queues/store-sync.js';
+import { scanKeys } from '../../src/shared/redis.js';
 import { createDeviceBed, silentLog, type DeviceBed } from '../helpers/devices.js';
 
 // Inbound events and what follows them (receipts, the webhook's progress) reach the store through
 // the real write-behind: the event log's onAppended hands each accepted event to the recorder, the
-// store-sync queue in Redis carries it, and a worker applies it to PostgreSQL.
+// store-sync queue in Redis carries it, and a worker applies it to PostgreSQL. After Redis lost
+// its data, each device's log resumes from the store.
 
 let bed: DeviceBed;
 let bull: Redis;
 let sync: StoreSync;
 let recorder: WriteBehindRecorder;
 let events: EventLog;
+const EVENTS = { dedupMs: 60_000, maxLength: 1000, retentionMs: 120_000 };
 
 beforeAll(async () => {
   bed = await createDeviceBed();
@@ -38,9 +43,7 @@ beforeAll(async () => {
     redis: bed.t.redis,
     keys: bed.keys,
     metrics: { staleEvents: new Counter({ name: 'test_events_stale_total', help: 'stale', registers: [new Registry()] }) },
-    dedupMs: 60_000,
-    maxLength: 1000,
-    retentionMs: 120_000,
+    ...EVENTS,
     onAppended: (deviceId, event) => recorder.inboundEvent(deviceId, event),
   });
 });
@@ -88,5 +91,73 @@ describe('inbound events written behind to the store', () => {
 
     expect(await bed.store.getMessage(messageId)).toMatchObject({ deliveredAt, readAt });
     expect((await bed.store.listEventCursors(null, 1000)).find((c) => c.deviceId === deviceId)).toEqual({ deviceId, lastSequence: 0, webhookSequence: 4 });
+  });
+});
+
+/**
+ * Redis loses its data: every key of this test's prefix goes, but the write-behind's queues, which
+ * carry nothing this test still waits for and whose workers keep running here.
+ */
+async function loseRedisData(): Promise<void> {
+  await scanKeys(bed.t.redis, `*{${bed.t.prefix}}*`, async (found) => {
+    const lost = found.filter((key) => !key.startsWith(bed.keys.bullPrefix));
+    if (lost.length > 0) await bed.t.redis.unlink(...lost);
+  });
+}
+
+describe('inbound events after Redis lost its data', () => {
+  const restore = () => createEventRestore({ redis: bed.t.redis, keys: bed.keys, store: bed.store, log: silentLog, ...EVENTS });
+  const reseed = () => reseedFences({ redis: bed.t.redis, keys: bed.keys, store: bed.store, leases: bed.leases, log: silentLog, ttlMs: 1000, restoreEvents: restore() }, false);
+
+  it('goes on numbering from the store, puts back what the webhook had not handed on, and still drops repeats', async () => {
+    const { deviceId, holder } = await heldDevice();
+    for (let i = 1; i <= 5; i++) await events.append(deviceId, holder, received(deviceId, `wa-${i}`));
+    const before = await events.read(deviceId, 0, 100);
+    recorder.webhookProgress(deviceId, 2);
+    await bed.settled();
+
+    await loseRedisData();
+    expect(await bed.t.redis.exists(bed.keys.eventSeq(deviceId), bed.keys.events(deviceId))).toBe(0);
+    await reseed();
+    // A second server noticing the same loss (the marker is there: it does nothing) and a restore
+    // run again on its own change nothing either.
+    await reseed();
+    await restore()();
+
+    // The webhook goes on after what it had handed on; the pull API and SSE read the rest.
+    expect(await bed.t.redis.get(bed.keys.webhookCursor(deviceId))).toBe('2');
+    expect(await events.read(deviceId, 0, 100)).toEqual(before.slice(2));
+
+    await bed.claim(deviceId, 'srv-a');
+    const again = (await bed.t.redis.get(bed.keys.lease(deviceId)))!;
+    // WhatsApp delivers an unacknowledged message again to the new socket: still a repeat.
+    expect(await events.append(deviceId, again, received(deviceId, 'wa-1'))).toEqual({ outcome: 'duplicate', sequence: 1 });
+    expect(await events.append(deviceId, again, received(deviceId, 'wa-4'))).toEqual({ outcome: 'duplicate', sequence: 4 });
+    expect(await events.append(deviceId, again, received(deviceId, 'wa-6'))).toMatchObject({ outcome: 'appended', sequence: 6 });
+    expect((await events.read(deviceId, 0, 100)).map((e) => e.sequence)).toEqual([3, 4, 5, 6]);
+    await bed.settled();
+    const stored = await bed.store.listEvents(deviceId, 0, 100);
+    expect(stored.map((e) => [e.sequence, e.id])).toEqual([1, 2, 3, 4, 5, 6].map((n) => [n, received(deviceId, `wa-${n}`).id]));
+  });
+
+  it('catches up a Redis that came back behind the store (a replica that missed the newest writes)', async () => {
+    const { deviceId, holder } = await heldDevice();
+    for (let i = 1; i <= 3; i++) await events.append(deviceId, holder, received(deviceId, `wa-${i}`));
+    const replica = await bed.t.redis.dumpBuffer(bed.keys.events(deviceId));
+    for (let i = 4; i <= 5; i++) await events.append(deviceId, holder, received(deviceId, `wa-${i}`));
+    const before = await events.read(deviceId, 0, 100);
+    await bed.settled();
+
+    // The replica had the stream and counter as they were after event 3, and no marker of 4 or 5.
+    await loseRedisData();
+    await bed.t.redis.restore(bed.keys.events(deviceId), 0, replica);
+    await bed.t.redis.set(bed.keys.eventSeq(deviceId), '3');
+    await reseed();
+
+    expect(await events.read(deviceId, 0, 100)).toEqual(before);
+    await bed.claim(deviceId, 'srv-a');
+    const again = (await bed.t.redis.get(bed.keys.lease(deviceId)))!;
+    expect(await events.append(deviceId, again, received(deviceId, 'wa-5'))).toEqual({ outcome: 'duplicate', sequence: 5 });
+    expect(await events.append(deviceId, again, received(deviceId, 'wa-6'))).toMatchObject({ outcome: 'appended', sequence: 6 });
   });
 });

@@ -27,6 +27,7 @@
     { "stale" }           the lease is not the appender's (another holder, or nobody); nothing written
 ]]
 --- @include "redisNowMs"
+--- @include "streamLastSequence"
 
 -- Each append removes at most this many entries past the retention, so its cost stays bounded;
 -- it is more than the one entry an append adds, so a backlog of old entries drains.
@@ -40,10 +41,6 @@ if first then
   return { 'duplicate', tonumber(first) }
 end
 
-local function sequenceOf(entryId)
-  return tonumber(string.match(entryId, '^%d+'))
-end
-
 -- The counter and the stream expire together, so the counter is missing with the stream still
 -- there only if the counter was lost alone; the numbering then goes on from the stream's last
 -- generated id (kept even when trimming emptied the stream), never backwards. With both gone
@@ -53,17 +50,7 @@ local function lastSequence()
   if counter then
     return tonumber(counter)
   end
-  if redis.call('EXISTS', KEYS[4]) == 0 then
-    return 0
-  end
-  local info = redis.call('XINFO', 'STREAM', KEYS[4])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then
-      return sequenceOf(info[i + 1])
-    end
-  end
-  -- Starting again at 1 here would move the sequence backwards under a reader.
-  error('XINFO STREAM names no last-generated-id')
+  return streamLastSequence(KEYS[4])
 end
 
 local now = redisNowMs()

@@ -1,0 +1,110 @@
+import type { ClusterKeys } from '../cluster/keys.js';
+import type { Logger } from '../shared/logger.js';
+import { loadLuaScript, runLua } from '../shared/lua.js';
+import type { RedisClient as Redis } from '../shared/redis.js';
+
+// After Redis lost its data, each device's event log is put back from the store before claims
+// re-open (the Redis reset runs it; see cluster/redis-reset.ts): the numbering goes on from the
+// last stored sequence instead of starting again at 1, the events the webhook had not handed on
+// are in the stream again (the newest up to its max length), each with the dedup marker it had,
+// and so are the markers of older events still within the dedup window, so a message WhatsApp
+// delivers again to the next socket is still dropped as a repeat. Events the webhook had handed
+// on stay in the store only: the pull API reads them there.
+//
+// Every server that notices the loss may run it at once, and the new holder may append as soon
+// as claims re-open: lua/restoreEvents.lua only ever moves things forward, so that is harmless.
+// What never reached the store (its write-behind job was in the Redis that lost it) is lost, and
+// its numbers are handed out again.
+
+const restoreScript = loadLuaScript(new URL('./lua/', import.meta.url), 'restoreEvents.lua');
+
+/** What the restore reads of the store (src/store's Store has it), declared here as events/ imports no store. */
+export interface EventStoreReader {
+  listEventCursors(after: string | null, limit: number): Promise<Array<{ deviceId: string; lastSequence: number; webhookSequence: number }>>;
+  listEvents(
+    deviceId: string,
+    afterSequence: number,
+    limit: number,
+    since?: Date,
+  ): Promise<Array<{ sequence: number; id: string; type: string; data: unknown; createdAt: Date }>>;
+}
+
+export interface EventRestoreDeps {
+  redis: Redis;
+  keys: ClusterKeys;
+  store: EventStoreReader;
+  log: Logger;
+  /** As the event log's (config.events): the dedup window, the stream's max length, the retention. */
+  dedupMs: number;
+  maxLength: number;
+  retentionMs: number;
+  /** Devices read per page, and events per page and per script call. */
+  pageSize?: number;
+  /** Devices restored at once: each holds up to a page of events in memory. */
+  concurrency?: number;
+}
+
+export interface EventRestoreReport {
+  devices: number;
+  /** Entries put back into streams. */
+  restored: number;
+  /** Dedup markers put back. */
+  markers: number;
+}
+
+type RestoreReply = [number, number, number];
+type Cursor = Awaited<ReturnType<EventStoreReader['listEventCursors']>>[number];
+type Event = Awaited<ReturnType<EventStoreReader['listEvents']>>[number];
+
+export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength, retentionMs, pageSize = 500, concurrency = 4 }: EventRestoreDeps): () => Promise<EventRestoreReport> {
+  const put = async (cursor: Cursor, events: Event[], toStream: boolean): Promise<RestoreReply> => {
+    const { deviceId } = cursor;
+    const args: Array<string | number> = [cursor.lastSequence, cursor.webhookSequence, retentionMs, dedupMs, maxLength];
+    for (const e of events) args.push(e.sequence, e.id, e.type, e.createdAt.getTime(), JSON.stringify(e.data ?? null), toStream ? '1' : '0');
+    return runLua<RestoreReply>(
+      redis,
+      restoreScript,
+      [keys.eventSeq(deviceId), keys.events(deviceId), keys.webhookCursor(deviceId), ...events.map((e) => keys.eventId(e.id))],
+      args,
+    );
+  };
+
+  const restoreDevice = async (cursor: Cursor, report: EventRestoreReport): Promise<void> => {
+    // The stream gets what the webhook had not handed on, the newest max-length of it.
+    const streamFrom = Math.max(cursor.webhookSequence, cursor.lastSequence - maxLength, 0);
+    // Older events still within the dedup window get their markers back (sequence order is time order).
+    const since = new Date(Date.now() - dedupMs);
+    for (let after = 0; after < streamFrom; ) {
+      const page = (await store.listEvents(cursor.deviceId, after, pageSize, since)).filter((e) => e.sequence <= streamFrom);
+      if (page.length === 0) break;
+      report.markers += (await put(cursor, page, false))[1];
+      after = page[page.length - 1]!.sequence;
+    }
+    let after = streamFrom;
+    for (;;) {
+      const page = await store.listEvents(cursor.deviceId, after, pageSize);
+      // Also with no events: the counter and the webhook cursor are put back all the same.
+      const [added, markers] = await put(cursor, page, true);
+      report.restored += added;
+      report.markers += markers;
+      if (page.length < pageSize) break;
+      after = page[page.length - 1]!.sequence;
+    }
+    report.devices += 1;
+  };
+
+  return async () => {
+    const report: EventRestoreReport = { devices: 0, restored: 0, markers: 0 };
+    let after: string | null = null;
+    for (;;) {
+      const page = await store.listEventCursors(after, pageSize);
+      if (page.length === 0) break;
+      for (let i = 0; i < page.length; i += concurrency) {
+        await Promise.all(page.slice(i, i + concurrency).map((cursor) => restoreDevice(cursor, report)));
+      }
+      after = page[page.length - 1]!.deviceId;
+    }
+    if (report.devices > 0) log.warn(report, 'event logs put back from the store after Redis lost its data');
+    return report;
+  };
+}
