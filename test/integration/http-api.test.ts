@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApi, type TestApi } from '../helpers/http-api.js';
+import { eventView } from '../../src/http/event-stream.js';
 
 let api: TestApi;
 
@@ -257,6 +258,32 @@ describe('devices', () => {
     expect((await api.call('GET', `/api/events/stream?deviceId=${device.id}`, { key: (await userKey()).key })).status).toBe(403);
     expect((await api.call('GET', '/api/events/stream')).status).toBe(422);
     expect((await api.call('GET', `/api/events/stream?deviceId=${randomUUID()}`)).status).toBe(404);
+  });
+
+  it("reads a device's events from the store where Redis's stream no longer has them (trimmed or lost), in the same shape", async () => {
+    const owner = await userKey();
+    const device = await newDevice(owner.userId);
+    await goLive('api-srv-ev');
+    const claim = await api.leases.claim(device.id, 'api-srv-ev', 60_000);
+    const holderLease = `api-srv-ev:${(claim as { token: number }).token}`;
+    for (let n = 1; n <= 6; n++) await api.events.append(device.id, holderLease, { id: `ev-${device.id}-${n}`, type: 'message.received', data: { n } });
+    const all = (await api.events.read(device.id, 0, 100)).map((e) => eventView(device.id, e));
+    // The write-behind has brought 1..4 to the store so far.
+    await api.store.applyRecords(
+      all.slice(0, 4).map((e) => ({ kind: 'inbound_event', at: e.createdAt, deviceId: device.id, sequence: e.sequence, eventId: e.id, type: e.type, data: e.data, createdAt: e.createdAt })),
+    );
+    const read = async (query: string) => (await api.call('GET', `/api/devices/${device.id}/events?${query}`, { key: owner.key })).body;
+
+    // The stream's cap trimmed 1 and 2: they come from the store, the rest from Redis.
+    await api.redis.redis.xtrim(api.keys.events(device.id), 'MINID', '3-0');
+    expect(await read('after=0')).toEqual({ events: all, last: 6 });
+    expect(await read('after=0&limit=3')).toEqual({ events: all.slice(0, 3), last: 3 });
+    expect(await read('after=3')).toEqual({ events: all.slice(3), last: 6 });
+
+    // Redis lost the stream: what the store has is still there; nothing newer is nothing.
+    await api.redis.redis.del(api.keys.events(device.id));
+    expect(await read('after=1&limit=2')).toEqual({ events: all.slice(1, 3), last: 3 });
+    expect(await read('after=4')).toEqual({ events: [], last: 4 });
   });
 
   it('deletes a device: 204, then 404', async () => {
