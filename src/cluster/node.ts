@@ -13,6 +13,7 @@ import type { LeaseGuard } from './lease-guard.js';
 import { holderId, type LeaseStore, type PlaceResult } from './lease-store.js';
 import type { LeaseMetrics } from './metrics.js';
 import { createRebalancer } from './placement/rebalance.js';
+import { createEventPruner } from './prune-events.js';
 import { createReconciler } from './reconcile.js';
 import type { LeaseRecorder } from './recorder.js';
 import { createRedisResetRecovery, type RedisResetDeps } from './redis-reset.js';
@@ -46,6 +47,8 @@ export interface ClusterNodeOptions {
   /** What the heartbeat advertises about this server besides its state. */
   advert: { url: string; region: string; capacity: number; priority: number };
   storeHealthIntervalMs: number;
+  /** How long the store keeps inbound events (config.events.storeRetentionMs); unset: kept for ever. */
+  eventsStoreRetentionMs?: number;
   shutdownTimeoutMs: number;
   log: Logger;
   metrics: LeaseMetrics;
@@ -75,6 +78,9 @@ export interface ClusterNode {
   readonly draining: boolean;
   readonly fenced: boolean;
 }
+
+/** Pruning inbound events is a singleton duty this often: small rounds keep up with a busy cluster. */
+const EVENT_PRUNE_INTERVAL_MS = 5 * 60_000;
 
 export function createClusterNode(options: ClusterNodeOptions): ClusterNode {
   const { redis, keys, store, leases, guard, recorder, serverId, bootId, lease, log, metrics } = options;
@@ -148,6 +154,18 @@ export function createClusterNode(options: ClusterNodeOptions): ClusterNode {
     log: log.child({ module: 'rebalance' }),
   });
 
+  const pruner =
+    options.eventsStoreRetentionMs === undefined
+      ? undefined
+      : createEventPruner({
+          store,
+          keys,
+          singleton,
+          retentionMs: options.eventsStoreRetentionMs,
+          intervalMs: EVENT_PRUNE_INTERVAL_MS,
+          log: log.child({ module: 'prune-events' }),
+        });
+
   // backend_servers is the durable view of the cluster: fresh every few seconds, never per
   // renewal. Shutdown stops it (and waits for a write in flight) before marking the server
   // inactive, so a late health write cannot mark it active again.
@@ -187,6 +205,7 @@ export function createClusterNode(options: ClusterNodeOptions): ClusterNode {
       log.info({ ttlMs: lease.ttlMs, renewIntervalMs: lease.renewIntervalMs }, 'Server assignment service ready');
       reconciler.start();
       rebalancer.start();
+      pruner?.start();
       storeHealth = setInterval(() => {
         healthWrite = store.recordServerHealth(serverId, guard.size).catch((err) => log.warn({ err }, 'store health write failed'));
       }, options.storeHealthIntervalMs);
@@ -201,6 +220,7 @@ export function createClusterNode(options: ClusterNodeOptions): ClusterNode {
         draining = true;
         reconciler.stop();
         rebalancer.stop();
+        pruner?.stop();
         try {
           const { released } = await coordinator.drain(reason);
           recorder.serverLog({ serverId, level: 'info', event: 'server_drained', message: `released ${released} devices`, details: { reason } });
@@ -236,6 +256,7 @@ export function createClusterNode(options: ClusterNodeOptions): ClusterNode {
       await stopStoreHealth();
       rebalancer.stop();
       reconciler.stop();
+      pruner?.stop();
       expiredKeys?.close();
       await coordinator.stop();
     },

@@ -40,8 +40,8 @@ export interface Config {
     retentionMs: number;
     idempotencyMs: number;
   };
-  /** Inbound events: the per-device log in Redis (src/events/event-log.ts). */
-  events: { dedupMs: number; maxLength: number; retentionMs: number };
+  /** Inbound events: the per-device log in Redis (src/events/event-log.ts); storeRetentionMs: the store's copy (EVENTS_STORE_RETENTION_DAYS). */
+  events: { dedupMs: number; maxLength: number; retentionMs: number; storeRetentionMs: number };
   http: {
     corsOrigins: string[];
     trustProxy: boolean;
@@ -162,6 +162,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: Conf
       dedupMs: e.EVENTS_DEDUP_HOURS * 3_600_000,
       maxLength: e.EVENTS_STREAM_MAX_LENGTH,
       retentionMs: e.EVENTS_RETENTION_HOURS * 3_600_000,
+      storeRetentionMs: e.EVENTS_STORE_RETENTION_DAYS * 86_400_000,
     },
     http: {
       corsOrigins: e.CORS_ORIGINS,

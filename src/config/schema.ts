@@ -128,6 +128,13 @@ export const envSchema = z
       .max(1_000_000, 'must be at most 1000000')
       .default(10_000),
     EVENTS_RETENTION_HOURS: hours.default(72),
+    // The store keeps them longer than Redis (the pull API reads them there); pruned past this.
+    EVENTS_STORE_RETENTION_DAYS: z.coerce
+      .number({ error: 'must be a number of days' })
+      .int('must be a whole number of days')
+      .min(1, 'must be at least 1 day')
+      .max(3650, 'must be at most 3650 days')
+      .default(30),
     // Off by default: a newly linked phone syncs its chat history, which would arrive as a flood
     // of old messages no webhook receiver expects.
     EVENTS_HISTORY_SYNC: z.enum(['true', 'false'], { error: 'must be true or false' }).default('false'),

@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Counter, Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEventPruner } from '../../src/cluster/prune-events.js';
 import { reseedFences } from '../../src/cluster/redis-reset.js';
+import { createSingletonRunner } from '../../src/cluster/singleton.js';
 import { createSnapshotWriter } from '../../src/devices/auth-state/auth-state.js';
 import { createEventLog, type EventLog, type LoggedEvent } from '../../src/events/event-log.js';
 import { eventIdFor } from '../../src/events/ids.js';
@@ -159,5 +161,28 @@ describe('inbound events after Redis lost its data', () => {
     const again = (await bed.t.redis.get(bed.keys.lease(deviceId)))!;
     expect(await events.append(deviceId, again, received(deviceId, 'wa-5'))).toEqual({ outcome: 'duplicate', sequence: 5 });
     expect(await events.append(deviceId, again, received(deviceId, 'wa-6'))).toMatchObject({ outcome: 'appended', sequence: 6 });
+  });
+});
+
+describe('inbound events past the store retention', () => {
+  it('are pruned by one server per period, in batches, each device newest kept', async () => {
+    const [busy, idle] = [await bed.createDevice(), await bed.createDevice()];
+    const day = 86_400_000;
+    const record = (deviceId: string, sequence: number, ageMs: number) =>
+      ({ kind: 'inbound_event', at: new Date().toISOString(), deviceId, sequence, eventId: `ev-${deviceId}-${sequence}`, type: 'message.received', data: null, createdAt: new Date(Date.now() - ageMs).toISOString() }) as const;
+    await bed.store.applyRecords([
+      ...[1, 2, 3, 4, 5].map((n) => record(busy, n, (40 - n) * day)),
+      record(busy, 6, day),
+      record(idle, 1, 50 * day),
+      record(idle, 2, 45 * day),
+    ]);
+    // Two servers' pruners: every server runs the timer, one of them the round.
+    const pruner = () => createEventPruner({ store: bed.store, keys: bed.keys, singleton: createSingletonRunner(bed.t.redis), retentionMs: 30 * day, intervalMs: 60_000, log: silentLog, batch: 2 });
+    const [a, b] = [pruner(), pruner()];
+    expect(await a.round()).toBe(6);
+    expect(await b.round()).toBeNull();
+    expect((await bed.store.listEvents(busy, 0, 100)).map((e) => e.sequence)).toEqual([6]);
+    // The idle device's newest is past the retention too, and kept: its numbering must not restart.
+    expect((await bed.store.listEvents(idle, 0, 100)).map((e) => e.sequence)).toEqual([2]);
   });
 });

@@ -181,12 +181,14 @@ describe('loadConfig', () => {
   });
 
   it('reads the event log windows and caps; a dedup window longer than the retention is refused', () => {
-    expect(loadConfig(base).events).toEqual({ dedupMs: 86_400_000, maxLength: 10_000, retentionMs: 259_200_000 });
-    expect(loadConfig({ ...base, EVENTS_DEDUP_HOURS: '48', EVENTS_RETENTION_HOURS: '48', EVENTS_STREAM_MAX_LENGTH: '500' }).events).toEqual({
+    expect(loadConfig(base).events).toEqual({ dedupMs: 86_400_000, maxLength: 10_000, retentionMs: 259_200_000, storeRetentionMs: 30 * 86_400_000 });
+    expect(loadConfig({ ...base, EVENTS_DEDUP_HOURS: '48', EVENTS_RETENTION_HOURS: '48', EVENTS_STREAM_MAX_LENGTH: '500', EVENTS_STORE_RETENTION_DAYS: '90' }).events).toEqual({
       dedupMs: 172_800_000,
       maxLength: 500,
       retentionMs: 172_800_000,
+      storeRetentionMs: 90 * 86_400_000,
     });
+    expect(problemsOf({ ...base, EVENTS_STORE_RETENTION_DAYS: '0' })).toEqual(['EVENTS_STORE_RETENTION_DAYS: must be at least 1 day']);
     expect(problemsOf({ ...base, EVENTS_RETENTION_HOURS: '12' })).toEqual([
       'EVENTS_RETENTION_HOURS: must be at least EVENTS_DEDUP_HOURS (24): an event id is remembered no longer than its event is kept',
     ]);
