@@ -59,7 +59,10 @@ type Event = Awaited<ReturnType<EventStoreReader['listEvents']>>[number];
 export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength, retentionMs, pageSize = 500, concurrency = 4 }: EventRestoreDeps): () => Promise<EventRestoreReport> {
   const put = async (cursor: Cursor, events: Event[], toStream: boolean): Promise<RestoreReply> => {
     const { deviceId } = cursor;
-    const args: Array<string | number> = [cursor.lastSequence, cursor.webhookSequence, retentionMs, dedupMs, maxLength];
+    // A webhook that handed on more than the store has (those events' records were lost with
+    // Redis) saw those numbers: they are not handed out again.
+    const floor = Math.max(cursor.lastSequence, cursor.webhookSequence);
+    const args: Array<string | number> = [floor, cursor.webhookSequence, retentionMs, dedupMs, maxLength];
     for (const e of events) args.push(e.sequence, e.id, e.type, e.createdAt.getTime(), JSON.stringify(e.data ?? null), toStream ? '1' : '0');
     return runLua<RestoreReply>(
       redis,

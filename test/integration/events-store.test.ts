@@ -142,6 +142,18 @@ describe('inbound events after Redis lost its data', () => {
     expect(stored.map((e) => [e.sequence, e.id])).toEqual([1, 2, 3, 4, 5, 6].map((n) => [n, received(deviceId, `wa-${n}`).id]));
   });
 
+  it('never hands out again a number the webhook saw, even when the store lost that event', async () => {
+    const { deviceId } = await heldDevice();
+    // Events 1..7 went to the webhook; their own records were still queued when Redis lost its data.
+    recorder.webhookProgress(deviceId, 7);
+    await bed.settled();
+    await loseRedisData();
+    await reseed();
+    await bed.claim(deviceId, 'srv-a');
+    const again = (await bed.t.redis.get(bed.keys.lease(deviceId)))!;
+    expect(await events.append(deviceId, again, received(deviceId, 'wa-8'))).toMatchObject({ outcome: 'appended', sequence: 8 });
+  });
+
   it('catches up a Redis that came back behind the store (a replica that missed the newest writes)', async () => {
     const { deviceId, holder } = await heldDevice();
     for (let i = 1; i <= 3; i++) await events.append(deviceId, holder, received(deviceId, `wa-${i}`));

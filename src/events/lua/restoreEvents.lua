@@ -17,7 +17,7 @@
     KEYS[2]  event stream      {p}:events:<deviceId> (fields id, type, at, data, as appendEvent-4 writes them)
     KEYS[3]  webhook cursor    {p}:webhook:cursor:<deviceId> (string: the last sequence handed to the webhook)
     KEYS[4], KEYS[5], ...      per event, in ARGV's order: its dedup marker {p}:event-id:<eventId>
-    ARGV[1]  the last sequence the store knows for the device (the counter's floor)
+    ARGV[1]  the last sequence the store knows was handed out for the device (the counter's floor)
     ARGV[2]  the webhook's last sequence in the store (0: none, the cursor is left as it is)
     ARGV[3]  retention ms (counter, stream and cursor expire after it, as appendEvent-4's do)
     ARGV[4]  dedup window ms
@@ -58,7 +58,9 @@ for i = 1, count do
 end
 
 local counter = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]), last)
-redis.call('SET', KEYS[1], string.format('%d', counter), 'PX', retention)
+if counter > 0 then
+  redis.call('SET', KEYS[1], string.format('%d', counter), 'PX', retention)
+end
 if added > 0 then
   redis.call('PEXPIRE', KEYS[2], retention)
 end
