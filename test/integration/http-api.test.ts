@@ -364,6 +364,16 @@ describe('messages', () => {
     expect((await api.call('GET', `/api/messages/${randomUUID()}`)).status).toBe(404);
   });
 
+  it("reads a message's receipts from the store once Redis's record is gone", async () => {
+    const device = await newDevice(randomUUID());
+    const res = await api.call('POST', `/api/devices/${device.id}/messages`, { body: { to: '+4915112345678', type: 'text', text: 'hello' } });
+    const receipt = (status: 'delivered' | 'read', receivedAt: string) => ({ kind: 'message_receipt', at: receivedAt, deviceId: device.id, messageId: res.body.id, status, receivedAt }) as const;
+    await api.store.applyRecords([receipt('delivered', '2026-01-01T12:00:01.000Z'), receipt('read', '2026-01-01T12:00:09.000Z')]);
+    await api.redis.redis.del(api.keys.message(res.body.id));
+    const read = await api.call('GET', `/api/messages/${res.body.id}`);
+    expect(read.body).toMatchObject({ id: res.body.id, status: 'queued', deliveredAt: '2026-01-01T12:00:01.000Z', readAt: '2026-01-01T12:00:09.000Z' });
+  });
+
   it('one idempotency key, sent twice and concurrently to two servers, yields one message and one job', async () => {
     const device = await newDevice(randomUUID());
     const twin = await api.twin();

@@ -54,9 +54,9 @@ async function storedMessageView(deps: ApiDeps, messageId: string) {
     status: row.status,
     acceptedAt: row.acceptedAt.toISOString(),
     sentAt: row.status === 'sent' ? (row.finishedAt?.toISOString() ?? null) : null,
-    // Receipts reach the store written behind (issue 17 store side); until then Redis alone has them.
-    deliveredAt: null,
-    readAt: null,
+    // Receipts reach the store written behind (message_receipt records).
+    deliveredAt: row.deliveredAt?.toISOString() ?? null,
+    readAt: row.readAt?.toISOString() ?? null,
     waMessageId: row.waMessageId,
     error: row.error,
   };
