@@ -12,6 +12,7 @@ import { assertSoleServer, createBootId } from './cluster/server-exclusivity.js'
 import { describeConfig, loadConfigFromProcess, type Config } from './config/index.js';
 import { createSnapshotWriter } from './devices/auth-state/auth-state.js';
 import { createDevices } from './devices/index.js';
+import type { LoggedEvent } from './events/event-log.js';
 import { createDeviceSessions } from './devices/session-access.js';
 import { createHttpApp } from './http/app.js';
 import { createMetrics } from './metrics/index.js';
@@ -22,6 +23,7 @@ import { createOutbound, createOutboundProducer } from './queues/outbound.js';
 import { createWriteBehindRecorder } from './queues/recorder.js';
 import { createReceiptRecorder } from './queues/receipts.js';
 import { createMessageRestore } from './queues/restore.js';
+import { createEventRestore } from './events/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
 import { createAuthenticator } from './http/auth.js';
 import { createEventStreams } from './http/event-stream.js';
@@ -83,10 +85,15 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const producer = createOutboundProducer({ redis: bull, keys, retentionMs });
     cleanups.push({ name: 'outbound producer', run: () => producer.close() });
     const restoreMessages = createMessageRestore({ store, records: messages, producer, log: log.child({ module: 'message-restore' }) });
-    const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages };
+    const restoreEvents = createEventRestore({ redis, keys, store, log: log.child({ module: 'event-restore' }), ...config.events });
+    const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages, restoreEvents };
     await ensureMarker(resetDeps);
 
-    const onEventAppended = createReceiptRecorder(messages, log.child({ module: 'receipts' }));
+    const receipts = createReceiptRecorder(messages, log.child({ module: 'receipts' }), recorder.messageReceipt);
+    const onEventAppended = (deviceId: string, event: LoggedEvent) => {
+      recorder.inboundEvent(deviceId, event);
+      receipts(deviceId, event);
+    };
     const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log, onEventAppended };
     const { connector, runtime: deviceRuntime, events, sim } = await createDevices(devices);
     cleanups.push({ name: 'connector', run: () => connector.close() });
@@ -106,7 +113,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const advert = { url: config.server.url, region: config.server.region, capacity: config.server.maxCapacity, priority: config.server.priority };
     const node = createClusterNode({
       redis, inboxReader, keys, store, leases, guard, runtime, recorder, storeSync, resetDeps, sole, serverId, bootId,
-      lease, advert, storeHealthIntervalMs, shutdownTimeoutMs, log, metrics,
+      lease, advert, storeHealthIntervalMs, shutdownTimeoutMs, log, metrics, eventsStoreRetentionMs: config.events.storeRetentionMs,
     });
     cleanups.push({ name: 'cluster node', run: () => node.close() });
     await node.start();
