@@ -98,8 +98,9 @@ export interface ClusterKeys {
   /** string JSON `{pairingCode, expiresAt, round}`, PX TTL: the device's latest pairing code */
   pairingCode(deviceId: string): string;
   /**
-   * string, PX retention: the last sequence number handed to an event of the device (events'
-   * numbers are gap-free per device); refreshed with every event, so an idle device's goes
+   * string: the last sequence number handed to an event of the device (events' numbers are
+   * gap-free per device); kept while the device exists, so an idle device's numbering goes on
+   * where it was; deleted with the device
    */
   eventSeq(deviceId: string): string;
   /**

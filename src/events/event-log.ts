@@ -60,6 +60,8 @@ export interface EventLog {
   append(deviceId: string, holderLeaseValue: string, event: WafleetEvent): Promise<AppendOutcome>;
   /** The device's last sequence handed out (0: none, or none within the retention). */
   lastSequence(deviceId: string): Promise<number>;
+  /** Removes the device's log and numbering (the device is deleted). */
+  forget(deviceId: string): Promise<void>;
   /** Up to `limit` events with a sequence above `afterSequence`, oldest first (0: from the start). */
   read(deviceId: string, afterSequence: number, limit: number): Promise<LoggedEvent[]>;
 }
@@ -87,6 +89,10 @@ export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, reten
 
     async lastSequence(deviceId) {
       return Number((await redis.get(keys.eventSeq(deviceId))) ?? 0);
+    },
+
+    async forget(deviceId) {
+      await redis.del(keys.events(deviceId), keys.eventSeq(deviceId));
     },
 
     async read(deviceId, afterSequence, limit) {

@@ -286,9 +286,12 @@ describe('devices', () => {
     expect(await read('after=4')).toEqual({ events: [], last: 4 });
   });
 
-  it('deletes a device: 204, then 404', async () => {
+  it('deletes a device: 204, then 404, its event log and numbering gone', async () => {
     const device = await newDevice(randomUUID());
+    await api.redis.redis.set(api.keys.eventSeq(device.id), 7);
+    await api.redis.redis.xadd(api.keys.events(device.id), '7-0', 'id', 'e7', 'type', 'device.status', 'at', Date.now(), 'data', '{}');
     expect((await api.call('DELETE', `/api/devices/${device.id}`)).status).toBe(204);
+    expect(await api.redis.redis.exists(api.keys.eventSeq(device.id), api.keys.events(device.id))).toBe(0);
     expect((await api.call('GET', `/api/devices/${device.id}`)).status).toBe(404);
     expect((await api.call('DELETE', `/api/devices/${device.id}`)).status).toBe(404);
   });

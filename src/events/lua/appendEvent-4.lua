@@ -10,7 +10,8 @@
   Input:
     KEYS[1]  lease key         {p}:lease:<deviceId>
     KEYS[2]  dedup marker      {p}:event-id:<eventId> (string: the event's sequence, PX window)
-    KEYS[3]  sequence counter  {p}:event-seq:<deviceId> (string: the last sequence handed out)
+    KEYS[3]  sequence counter  {p}:event-seq:<deviceId> (string: the last sequence handed out;
+                               no expiry: it goes when the device is deleted)
     KEYS[4]  event stream      {p}:events:<deviceId> (fields id, type, at, data)
     ARGV[1]  the lease value the appender holds ("serverId@bootId:token")
     ARGV[2]  event id
@@ -19,7 +20,7 @@
     ARGV[5]  dedup window ms
     ARGV[6]  max length: the stream keeps at most this many entries
     ARGV[7]  retention ms (at least the dedup window): older entries are trimmed, and an idle
-             device's counter and stream expire
+             device's stream expires
 
   Output:
     { "appended", seq, at }  written as entry <seq>-0; at: Redis's clock when it was, ms
@@ -41,10 +42,10 @@ if first then
   return { 'duplicate', tonumber(first) }
 end
 
--- The counter and the stream expire together, so the counter is missing with the stream still
--- there only if the counter was lost alone; the numbering then goes on from the stream's last
--- generated id (kept even when trimming emptied the stream), never backwards. With both gone
--- (the device was idle for the whole retention) it starts again at 1.
+-- The counter outlives the stream: an idle device's next event goes on from its last number, which
+-- the store and every receiver have seen, never from 1 again. Should the counter be lost alone,
+-- the numbering goes on from the stream's last generated id (kept even when trimming emptied the
+-- stream), never backwards; after Redis lost both, the restore sets it from the store first.
 local function lastSequence()
   local counter = redis.call('GET', KEYS[3])
   if counter then
@@ -62,7 +63,7 @@ local seqText = string.format('%d', seq)
 -- and readers can rely on the newest max-length events being there (`~` keeps a node's worth more).
 redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[6], seqText .. '-0',
   'id', ARGV[2], 'type', ARGV[3], 'at', now, 'data', ARGV[4])
-redis.call('SET', KEYS[3], seqText, 'PX', retention)
+redis.call('SET', KEYS[3], seqText)
 redis.call('PEXPIRE', KEYS[4], retention)
 redis.call('SET', KEYS[2], seqText, 'PX', ARGV[5])
 
