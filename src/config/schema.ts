@@ -270,8 +270,8 @@ export const envSchema = z
         message: `must not exceed DEVICE_RECONNECT_CAP_MS (${env.DEVICE_RECONNECT_CAP_MS} ms)`,
       });
     }
-    // A dedup marker answers with its event's sequence, so it must not outlive the numbering:
-    // after an idle retention the device's numbering starts again at 1.
+    // A dedup marker answers with its event's sequence: the event it names should still be in
+    // the stream while the marker lives.
     if (env.EVENTS_RETENTION_HOURS < env.EVENTS_DEDUP_HOURS) {
       ctx.addIssue({
         code: 'custom',
