@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { ConfigError } from '../shared/errors.js';
-import { redactUrl } from '../shared/redact.js';
+import { redactUrl, redactUserUrl } from '../shared/redact.js';
 import { describeRedisTarget, type RedisTarget } from '../shared/redis.js';
 import type { StoreOptions, ServerType } from '../store/types.js';
 import { envSchema, type Env } from './schema.js';
@@ -80,6 +80,18 @@ export interface Config {
   };
   /** Requests to URLs a user gave (media, webhooks): the guarded client's rules (src/shared/guarded-http.ts). */
   outboundHttp: { allowPrivate: boolean; timeoutMs: number; maxBytes: number };
+  /** Webhook delivery (src/webhooks/). */
+  webhooks: {
+    /** WEBHOOK_URL with WEBHOOK_SECRET: receives every device's events. */
+    operator: { url: string; secret: string } | null;
+    /** WEBHOOK_SECRET: also signs deliveries to a device's older `webhookUrl`, which has no secret of its own. */
+    sharedSecret: string | undefined;
+    /** What device webhook secrets are encrypted with in the store; null: device webhooks cannot be registered. */
+    encryptionKey: { source: 'WEBHOOK_SECRET_KEY' | 'INTERNAL_API_KEY'; material: string } | null;
+    retryMs: number;
+    timeoutMs: number;
+    concurrency: number;
+  };
   /** How often backend_servers.current_load and last_health_check are refreshed. */
   storeHealthIntervalMs: number;
   shutdownTimeoutMs: number;
@@ -208,6 +220,18 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: Conf
       },
     },
     outboundHttp: { allowPrivate: e.OUTBOUND_ALLOW_PRIVATE === 'true', timeoutMs: e.OUTBOUND_TIMEOUT_MS, maxBytes: e.OUTBOUND_MAX_BYTES },
+    webhooks: {
+      operator: e.WEBHOOK_URL && e.WEBHOOK_SECRET ? { url: e.WEBHOOK_URL, secret: e.WEBHOOK_SECRET } : null,
+      sharedSecret: e.WEBHOOK_SECRET,
+      encryptionKey: e.WEBHOOK_SECRET_KEY
+        ? { source: 'WEBHOOK_SECRET_KEY', material: e.WEBHOOK_SECRET_KEY }
+        : e.INTERNAL_API_KEY
+          ? { source: 'INTERNAL_API_KEY', material: e.INTERNAL_API_KEY }
+          : null,
+      retryMs: Math.round(e.WEBHOOK_RETRY_HOURS * 3_600_000),
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+      concurrency: e.WEBHOOK_CONCURRENCY,
+    },
     storeHealthIntervalMs: e.STORE_HEALTH_INTERVAL_MS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
   };
@@ -275,6 +299,14 @@ export function describeConfig(config: Config): Record<string, unknown> {
     devices: { driver: config.devices.driver, reconnect: config.devices.reconnect },
     outboundHttp: config.outboundHttp,
     internalApiKey: config.internalApiKey ? 'set' : 'unset',
+    webhooks: {
+      operatorUrl: config.webhooks.operator ? redactUserUrl(config.webhooks.operator.url) : null,
+      secret: config.webhooks.sharedSecret ? 'set' : 'unset',
+      secretKeyFrom: config.webhooks.encryptionKey?.source ?? 'unset',
+      retryMs: config.webhooks.retryMs,
+      timeoutMs: config.webhooks.timeoutMs,
+      concurrency: config.webhooks.concurrency,
+    },
     adminPassword: config.monitoring.adminPassword ? 'set' : 'unset',
   };
 }

@@ -151,6 +151,24 @@ export const envSchema = z
       .max(104_857_600, 'must be at most 104857600 bytes (100 MiB)')
       .default(16_777_216),
 
+    // Webhooks (src/webhooks/): each device's own (PUT /api/devices/:id/webhook) and the operator's.
+    WEBHOOK_URL: httpUrl.optional(),
+    WEBHOOK_SECRET: z.string().min(16, 'must be at least 16 characters').max(256, 'must be at most 256 characters').optional(),
+    WEBHOOK_SECRET_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+    // Decimals allowed, so a test or a staging setup can use a window of seconds.
+    WEBHOOK_RETRY_HOURS: z.coerce
+      .number({ error: 'must be a number of hours' })
+      .positive('must be above 0')
+      .max(168, 'must be at most 168 hours (a week)')
+      .default(24),
+    WEBHOOK_TIMEOUT_MS: positiveMs(100).max(120_000, 'must be at most 120000 ms').default(10_000),
+    WEBHOOK_CONCURRENCY: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(1, 'must be 1-1000')
+      .max(1000, 'must be 1-1000')
+      .default(32),
+
     REDIS_URL: redisUrl.optional(),
     UPSTASH_REDIS_URL: redisUrl.optional(),
     REDIS_SENTINELS: hostPortList.optional(),
@@ -278,6 +296,10 @@ export const envSchema = z
         path: ['EVENTS_RETENTION_HOURS'],
         message: `must be at least EVENTS_DEDUP_HOURS (${env.EVENTS_DEDUP_HOURS}): an event id is remembered no longer than its event is kept`,
       });
+    }
+    // The operator's receiver gets every device's events: never unsigned.
+    if (env.WEBHOOK_URL && !env.WEBHOOK_SECRET) {
+      ctx.addIssue({ code: 'custom', path: ['WEBHOOK_SECRET'], message: 'is required with WEBHOOK_URL (its deliveries are signed with it)' });
     }
     if (env.MESSAGE_DELAY_MIN_MS > env.MESSAGE_DELAY_MAX_MS) {
       ctx.addIssue({ code: 'custom', path: ['MESSAGE_DELAY_MIN_MS'], message: `must not exceed MESSAGE_DELAY_MAX_MS (${env.MESSAGE_DELAY_MAX_MS})` });

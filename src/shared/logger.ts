@@ -24,6 +24,11 @@ const SECRET_FIELDS = [
   'UPSTASH_REDIS_URL',
   'authorization',
   'cookie',
+  // Webhook signing: a device's secret, the operator's, and the key that encrypts the former.
+  'secret',
+  'WEBHOOK_SECRET',
+  'WEBHOOK_SECRET_KEY',
+  'encryptionKey',
   // Device linking material: a QR carries the advSecretKey, and creds are the session itself.
   'qr',
   'pairingCode',

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { OPERATIONS, type CallOperation } from './operations.js';
-import { asRows, mapApiKey, mapDevice, mapEvent, mapLeaseEvent, mapMessage, mapServer, mapSession, toDate, toNumber } from './rows.js';
+import { asRows, mapApiKey, mapDevice, mapEvent, mapLeaseEvent, mapMessage, mapServer, mapSession, mapWebhook, toDate, toNumber } from './rows.js';
 import type { ApplyRecordsReport, DeviceStatus, MigrationReport, Store, StoredMessage } from './types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -253,6 +253,25 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
 
     async pruneEvents(olderThan, limit) {
       return toNumber(await call('pruneEvents', { p_before: olderThan.toISOString(), p_limit: limit }));
+    },
+
+    async putWebhook(webhook) {
+      if (!UUID.test(webhook.deviceId)) return null;
+      const rows = asRows(
+        await call('putWebhook', { p_device_id: webhook.deviceId, p_url: webhook.url, p_events: webhook.events, p_secret_ciphertext: webhook.secretCiphertext }),
+      );
+      return rows[0] ? mapWebhook(rows[0]) : null;
+    },
+
+    async getWebhook(deviceId) {
+      if (!UUID.test(deviceId)) return null;
+      const rows = asRows(await call('getWebhook', { p_device_id: deviceId }));
+      return rows[0] ? mapWebhook(rows[0]) : null;
+    },
+
+    async deleteWebhook(deviceId) {
+      if (!UUID.test(deviceId)) return false;
+      return (await call('deleteWebhook', { p_device_id: deviceId })) === true;
     },
 
     async applyRecords(records) {

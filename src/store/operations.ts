@@ -3,7 +3,7 @@
 // adapter its RPC calls, so the two cannot drift apart; migrations/ defines the functions.
 
 /** PostgreSQL types of the parameters; the SQL adapters cast to them so overloads never guess. */
-export type ParamType = 'text' | 'integer' | 'bigint' | 'uuid' | 'jsonb' | 'boolean' | 'timestamptz';
+export type ParamType = 'text' | 'text[]' | 'integer' | 'bigint' | 'uuid' | 'jsonb' | 'boolean' | 'timestamptz';
 
 export interface OperationSpec {
   readonly fn: string;
@@ -151,6 +151,13 @@ export const OPERATIONS = {
   },
   listEventCursors: { fn: 'wafleet_list_event_cursors', returns: 'rows', params: { p_after: 'uuid', p_limit: 'integer' } },
   pruneEvents: { fn: 'wafleet_prune_events', returns: 'scalar', params: { p_before: 'timestamptz', p_limit: 'integer' } },
+  putWebhook: {
+    fn: 'wafleet_put_webhook',
+    returns: 'rows',
+    params: { p_device_id: 'uuid', p_url: 'text', p_events: 'text[]', p_secret_ciphertext: 'text' },
+  },
+  getWebhook: { fn: 'wafleet_get_webhook', returns: 'rows', params: { p_device_id: 'uuid' } },
+  deleteWebhook: { fn: 'wafleet_delete_webhook', returns: 'scalar', params: { p_device_id: 'uuid' } },
   schemaVersion: { fn: 'wafleet_schema_version', returns: 'scalar', params: {} },
 } as const satisfies Record<string, OperationSpec>;
 

@@ -1,4 +1,4 @@
-import type { ApiKey, BackendServer, Device, DeviceStatus, LeaseEvent, LeaseEventType, ServerType, SessionSnapshot, StoredEvent, StoredMessage } from './types.js';
+import type { ApiKey, BackendServer, Device, DeviceStatus, LeaseEvent, LeaseEventType, ServerType, SessionSnapshot, StoredEvent, StoredMessage, StoredWebhook } from './types.js';
 
 // Rows arrive in two dialects: node-postgres/PGlite (timestamps as Date, bigint as string or
 // bigint) and PostgREST JSON (timestamps as ISO strings, bigint as number). One mapper reads both.
@@ -144,4 +144,15 @@ export function mapLeaseEvent(row: Row): LeaseEvent {
 export function asRows(result: unknown): Row[] {
   if (!Array.isArray(result)) throw new TypeError('expected rows from the store');
   return result as Row[];
+}
+
+export function mapWebhook(row: Row): StoredWebhook {
+  const events = row.events;
+  return {
+    deviceId: String(row.device_id),
+    url: String(row.url),
+    events: Array.isArray(events) ? events.map(String) : null,
+    secretCiphertext: String(row.secret_ciphertext),
+    updatedAt: toDate(row.updated_at),
+  };
 }

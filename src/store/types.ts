@@ -244,6 +244,16 @@ export interface EventCursor {
   webhookSequence: number;
 }
 
+/** A device's own webhook (see migrations/010_device_webhooks.sql); the secret only encrypted. */
+export interface StoredWebhook {
+  deviceId: string;
+  url: string;
+  /** Null: every event type. */
+  events: string[] | null;
+  secretCiphertext: string;
+  updatedAt: Date;
+}
+
 export interface MigrationReport {
   applied: string[];
   alreadyApplied: string[];
@@ -319,6 +329,11 @@ export interface Store {
    * newest; resolves with how many went. Call again while it returns `limit`.
    */
   pruneEvents(olderThan: Date, limit: number): Promise<number>;
+  /** Registers or replaces the device's webhook (and clears its older webhookUrl); null: no such device. */
+  putWebhook(webhook: Omit<StoredWebhook, 'updatedAt'>): Promise<StoredWebhook | null>;
+  getWebhook(deviceId: string): Promise<StoredWebhook | null>;
+  /** Removes the device's webhook and its older webhookUrl; false when it had neither. */
+  deleteWebhook(deviceId: string): Promise<boolean>;
   /** Applies write-behind records in order, in one round trip; never fails on a single record. */
   applyRecords(records: StoreRecord[]): Promise<ApplyRecordsReport>;
   appendServerLog(entry: ServerLogEntry): Promise<void>;
