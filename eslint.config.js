@@ -89,6 +89,24 @@ export default tseslint.config(
     },
   },
   {
+    // Webhooks read the event log and the store and POST through the guarded client; the API and
+    // main.ts above them call in, and what they count is declared here (WebhookMetrics).
+    files: ['src/webhooks/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/devices/*', '**/queues/*', '**/metrics/*', '**/http/*', '**/monitoring/*', '**/config/*'],
+              message: 'src/webhooks/ imports only src/events/, src/store/, src/cluster/ and src/shared/; it declares what else it needs.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // Plain JavaScript (this file, the pm2 ecosystem) is not in the TypeScript project.
     files: ['**/*.js', '**/*.cjs', '**/*.mjs'],
     extends: [tseslint.configs.disableTypeChecked],

@@ -114,15 +114,28 @@ export interface ClusterKeys {
    * event appended again (a redelivery after failover, a retried append) is dropped
    */
   eventId(eventId: string): string;
-  /** string, PX retention: the last event sequence of the device handed to its webhook (delivered, or moved to a retry) */
-  webhookCursor(deviceId: string): string;
-  /** string holder, PX: the one delivery run working the device's webhook at a time */
-  webhookPump(deviceId: string): string;
-  /** string, PX retention: set when the device has events its webhook delivery has not looked at yet */
-  webhookWake(deviceId: string): string;
-  /** list JSON, capped, PX retention: the device's dead-lettered webhook deliveries, newest first */
-  webhookFailures(deviceId: string): string;
-  /** string JSON, PX: the device's webhook (url, events, encrypted secret) read through from the store */
+  /**
+   * Webhook delivery keeps each target of a device apart (`target`: `device`, its own webhook, or
+   * `operator`, WEBHOOK_URL), so one target failing never holds the other back.
+   *
+   * string, expiring with the device's event numbering (`eventSeq`): the last event sequence of
+   * the device handed to this target (delivered, not subscribed to, or moved to its own retry)
+   */
+  webhookCursor(deviceId: string, target: string): string;
+  /**
+   * string, PX: the one delivery run working this target of the device (a random holder id,
+   * renewed while it works), or `paused.<id>` for one retry interval after an event failed
+   */
+  webhookPump(deviceId: string, target: string): string;
+  /** string, PX event retention: set when the target has events its delivery has not looked at yet */
+  webhookWake(deviceId: string, target: string): string;
+  /** list JSON, capped, PX a week: the target's dead-lettered deliveries, newest first */
+  webhookFailures(deviceId: string, target: string): string;
+  /**
+   * string JSON `{url, events, sealed}` (the secret still encrypted; `sealed` null for an older
+   * `webhookUrl`), or `none`, PX about a minute: the device's own webhook read through from the
+   * store; deleted when the webhook is put or deleted, so every server sees the change at once
+   */
   webhookTarget(deviceId: string): string;
   /** string, PX message retention: our message id of the device's sent message with this WhatsApp id (acks name the latter) */
   sentMessage(deviceId: string, waMessageId: string): string;
@@ -193,10 +206,10 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     eventSeq: (deviceId: string) => `${tag}:event-seq:${deviceId}`,
     events: (deviceId: string) => `${tag}:events:${deviceId}`,
     eventId: (eventId: string) => `${tag}:event-id:${eventId}`,
-    webhookCursor: (deviceId: string) => `${tag}:webhook:cursor:${deviceId}`,
-    webhookPump: (deviceId: string) => `${tag}:webhook:pump:${deviceId}`,
-    webhookWake: (deviceId: string) => `${tag}:webhook:wake:${deviceId}`,
-    webhookFailures: (deviceId: string) => `${tag}:webhook:failures:${deviceId}`,
+    webhookCursor: (deviceId: string, target: string) => `${tag}:webhook:cursor:${target}:${deviceId}`,
+    webhookPump: (deviceId: string, target: string) => `${tag}:webhook:pump:${target}:${deviceId}`,
+    webhookWake: (deviceId: string, target: string) => `${tag}:webhook:wake:${target}:${deviceId}`,
+    webhookFailures: (deviceId: string, target: string) => `${tag}:webhook:failures:${target}:${deviceId}`,
     webhookTarget: (deviceId: string) => `${tag}:webhook:target:${deviceId}`,
     sentMessage: (deviceId: string, waMessageId: string) => `${tag}:sent:${deviceId}:${waMessageId}`,
     simPairings: `${tag}:sim:pairings`,

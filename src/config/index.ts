@@ -80,18 +80,8 @@ export interface Config {
   };
   /** Requests to URLs a user gave (media, webhooks): the guarded client's rules (src/shared/guarded-http.ts). */
   outboundHttp: { allowPrivate: boolean; timeoutMs: number; maxBytes: number };
-  /** Webhook delivery (src/webhooks/). */
-  webhooks: {
-    /** WEBHOOK_URL with WEBHOOK_SECRET: receives every device's events. */
-    operator: { url: string; secret: string } | null;
-    /** WEBHOOK_SECRET: also signs deliveries to a device's older `webhookUrl`, which has no secret of its own. */
-    sharedSecret: string | undefined;
-    /** What device webhook secrets are encrypted with in the store; null: device webhooks cannot be registered. */
-    encryptionKey: { source: 'WEBHOOK_SECRET_KEY' | 'INTERNAL_API_KEY'; material: string } | null;
-    retryMs: number;
-    timeoutMs: number;
-    concurrency: number;
-  };
+  /** Webhook delivery (src/webhooks/): see webhookSettings. */
+  webhooks: ReturnType<typeof webhookSettings>;
   /** How often backend_servers.current_load and last_health_check are refreshed. */
   storeHealthIntervalMs: number;
   shutdownTimeoutMs: number;
@@ -220,18 +210,7 @@ export function loadConfig(rawEnv: RawEnv, generateId?: () => string, role: Conf
       },
     },
     outboundHttp: { allowPrivate: e.OUTBOUND_ALLOW_PRIVATE === 'true', timeoutMs: e.OUTBOUND_TIMEOUT_MS, maxBytes: e.OUTBOUND_MAX_BYTES },
-    webhooks: {
-      operator: e.WEBHOOK_URL && e.WEBHOOK_SECRET ? { url: e.WEBHOOK_URL, secret: e.WEBHOOK_SECRET } : null,
-      sharedSecret: e.WEBHOOK_SECRET,
-      encryptionKey: e.WEBHOOK_SECRET_KEY
-        ? { source: 'WEBHOOK_SECRET_KEY', material: e.WEBHOOK_SECRET_KEY }
-        : e.INTERNAL_API_KEY
-          ? { source: 'INTERNAL_API_KEY', material: e.INTERNAL_API_KEY }
-          : null,
-      retryMs: Math.round(e.WEBHOOK_RETRY_HOURS * 3_600_000),
-      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
-      concurrency: e.WEBHOOK_CONCURRENCY,
-    },
+    webhooks: webhookSettings(e),
     storeHealthIntervalMs: e.STORE_HEALTH_INTERVAL_MS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
   };
@@ -259,6 +238,28 @@ export function storeOptions(e: Env): StoreOptions {
         hostMode: e.PGLITE_HOST_MODE,
       };
   }
+}
+
+/**
+ * Webhooks: the operator's receiver (WEBHOOK_URL, signed with WEBHOOK_SECRET, which also signs a
+ * device's older `webhookUrl`), the key that encrypts device webhook secrets in the store
+ * (WEBHOOK_SECRET_KEY, else derived from INTERNAL_API_KEY, else none: device webhooks cannot be
+ * registered), and the delivery's retry window, timeout and concurrency.
+ */
+export function webhookSettings(e: Env) {
+  const encryptionKey = e.WEBHOOK_SECRET_KEY
+    ? { source: 'WEBHOOK_SECRET_KEY' as const, material: e.WEBHOOK_SECRET_KEY }
+    : e.INTERNAL_API_KEY
+      ? { source: 'INTERNAL_API_KEY' as const, material: e.INTERNAL_API_KEY }
+      : null;
+  return {
+    operator: e.WEBHOOK_URL && e.WEBHOOK_SECRET ? { url: e.WEBHOOK_URL, secret: e.WEBHOOK_SECRET } : null,
+    sharedSecret: e.WEBHOOK_SECRET,
+    encryptionKey,
+    retryMs: Math.round(e.WEBHOOK_RETRY_HOURS * 3_600_000),
+    timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+    concurrency: e.WEBHOOK_CONCURRENCY,
+  };
 }
 
 /** How to reach Redis, from the variables the schema has checked (one way at most is set). */
@@ -301,8 +302,8 @@ export function describeConfig(config: Config): Record<string, unknown> {
     internalApiKey: config.internalApiKey ? 'set' : 'unset',
     webhooks: {
       operatorUrl: config.webhooks.operator ? redactUserUrl(config.webhooks.operator.url) : null,
-      secret: config.webhooks.sharedSecret ? 'set' : 'unset',
-      secretKeyFrom: config.webhooks.encryptionKey?.source ?? 'unset',
+      signing: config.webhooks.sharedSecret ? 'WEBHOOK_SECRET' : 'unset',
+      encryptionKeyFrom: config.webhooks.encryptionKey?.source ?? 'unset',
       retryMs: config.webhooks.retryMs,
       timeoutMs: config.webhooks.timeoutMs,
       concurrency: config.webhooks.concurrency,

@@ -67,7 +67,14 @@ export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength
     return runLua<RestoreReply>(
       redis,
       restoreScript,
-      [keys.eventSeq(deviceId), keys.events(deviceId), keys.webhookCursor(deviceId), ...events.map((e) => keys.eventId(e.id))],
+      [
+        keys.eventSeq(deviceId),
+        keys.events(deviceId),
+        // Both webhook targets (src/webhooks: the device's own, the operator's) go on from where the store says both had got to.
+        keys.webhookCursor(deviceId, 'device'),
+        keys.webhookCursor(deviceId, 'operator'),
+        ...events.map((e) => keys.eventId(e.id)),
+      ],
       args,
     );
   };

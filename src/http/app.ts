@@ -4,6 +4,7 @@ import { adminRoutes } from './api/admin.js';
 import type { ApiDeps } from './api/context.js';
 import { deviceRoutes } from './api/devices.js';
 import { eventRoutes } from './api/events.js';
+import { webhookRoutes } from './api/webhooks.js';
 import { messageRoutes } from './api/messages.js';
 import { simRoutes } from './api/sim.js';
 import { errorHandler, notFound } from './errors.js';
@@ -71,6 +72,7 @@ export function apiRoutes(deps: Pick<HttpDeps, 'api' | 'options' | 'health' | 'r
     }),
     ...deviceRoutes(deps.api),
     ...eventRoutes(deps.api),
+    ...webhookRoutes(deps.api),
     ...messageRoutes(deps.api),
     ...adminRoutes(deps.api, { healthCheckPerMinute: deps.options.limits.healthCheckPerMinute }),
     ...(deps.api.sim ? simRoutes(deps.api, deps.api.sim) : []),

@@ -74,6 +74,10 @@ export interface Metrics extends LeaseMetrics, EventLogMetrics {
   readonly jobs: Counter<'queue' | 'outcome'>;
   readonly messagesSent: Counter;
   readonly messagesFailed: Counter;
+  /** Webhook delivery attempts by target and outcome (src/webhooks' WebhookMetrics, met by shape). */
+  readonly webhookDeliveries: Counter<'target' | 'outcome'>;
+  /** Webhook deliveries given up on after their last retry, by target. */
+  readonly webhookDeadLetters: Counter<'target'>;
 }
 
 export interface MetricsOptions {
@@ -173,7 +177,23 @@ export function createMetrics({ serverId, processMetrics = true }: MetricsOption
     labelNames: ['queue', 'outcome'],
     registers,
   });
+  const webhookDeliveries = new Counter({
+    name: 'wafleet_webhook_deliveries_total',
+    help: 'Webhook delivery attempts this server made, by target (device: its own webhook; operator: WEBHOOK_URL) and outcome: delivered (2xx in time), failed (retried later)',
+    labelNames: ['target', 'outcome'],
+    registers,
+  });
+  const webhookDeadLetters = new Counter({
+    name: 'wafleet_webhook_dead_letters_total',
+    help: 'Webhook deliveries given up on after WEBHOOK_RETRY_HOURS of retries, by target',
+    labelNames: ['target'],
+    registers,
+  });
   // Label values that may never occur still show as 0, so rate() and alerts see the series.
+  for (const target of ['device', 'operator']) {
+    webhookDeadLetters.inc({ target }, 0);
+    for (const outcome of ['delivered', 'failed']) webhookDeliveries.inc({ target, outcome }, 0);
+  }
   for (const outcome of ['claimed', 'held', 'embargoed', 'not_live', 'not_reserved']) claims.inc({ outcome }, 0);
   for (const reason of ['drain', 'rebalance', 'stop', 'logout'] satisfies ReleaseReason[]) releases.inc({ reason }, 0);
   for (const outcome of ['completed', 'failed', 'retried', 'deferred'] satisfies JobOutcome[]) jobs.inc({ queue: 'outbound', outcome }, 0);
@@ -225,6 +245,8 @@ export function createMetrics({ serverId, processMetrics = true }: MetricsOption
     drains: new Counter({ name: 'wafleet_drains_total', help: 'Drains this server started (SIGTERM, SIGINT or an admin request)', registers }),
     releases,
     jobs,
+    webhookDeliveries,
+    webhookDeadLetters,
     messagesSent: new Counter({ name: 'wafleet_messages_sent_total', help: 'Outbound messages this server sent', registers }),
     messagesFailed: new Counter({
       name: 'wafleet_messages_failed_total',

@@ -5,11 +5,13 @@ import { Queue } from 'bullmq';
 import type { Router } from 'express';
 import { scanKeys, type RedisClient as Redis } from '../shared/redis.js';
 import { OUTBOUND_QUEUE_PREFIX } from '../queues/outbound.js';
+import { WEBHOOK_QUEUE } from '../webhooks/index.js';
 import type { Logger } from '../shared/logger.js';
 
 // BullBoard over every wafleet queue. Queues are not declared here: they are found in Redis,
 // because they come and go with the cluster (one outbound queue per device, the write-behind
-// queues of the store sync), and the board is refreshed so that a queue created later shows up.
+// queues of the store sync, the webhook queue once a delivery was queued), and the board is
+// refreshed so that a queue created later shows up.
 
 /** BullMQ writes `<prefix>:<queue>:meta` when a queue is first used and `:id` with the first job. */
 const QUEUE_MARKER_KEYS = ['meta', 'id'] as const;
@@ -31,6 +33,7 @@ export async function discoverQueueNames(redis: Redis, bullPrefix: string): Prom
 
 function describeQueue(name: string): string | undefined {
   if (name.startsWith(OUTBOUND_QUEUE_PREFIX)) return `Outbound messages of device ${name.slice(OUTBOUND_QUEUE_PREFIX.length)}, worked by its lease holder`;
+  if (name === WEBHOOK_QUEUE) return 'Webhook deliveries of every device, worked by every server: pumps (one run per device and target) and retries; failed jobs are the dead letters';
   return undefined;
 }
 

@@ -70,6 +70,34 @@ function isBlocked(blocked: BlockList, address: string): boolean {
   return blocked.check(bare, 'ipv6') || (ipv4 !== null && blocked.check(ipv4, 'ipv4'));
 }
 
+/**
+ * Why a user's URL could never be requested (null: it may be): checked when it is registered, so a
+ * webhook aimed at the gateway's own network is refused at once instead of failing every delivery.
+ * A name is resolved now; one that does not resolve yet passes (its deliveries are checked again
+ * at connect time, as every request is).
+ */
+export async function screenUserUrl(value: string, { allowPrivate, blocked = privateAddresses() }: { allowPrivate: boolean; blocked?: BlockList }): Promise<string | null> {
+  let url: URL;
+  try {
+    url = target(value);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (allowPrivate) return null;
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(host) !== 0) return isBlocked(blocked, host) ? `${host} is a loopback, private, link-local or reserved address` : null;
+  const addresses = await dnsLookupAll(host);
+  // The guarded client refuses a name when any of its addresses is refused, so one is enough here.
+  const bad = addresses.find((address) => isBlocked(blocked, address));
+  return bad ? `${host} resolves to ${bad}, which is a loopback, private, link-local or reserved address` : null;
+}
+
+function dnsLookupAll(host: string): Promise<string[]> {
+  return new Promise((resolve) => {
+    dnsLookup(host, { all: true }, (err, addresses) => resolve(err ? [] : addresses.map((a) => a.address)));
+  });
+}
+
 export interface GuardedHttpOptions {
   /** Lifts the address rule: tests, and deployments whose media or webhooks live on a private network. */
   allowPrivate: boolean;
@@ -87,6 +115,11 @@ export interface GuardedRequest {
   method?: string;
   headers?: Record<string, string>;
   body?: Buffer | string;
+  /**
+   * false: the answer's status and headers are all the caller wants (a webhook's receiver): the
+   * request ends when they arrive, the body is neither waited for nor read, and so never too large.
+   */
+  readBody?: boolean;
 }
 
 export interface GuardedResponse {
@@ -104,6 +137,7 @@ interface Hop {
   method: string;
   headers: Record<string, string>;
   body: Buffer | string | undefined;
+  readBody: boolean;
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -132,6 +166,7 @@ function redirected(hop: Hop, status: number, from: URL, to: URL): Hop {
     method: toGet ? 'GET' : hop.method,
     headers: Object.fromEntries(Object.entries(hop.headers).filter(([name]) => !dropped.has(name.toLowerCase()))),
     body: toGet ? undefined : hop.body,
+    readBody: hop.readBody,
   };
 }
 
@@ -175,7 +210,7 @@ export function createGuardedHttpClient(options: GuardedHttpOptions): GuardedHtt
       req.on('error', network);
       req.on('response', (res) => {
         const status = res.statusCode ?? 0;
-        if (REDIRECTS.has(status) && res.headers.location) {
+        if ((REDIRECTS.has(status) && res.headers.location) || !hop.readBody) {
           // Where it points is all a redirect says; its body is not read.
           clearTimeout(timer);
           res.destroy();
@@ -203,7 +238,12 @@ export function createGuardedHttpClient(options: GuardedHttpOptions): GuardedHtt
     async request(value, init = {}) {
       const deadline = performance.now() + timeoutMs;
       let url = target(value);
-      let hop: Hop = { method: (init.method ?? 'GET').toUpperCase(), headers: { 'user-agent': 'wafleet', ...init.headers }, body: init.body };
+      let hop: Hop = {
+        method: (init.method ?? 'GET').toUpperCase(),
+        headers: { 'user-agent': 'wafleet', ...init.headers },
+        body: init.body,
+        readBody: init.readBody ?? true,
+      };
       for (let redirects = 0; ; redirects++) {
         const shown = `${hop.method} ${redactUserUrl(url.href)}`;
         // An address in the URL itself is never looked up, so it is checked here, before any connect.

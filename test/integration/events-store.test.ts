@@ -127,7 +127,8 @@ describe('inbound events after Redis lost its data', () => {
     await restore()();
 
     // The webhook goes on after what it had handed on; the pull API and SSE read the rest.
-    expect(await bed.t.redis.get(bed.keys.webhookCursor(deviceId))).toBe('2');
+    expect(await bed.t.redis.get(bed.keys.webhookCursor(deviceId, 'device'))).toBe('2');
+    expect(await bed.t.redis.get(bed.keys.webhookCursor(deviceId, 'operator'))).toBe('2');
     expect(await events.read(deviceId, 0, 100)).toEqual(before.slice(2));
 
     await bed.claim(deviceId, 'srv-a');

@@ -10,15 +10,17 @@
   appended are all harmless:
   - an event goes into the stream only above the stream's last id (an entry id never goes back);
   - a dedup marker is set only where none is (NX), for what is left of its window;
-  - the counter and the webhook cursor only go up.
+  - the counter and the webhook cursors only go up.
 
   Input:
     KEYS[1]  sequence counter  {p}:event-seq:<deviceId> (string: the last sequence handed out)
     KEYS[2]  event stream      {p}:events:<deviceId> (fields id, type, at, data, as appendEvent-4 writes them)
-    KEYS[3]  webhook cursor    {p}:webhook:cursor:<deviceId> (string: the last sequence handed to the webhook)
-    KEYS[4], KEYS[5], ...      per event, in ARGV's order: its dedup marker {p}:event-id:<eventId>
+    KEYS[3]  webhook cursors   {p}:webhook:cursor:device:<deviceId> (string: the last sequence
+    KEYS[4]                    handed to the device's own webhook) and {p}:webhook:cursor:operator:<deviceId>
+                               (to WEBHOOK_URL); the store's progress is where both had got to
+    KEYS[5], KEYS[6], ...      per event, in ARGV's order: its dedup marker {p}:event-id:<eventId>
     ARGV[1]  the last sequence the store knows was handed out for the device (the counter's floor)
-    ARGV[2]  the webhook's last sequence in the store (0: none, the cursor is left as it is)
+    ARGV[2]  the webhooks' last sequence in the store (0: none, the cursors are left as they are)
     ARGV[3]  retention ms (counter, stream and cursor expire after it, as appendEvent-4's do)
     ARGV[4]  dedup window ms
     ARGV[5]  max length of the stream
@@ -52,7 +54,7 @@ for i = 1, count do
     added = added + 1
   end
   local left = dedup - (now - at)
-  if left > 0 and redis.call('SET', KEYS[3 + i], string.format('%d', seq), 'PX', left, 'NX') then
+  if left > 0 and redis.call('SET', KEYS[4 + i], string.format('%d', seq), 'PX', left, 'NX') then
     markers = markers + 1
   end
 end
@@ -65,7 +67,9 @@ if added > 0 then
   redis.call('PEXPIRE', KEYS[2], retention)
 end
 local webhook = tonumber(ARGV[2])
-if webhook > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') < webhook then
-  redis.call('SET', KEYS[3], string.format('%d', webhook), 'PX', retention)
+for k = 3, 4 do
+  if webhook > 0 and tonumber(redis.call('GET', KEYS[k]) or '0') < webhook then
+    redis.call('SET', KEYS[k], string.format('%d', webhook), 'PX', retention)
+  end
 end
 return { added, markers, counter }

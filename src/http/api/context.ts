@@ -8,6 +8,7 @@ import type { SimulatedWhatsApp } from '../../devices/simulated/inbound.js';
 import type { MessageRecords } from '../../queues/messages.js';
 import type { Logger } from '../../shared/logger.js';
 import type { BackendServer, Device, Store } from '../../store/types.js';
+import type { WebhookRegistry } from '../../webhooks/index.js';
 import type { Authenticator, Caller } from '../auth.js';
 import { HttpError } from '../errors.js';
 
@@ -40,6 +41,8 @@ export interface ApiDeps {
   idempotencyMs: number;
   /** Queues an accepted message on its device's queue (idempotent by message id). */
   enqueueMessage(messageId: string, deviceId: string): Promise<void>;
+  /** Device webhooks (src/webhooks/); absent, their routes answer 503 webhooks_unavailable. */
+  webhooks?: WebhookRegistry | undefined;
   /** DEVICE_DRIVER=simulated only: the simulated WhatsApp, whose routes exist only then. */
   sim?: SimulatedWhatsApp | undefined;
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { serverIdProblems } from '../../config/identity.js';
 import { SERVER_TYPES } from '../../store/types.js';
+import { EVENT_TYPES } from '../../webhooks/index.js';
 
 // The zod schemas of every path parameter, query and body of the API. They validate requests
 // and, through routes.ts, generate the OpenAPI document. Objects are strict: unknown fields are
@@ -60,6 +61,21 @@ export const deviceEventsQuery = z.strictObject({
 export const eventStreamQuery = z.strictObject({
   deviceId: uuid,
   after: z.coerce.number({ error: 'must be a number' }).int().min(0).optional().describe('Start after this sequence (Last-Event-ID wins when both are given); absent: with the next event'),
+});
+
+/**
+ * A device's webhook. Whether the URL's address may be reached (not loopback, private, link-local
+ * or metadata, unless OUTBOUND_ALLOW_PRIVATE) needs DNS, so the handler checks that after this.
+ */
+export const putWebhookBody = z.strictObject({
+  url: httpUrl.describe('Where the events are POSTed'),
+  events: z
+    .array(z.enum(EVENT_TYPES, { error: `must be one of ${EVENT_TYPES.join(', ')}` }))
+    .min(1, 'must name at least one event type (leave it out for every type)')
+    .max(EVENT_TYPES.length)
+    .refine((types) => new Set(types).size === types.length, 'must not name a type twice')
+    .optional()
+    .describe('The event types to deliver; every type when left out'),
 });
 
 const serverFields = {
