@@ -175,6 +175,25 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('reads the webhook settings: the operator receiver needs its secret, and the secrets key falls back to INTERNAL_API_KEY', () => {
+    expect(loadConfig(base).webhooks).toEqual({ operator: null, sharedSecret: undefined, encryptionKey: null, retryMs: 86_400_000, timeoutMs: 10_000, concurrency: 32 });
+    const internal = loadConfig({ ...base, INTERNAL_API_KEY: 'i'.repeat(32), WEBHOOK_RETRY_HOURS: '0.001', WEBHOOK_TIMEOUT_MS: '500', WEBHOOK_CONCURRENCY: '4' });
+    expect(internal.webhooks).toMatchObject({ encryptionKey: { source: 'INTERNAL_API_KEY', material: 'i'.repeat(32) }, retryMs: 3600, timeoutMs: 500, concurrency: 4 });
+    const own = loadConfig({ ...base, INTERNAL_API_KEY: 'i'.repeat(32), WEBHOOK_SECRET_KEY: 'w'.repeat(32), WEBHOOK_URL: 'https://ops.example/hook?token=t0p', WEBHOOK_SECRET: 's'.repeat(16) });
+    expect(own.webhooks).toMatchObject({ operator: { url: 'https://ops.example/hook?token=t0p', secret: 's'.repeat(16) }, encryptionKey: { source: 'WEBHOOK_SECRET_KEY' } });
+    // Said at start-up without a secret: the operator URL without its query, the key by its source.
+    const said = JSON.stringify(describeConfig(own));
+    for (const secret of ['t0p', 's'.repeat(16), 'w'.repeat(32), 'i'.repeat(32)]) expect(said).not.toContain(secret);
+    expect(describeConfig(own).webhooks).toMatchObject({ operatorUrl: 'https://ops.example/hook', encryptionKeyFrom: 'WEBHOOK_SECRET_KEY' });
+    expect(problemsOf({ ...base, WEBHOOK_URL: 'ftp://x', WEBHOOK_SECRET: 's'.repeat(16), WEBHOOK_SECRET_KEY: 'short', WEBHOOK_RETRY_HOURS: '0', WEBHOOK_CONCURRENCY: '0' })).toEqual([
+      'WEBHOOK_URL: must be an http:// or https:// URL',
+      'WEBHOOK_SECRET_KEY: must be at least 32 characters',
+      'WEBHOOK_RETRY_HOURS: must be above 0',
+      'WEBHOOK_CONCURRENCY: must be 1-1000',
+    ]);
+    expect(problemsOf({ ...base, WEBHOOK_URL: 'https://ops.example/hook' })).toEqual(['WEBHOOK_SECRET: is required with WEBHOOK_URL (its deliveries are signed with it)']);
+  });
+
   it('takes a synced chat history as events only when asked to', () => {
     expect(loadConfig({ ...base, EVENTS_HISTORY_SYNC: 'true' }).devices.baileys.historySync).toBe(true);
     expect(problemsOf({ ...base, EVENTS_HISTORY_SYNC: 'yes' })).toEqual(['EVENTS_HISTORY_SYNC: must be true or false']);
