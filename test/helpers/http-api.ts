@@ -18,6 +18,7 @@ import { createRateLimiter } from '../../src/http/rate-limit.js';
 import { createMessageRecords } from '../../src/queues/messages.js';
 import { createOutboundProducer } from '../../src/queues/outbound.js';
 import { createStore, type Store } from '../../src/store/index.js';
+import type { WebhookRegistry } from '../../src/webhooks/index.js';
 import { createTestDatabase, type TestDatabase } from '../../harness/postgres.js';
 import { useTestRedis, type TestRedis } from '../../harness/redis.js';
 import { startTcpProxy, type TcpProxy } from '../../harness/tcp-proxy.js';
@@ -57,8 +58,23 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-/** `sim`: the app is wired as with DEVICE_DRIVER=simulated, the simulated WhatsApp's routes included. */
-export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, { storeProxy = false, sim = false }: { storeProxy?: boolean; sim?: boolean } = {}): Promise<TestApi> {
+/** What a test builds its webhooks from: the app's own Redis, keys, store and event log. */
+export interface WebhookParts {
+  redis: TestRedis;
+  keys: ClusterKeys;
+  store: Store;
+  events: EventLog;
+}
+
+export interface TestApiOptions {
+  storeProxy?: boolean;
+  /** The app is wired as with DEVICE_DRIVER=simulated, the simulated WhatsApp's routes included. */
+  sim?: boolean;
+  /** Device webhooks for the API (ApiDeps.webhooks), made by the test; absent, their routes answer 503. */
+  webhooks?: (parts: WebhookParts) => WebhookRegistry;
+}
+
+export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, { storeProxy = false, sim = false, webhooks: makeWebhooks }: TestApiOptions = {}): Promise<TestApi> {
   const redis = await useTestRedis();
   const keys = createClusterKeys(redis.prefix);
   const db = await createTestDatabase();
@@ -76,6 +92,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
   const producer = createOutboundProducer({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const servers: Server[] = [];
   const streams = createEventStreams({ events, pollMs: 100 });
+  const webhooks = makeWebhooks?.({ redis, keys, store, events });
 
   const serve = async (overrides: Partial<HttpOptions['limits']>) => {
     const app = createHttpApp({
@@ -106,6 +123,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
         idempotencyMs: 86_400_000,
         enqueueMessage: (messageId, deviceId) => producer.enqueue(messageId, deviceId),
         sim: sim ? createSimulatedWhatsApp({ redis: redis.redis, keys }) : undefined,
+        webhooks,
       },
     });
     const server = createServer(app);
