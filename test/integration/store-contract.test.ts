@@ -570,6 +570,32 @@ function storeContract(target: Target) {
       expect(await store.deleteDevice('nope')).toBe(false);
     });
 
+    it("keeps a device's webhook: put replaces it and clears the older webhook_url, delete removes both, the device's deletion cascades", async () => {
+      const device = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-webhook', connectionMethod: 'qr', webhookUrl: 'https://old.example/hook' });
+      deviceIds.push(device.id);
+      expect(await store.getWebhook(device.id)).toBeNull();
+      const put = await store.putWebhook({ deviceId: device.id, url: 'https://a.example/hook', events: ['message.received', 'message.ack'], secretCiphertext: 'v1.x.y.z' });
+      expect(put).toEqual({ deviceId: device.id, url: 'https://a.example/hook', events: ['message.received', 'message.ack'], secretCiphertext: 'v1.x.y.z', updatedAt: expect.any(Date) });
+      expect((await store.getDevice(device.id))?.webhookUrl).toBeNull();
+      const again = await store.putWebhook({ deviceId: device.id, url: 'https://b.example/hook', events: null, secretCiphertext: 'v1.p.q.r' });
+      expect(again).toMatchObject({ url: 'https://b.example/hook', events: null, secretCiphertext: 'v1.p.q.r' });
+      expect(again!.updatedAt.getTime()).toBeGreaterThanOrEqual(put!.updatedAt.getTime());
+      expect(await store.getWebhook(device.id)).toEqual(again);
+      expect(await store.putWebhook({ deviceId: randomUUID(), url: 'https://c.example/', events: null, secretCiphertext: 'v1.a.b.c' })).toBeNull();
+      expect(await store.deleteWebhook(device.id)).toBe(true);
+      expect(await store.deleteWebhook(device.id)).toBe(false);
+      expect(await store.getWebhook(device.id)).toBeNull();
+      // The older webhook_url alone counts as a webhook to delete.
+      const legacy = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-webhook-legacy', connectionMethod: 'qr', webhookUrl: 'https://old.example/hook' });
+      deviceIds.push(legacy.id);
+      expect(await store.deleteWebhook(legacy.id)).toBe(true);
+      expect((await store.getDevice(legacy.id))?.webhookUrl).toBeNull();
+      await store.putWebhook({ deviceId: legacy.id, url: 'https://a.example/hook', events: null, secretCiphertext: 'v1.x.y.z' });
+      expect(await store.deleteDevice(legacy.id)).toBe(true);
+      expect(await probe('select count(*)::int as n from device_webhooks where device_id = $1', [legacy.id])).toEqual([{ n: 0 }]);
+      expect(await store.getWebhook('not-a-uuid')).toBeNull();
+    });
+
     it('configures servers field by field, records health checks, and deletes them', async () => {
       const id = ids();
       const created = await store.configureServer(id('cfg'), { serverUrl: 'http://cfg:3000', maxCapacity: 50 });

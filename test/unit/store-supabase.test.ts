@@ -379,6 +379,30 @@ describe('supabase adapter request shapes', () => {
     }
   });
 
+  it('device webhook operations: put (events as a JSON array PostgREST makes text[]), get, delete', async () => {
+    const store = await open();
+    const row = { device_id: deviceRow.id, url: 'https://hooks.example/a', events: ['message.received'], secret_ciphertext: 'v1.a.b.c', updated_at: deviceRow.created_at };
+    const webhook = { deviceId: deviceRow.id, url: 'https://hooks.example/a', events: ['message.received'], secretCiphertext: 'v1.a.b.c', updatedAt: new Date(deviceRow.created_at) };
+    const cases: Array<[string, Answer, () => Promise<unknown>, Record<string, unknown>, unknown]> = [
+      [
+        'wafleet_put_webhook',
+        { status: 200, body: [row] },
+        () => store.putWebhook({ deviceId: deviceRow.id, url: 'https://hooks.example/a', events: ['message.received'], secretCiphertext: 'v1.a.b.c' }),
+        { p_device_id: deviceRow.id, p_url: 'https://hooks.example/a', p_events: ['message.received'], p_secret_ciphertext: 'v1.a.b.c' },
+        webhook,
+      ],
+      ['wafleet_get_webhook', { status: 200, body: [{ ...row, events: null }] }, () => store.getWebhook(deviceRow.id), { p_device_id: deviceRow.id }, { ...webhook, events: null }],
+      ['wafleet_get_webhook', { status: 200, body: [] }, () => store.getWebhook(deviceRow.id), { p_device_id: deviceRow.id }, null],
+      ['wafleet_delete_webhook', { status: 200, body: true }, () => store.deleteWebhook(deviceRow.id), { p_device_id: deviceRow.id }, true],
+    ];
+    for (const [fn, answer, run, body, expected] of cases) {
+      requests = [];
+      answers.set(fn, answer);
+      expect(await run()).toEqual(expected);
+      expectRpc(fn, body);
+    }
+  });
+
   it('every catalogue operation is exercised above', () => {
     // A new operation must get a request-shape case here before it ships.
     expect(Object.values(OPERATIONS).map((op) => op.fn).sort()).toEqual(
@@ -395,12 +419,14 @@ describe('supabase adapter request shapes', () => {
         'wafleet_create_device',
         'wafleet_delete_device',
         'wafleet_delete_server',
+        'wafleet_delete_webhook',
         'wafleet_device_status_counts',
         'wafleet_find_api_key',
         'wafleet_get_device',
         'wafleet_get_message',
         'wafleet_get_server',
         'wafleet_get_session',
+        'wafleet_get_webhook',
         'wafleet_list_devices',
         'wafleet_list_event_cursors',
         'wafleet_list_events',
@@ -411,6 +437,7 @@ describe('supabase adapter request shapes', () => {
         'wafleet_mark_server_inactive',
         'wafleet_next_token_epoch',
         'wafleet_prune_events',
+        'wafleet_put_webhook',
         'wafleet_recent_lease_events',
         'wafleet_record_assignment',
         'wafleet_record_health_check',
