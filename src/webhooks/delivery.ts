@@ -28,8 +28,8 @@ import type { TargetName, WebhookFailure, WebhookTarget, WebhookTargets } from '
 //   and the target is paused for that first retry interval, so a failing event holds back the
 //   rest for one interval at most. After its last try it is dead-lettered: a failed job (in
 //   BullBoard) and an entry in the target's failures list (GET /api/devices/:id/webhook/failures).
-// - A run yields after WEBHOOK pump's maxRunMs (a new pump goes to the back of the queue), so a
-//   slow receiver holds one worker slot at a time, and other devices' pumps run beside it.
+// - A run yields after maxRunMs (a new pump goes to the back of the queue), so a slow receiver
+//   holds one worker slot at a time, and other devices' pumps run beside it.
 //
 // Ordering: per target of a device, in sequence while the receiver answers; at least once (a run
 // that dies between a 2xx and its cursor move sends that event again); retries may arrive after
@@ -137,7 +137,9 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
   let worker: Worker<WebhookJob> | undefined;
   let closing: Promise<void> | undefined;
 
-  const pumpOptions: JobsOptions = { removeOnComplete: true, removeOnFail: { age: 3600 } };
+  // A pump that throws met Redis failing outside a run (taking the lock): tried again shortly.
+  // Its failed jobs are kept an hour only, apart from the dead letters (retry jobs), kept a week.
+  const pumpOptions: JobsOptions = { removeOnComplete: true, removeOnFail: { age: 3600 }, attempts: 5, backoff: { type: 'exponential', delay: 500 } };
   const wakeKey = (deviceId: string, target: TargetName) => keys.webhookWake(deviceId, target);
 
   /** Full back-off for the n-th retry (n >= 1), with ±25 % jitter so a burst of failures spreads out. */
