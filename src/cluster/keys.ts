@@ -134,7 +134,8 @@ export interface ClusterKeys {
   /**
    * string JSON `{url, events, sealed}` (the secret still encrypted; `sealed` null for an older
    * `webhookUrl`), or `none`, PX about a minute: the device's own webhook read through from the
-   * store; deleted when the webhook is put or deleted, so every server sees the change at once
+   * store (SET NX); overwritten with the new target (or `none`) when the webhook is put or
+   * deleted, so every server sees the change at once and no read-through puts the old one back
    */
   webhookTarget(deviceId: string): string;
   /** string, PX message retention: our message id of the device's sent message with this WhatsApp id (acks name the latter) */

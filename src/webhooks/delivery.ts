@@ -103,8 +103,8 @@ export interface WebhookDeliveryOptions {
   keys: ClusterKeys;
   events: Pick<EventLog, 'read'>;
   targets: Pick<WebhookTargets, 'active' | 'resolve'>;
-  /** The guarded client, with WEBHOOK_TIMEOUT_MS and no redirects followed. */
-  http: GuardedHttpClient;
+  /** The guarded client, with WEBHOOK_TIMEOUT_MS and no redirects followed: `user` for URLs users gave, `trusted` for the operator's. */
+  http: { user: GuardedHttpClient; trusted: GuardedHttpClient };
   log: Logger;
   /** WEBHOOK_RETRY_HOURS in ms: an event is retried for this long after its first try. */
   retryMs: number;
@@ -155,7 +155,7 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
   const send = async (target: WebhookTarget, payload: WebhookPayload): Promise<SendResult> => {
     const body = JSON.stringify(payload);
     try {
-      const res = await http.request(target.url, { method: 'POST', headers: deliveryHeaders(payload.id, body, target.secret, Date.now()), body, readBody: false });
+      const res = await (target.trusted ? http.trusted : http.user).request(target.url, { method: 'POST', headers: deliveryHeaders(payload.id, body, target.secret, Date.now()), body, readBody: false });
       if (res.status >= 200 && res.status < 300) return { ok: true };
       return { ok: false, error: `${redactUserUrl(target.url)} answered ${res.status}` };
     } catch (err) {

@@ -68,7 +68,8 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
   });
   // A receiver's answer is its status line: the body is not read, and a redirect is not followed
   // (a webhook URL that moved is the user's to update; following it would turn the POST into a GET).
-  const http = createGuardedHttpClient({ allowPrivate: options.allowPrivate, timeoutMs: settings.timeoutMs, maxBytes: 65_536, maxRedirects: 0 });
+  const client = (allowPrivate: boolean) => createGuardedHttpClient({ allowPrivate, timeoutMs: settings.timeoutMs, maxBytes: 65_536, maxRedirects: 0 });
+  const http = { user: client(options.allowPrivate), trusted: client(true) };
   const delivery = createWebhookDelivery({
     redis: options.redis,
     bull: options.bull,

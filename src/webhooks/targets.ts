@@ -12,7 +12,7 @@ import { newWebhookSecret, WebhooksUnavailableError, type SecretBox } from './se
 // - `operator`: WEBHOOK_URL, which receives every device's events, signed with WEBHOOK_SECRET.
 // A device's own target is read through from the store and cached in Redis for about a minute
 // (a `none` marker for devices without one, so wake() costs one GET for them); a put or delete
-// removes the cached copy, so every server reads the new one at its next event.
+// writes the new one there, so every server uses it from its next event on.
 
 const startCursorScript = loadLuaScript(new URL('./lua/', import.meta.url), 'startWebhookCursor-2.lua');
 
@@ -26,6 +26,11 @@ export interface WebhookTarget {
   events: readonly string[] | null;
   /** Null: deliveries go unsigned (an older `webhookUrl` and no WEBHOOK_SECRET). */
   secret: string | null;
+  /**
+   * The operator's WEBHOOK_URL: configuration, not a URL a user gave, so it may be on the
+   * operator's private network whatever OUTBOUND_ALLOW_PRIVATE says.
+   */
+  trusted: boolean;
 }
 
 /** What the cache holds: the secret still sealed (null: an older `webhookUrl`). */
@@ -73,6 +78,7 @@ export interface WebhookTargetsOptions {
   store: Pick<Store, 'getDevice' | 'getWebhook' | 'putWebhook' | 'deleteWebhook'>;
   /** Null: no key (WEBHOOK_SECRET_KEY or INTERNAL_API_KEY), so device webhooks cannot be put. */
   box: SecretBox | null;
+  /** WEBHOOK_URL: the operator's own receiver, trusted like the rest of the configuration (see WebhookTarget.trusted). */
   operator: { url: string; secret: string } | null;
   /** WEBHOOK_SECRET: signs an older `webhookUrl`. */
   sharedSecret: string | undefined;
@@ -94,11 +100,16 @@ export function createWebhookTargets(options: WebhookTargetsOptions): WebhookTar
       const device = await store.getDevice(deviceId);
       if (device?.webhookUrl) found = { url: device.webhookUrl, events: null, sealed: null };
     }
-    await redis.set(keys.webhookTarget(deviceId), found ? JSON.stringify(found) : NONE, 'PX', cacheMs);
+    // NX: a put or delete that wrote the cache since this read the store wins over what was read.
+    await redis.set(keys.webhookTarget(deviceId), found ? JSON.stringify(found) : NONE, 'PX', cacheMs, 'NX');
     return found;
   };
 
-  const forget = (deviceId: string) => redis.del(keys.webhookTarget(deviceId));
+  /**
+   * After a put or delete, the cache says the new target at once (rather than being emptied), so a
+   * server that read the store just before the change cannot put the old one back (see cached).
+   */
+  const publish = (deviceId: string, target: CachedTarget | null) => redis.set(keys.webhookTarget(deviceId), target ? JSON.stringify(target) : NONE, 'PX', cacheMs);
 
   return {
     async active(deviceId) {
@@ -107,12 +118,12 @@ export function createWebhookTargets(options: WebhookTargetsOptions): WebhookTar
     },
 
     async resolve(deviceId, target) {
-      if (target === 'operator') return operator ? { url: operator.url, events: null, secret: operator.secret } : null;
+      if (target === 'operator') return operator ? { url: operator.url, events: null, secret: operator.secret, trusted: true } : null;
       const found = await cached(deviceId);
       if (!found) return null;
-      if (found.sealed === null) return { url: found.url, events: found.events, secret: options.sharedSecret ?? null };
+      if (found.sealed === null) return { url: found.url, events: found.events, secret: options.sharedSecret ?? null, trusted: false };
       if (!box) throw new WebhooksUnavailableError();
-      return { url: found.url, events: found.events, secret: box.open(deviceId, found.sealed) };
+      return { url: found.url, events: found.events, secret: box.open(deviceId, found.sealed), trusted: false };
     },
 
     async put(deviceId, { url, events }) {
@@ -120,15 +131,16 @@ export function createWebhookTargets(options: WebhookTargetsOptions): WebhookTar
       const secret = newWebhookSecret();
       const row = await store.putWebhook({ deviceId, url, events: events ? [...events] : null, secretCiphertext: box.seal(deviceId, secret) });
       if (!row) return null;
-      await forget(deviceId);
+      await publish(deviceId, { url: row.url, events: row.events, sealed: row.secretCiphertext });
       await runLua<number>(redis, startCursorScript, [keys.webhookCursor(deviceId, 'device'), keys.eventSeq(deviceId)], []);
       return { url: row.url, events: row.events, secret };
     },
 
     async remove(deviceId) {
       const removed = await store.deleteWebhook(deviceId);
+      await publish(deviceId, null);
       // A webhook put again later starts from its own registration, not from where this one stopped.
-      await redis.del(keys.webhookTarget(deviceId), keys.webhookCursor(deviceId, 'device'));
+      await redis.del(keys.webhookCursor(deviceId, 'device'));
       return removed;
     },
 

@@ -298,6 +298,8 @@ describe('webhooks (receiver on loopback, OUTBOUND_ALLOW_PRIVATE=true)', () => {
         expect(hit.payload).toMatchObject({ type: 'message.received', deviceId: d.id, data: { n: hit.payload.sequence } });
       }
       for (const hit of operatorOf(d.id)) expect(verify(hit.body, hit.signature, OPERATOR_SECRET)).toBe(true);
+      // Told once the cursor moved, which is after the receiver's answer.
+      await until('onDelivered for every event', () => (['device', 'operator'] as const).every((target) => h.delivered.get(`${target}:${d.id}`)?.length === 15));
       expect(h.delivered.get(`device:${d.id}`)).toEqual(seq);
       expect(h.delivered.get(`operator:${d.id}`)).toEqual(seq);
     }
@@ -414,12 +416,14 @@ describe('webhooks (receiver on loopback, OUTBOUND_ALLOW_PRIVATE=true)', () => {
 
 describe('webhooks without OUTBOUND_ALLOW_PRIVATE (SSRF) and without a key for secrets', () => {
   let listener: Receiver;
+  let operator: Receiver;
   let h: Harness;
 
   beforeAll(async () => {
     listener = await startReceiver();
+    operator = await startReceiver();
     h = await startHarness(
-      { operator: null, sharedSecret: undefined, encryptionKey: null, retryMs: 600, timeoutMs: 1000, concurrency: 4 },
+      { operator: { url: `${operator.url}/operator`, secret: OPERATOR_SECRET }, sharedSecret: undefined, encryptionKey: null, retryMs: 600, timeoutMs: 1000, concurrency: 4 },
       false,
       { retryBaseMs: 100, retryCapMs: 200, lockMs: 3000 },
     );
@@ -427,6 +431,7 @@ describe('webhooks without OUTBOUND_ALLOW_PRIVATE (SSRF) and without a key for s
   afterAll(async () => {
     await h?.close();
     await listener?.close();
+    await operator?.close();
   });
 
   it('refuses to register loopback, private, link-local and metadata addresses, and names resolving to them', async () => {
@@ -466,5 +471,7 @@ describe('webhooks without OUTBOUND_ALLOW_PRIVATE (SSRF) and without a key for s
     });
     expect(failures[0].lastError).toMatch(/localhost resolves to (127\.0\.0\.1|::1), which is a loopback/);
     expect(listener.hits).toHaveLength(0);
+    // The operator's WEBHOOK_URL is configuration, not a user's URL: it may be on a private address.
+    await until("the operator's copy", () => operator.on('/operator').some((hit) => hit.payload.deviceId === id));
   });
 });
