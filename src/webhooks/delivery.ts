@@ -221,12 +221,15 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
     for (;;) {
       const took = await takePumpLock(redis, keys, deviceId, target, tuning.lockMs);
       if (!took.taken) {
+        const { holder } = took;
+        // Let go between the SET and the GET: free again, so try again.
+        if (holder === null) continue;
         // Held by a live run, which sees the wake flag; or by a run whose server died (BullMQ's
         // stall check re-runs its job, maybe before the hold runs out); or paused after a failure.
         // Either way a pump is left for when the hold ends, once per holder.
-        const paused = took.holder?.startsWith(PAUSED_PREFIX) ?? false;
-        if (took.holder && (paused || (await redis.exists(wakeKey(deviceId, target))) === 1)) {
-          await pumpAfter(deviceId, target, took.holder, round + 1, took.ttlMs + 100);
+        const paused = holder.startsWith(PAUSED_PREFIX);
+        if (paused || (await redis.exists(wakeKey(deviceId, target))) === 1) {
+          await pumpAfter(deviceId, target, holder, round + 1, took.ttlMs + 100);
         }
         return paused ? 'paused' : 'held elsewhere';
       }

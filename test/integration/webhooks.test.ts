@@ -382,6 +382,16 @@ describe('webhooks (receiver on loopback, OUTBOUND_ALLOW_PRIVATE=true)', () => {
     expect(receiver.on(slow.path).map((hit) => hit.payload.sequence)).toEqual([1, 2, 3, 4]);
   });
 
+  it('a hold left by a run whose server died strands nothing: the events go out, in order, once it runs out', async () => {
+    const d = await hooked();
+    await h.api.redis.redis.set(h.api.keys.webhookPump(d.id, 'device'), 'a-dead-run', 'PX', 800);
+    const started = performance.now();
+    await h.emit(d.id, 3);
+    await until('the events after the dead hold', () => receiver.on(d.path).length === 3, 5000);
+    expect(receiver.on(d.path)[0]!.at - started).toBeGreaterThan(600);
+    expect(receiver.on(d.path).map((hit) => hit.payload.sequence)).toEqual([1, 2, 3]);
+  });
+
   it("the operator's receiver failing does not hold back the device's own webhook", async () => {
     const d = await hooked();
     receiver.rules.set('/operator', (payload) => ({ status: payload.deviceId === d.id ? 503 : 200 }));
