@@ -45,6 +45,9 @@ describe('API documentation', () => {
       'POST /api/devices/:id/messages',
       'GET /api/messages/:id',
       'POST /send-message',
+      'PUT /api/devices/:id/webhook',
+      'DELETE /api/devices/:id/webhook',
+      'GET /api/devices/:id/webhook/failures',
     ]) {
       expect(calls.has(call), call).toBe(true);
     }

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { BlockList, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createGuardedHttpClient, OutboundRequestError, type GuardedHttpOptions } from '../../src/shared/guarded-http.js';
+import { createGuardedHttpClient, OutboundRequestError, screenUserUrl, type GuardedHttpOptions } from '../../src/shared/guarded-http.js';
 
 // The guarded client against real sockets: listeners that count every connection made to them,
 // so "refused" means no connection at all, not an error after one.
@@ -190,5 +190,31 @@ describe('guarded http client', () => {
     const err = await failure(client({ allowPrivate: true }).request(closed.url('/a?token=t0k')));
     expect(err.code).toBe('network');
     expect(err.message).toMatch(new RegExp(`^GET http://127.0.0.1:${closed.port}/a failed: .*ECONNREFUSED`));
+  });
+
+  it('with readBody false, answers at the status line: a body that never ends, or is too large, does not matter', async () => {
+    const endless = await listen((_req, res) => {
+      res.writeHead(200, { 'content-length': '10000000' });
+      res.write('x'.repeat(5000));
+    });
+    const started = performance.now();
+    const res = await client({ allowPrivate: true, maxBytes: 1000, timeoutMs: 1500 }).request(endless.url(), { method: 'POST', body: '{}', readBody: false });
+    expect(res.status).toBe(200);
+    expect(res.body).toHaveLength(0);
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(endless.requests[0]).toMatchObject({ method: 'POST', body: '{}' });
+  });
+});
+
+describe('screenUserUrl (registration of a user URL)', () => {
+  it('names the problem with a private, loopback, link-local or metadata address, literal or resolved, and passes the rest', async () => {
+    for (const url of ['http://127.0.0.1/', 'http://10.1.2.3:8080/x', 'http://169.254.169.254/latest', 'http://[::1]/', 'http://[fd00:ec2::254]/', 'http://localhost/']) {
+      expect(await screenUserUrl(url, { allowPrivate: false }), url).toMatch(/loopback, private, link-local or reserved/);
+    }
+    expect(await screenUserUrl('ftp://example.com/', { allowPrivate: false })).toMatch(/not an http/);
+    expect(await screenUserUrl('https://93.184.215.14/hook', { allowPrivate: false })).toBeNull();
+    // A name that does not resolve (yet) passes: each delivery is checked again when it connects.
+    expect(await screenUserUrl('https://no-such-host.invalid/hook', { allowPrivate: false })).toBeNull();
+    expect(await screenUserUrl('http://127.0.0.1/', { allowPrivate: true })).toBeNull();
   });
 });
