@@ -114,8 +114,13 @@ export interface WebhookDeliveryOptions {
   eventRetentionMs: number;
   tuning?: Partial<DeliveryTuning>;
   metrics?: WebhookMetrics;
-  /** Told each time a target's cursor moves past an event (delivered, not subscribed, or moved to a retry). */
-  onDelivered?: (deviceId: string, sequence: number, target: TargetName) => void;
+  /**
+   * Told how far the device's webhooks have got: every target of the device (its own webhook, the
+   * operator's) has handed on every event up to `sequence` (delivered, not subscribed to, or moved
+   * to a retry of its own). Only goes up per target; for writing the progress behind to the store,
+   * from which the event restore sets both cursors after Redis lost its data.
+   */
+  onDelivered?: (deviceId: string, sequence: number) => void;
 }
 
 export interface WebhookDelivery {
@@ -168,8 +173,19 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
   const advance = async (deviceId: string, target: TargetName, lock: HeldPumpLock, sequence: number): Promise<boolean> => {
     const moved = await runLua<number>(redis, advanceScript, [keys.webhookPump(deviceId, target), keys.webhookCursor(deviceId, target), keys.eventSeq(deviceId)], [lock.holder, sequence]);
     if (moved !== 1) return false;
-    options.onDelivered?.(deviceId, sequence, target);
+    if (options.onDelivered) await reportProgress(deviceId, target, sequence);
     return true;
+  };
+
+  /** The lowest cursor of the device's targets: with one target, the sequence just handed on. */
+  const reportProgress = async (deviceId: string, target: TargetName, sequence: number): Promise<void> => {
+    const names = await targets.active(deviceId);
+    let progress = sequence;
+    if (names.some((name) => name !== target)) {
+      const cursors = await redis.mget(names.map((name) => keys.webhookCursor(deviceId, name)));
+      progress = Math.min(...cursors.map((cursor) => Number(cursor ?? 0)));
+    }
+    if (progress > 0) options.onDelivered?.(deviceId, progress);
   };
 
   /** The holder's work: every event after the cursor, in sequence, until none is left (or it must stop). */

@@ -6,7 +6,7 @@ import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Store } from '../store/types.js';
 import { createWebhookDelivery, type DeliveryTuning, type WebhookDelivery, type WebhookMetrics } from './delivery.js';
 import { createSecretBox } from './secrets.js';
-import { createWebhookTargets, type TargetName, type WebhookRegistry } from './targets.js';
+import { createWebhookTargets, type WebhookRegistry } from './targets.js';
 
 // Webhooks put together: the targets (each device's own webhook, the operator's), the signing
 // secrets' encryption, and delivery on BullMQ. main.ts makes one with createWebhooks, wires
@@ -43,8 +43,11 @@ export interface WebhooksOptions {
   /** EVENTS_RETENTION_HOURS in ms. */
   eventRetentionMs: number;
   metrics?: WebhookMetrics;
-  /** Told each time a target's cursor moves past an event: for writing delivery progress behind to the store. */
-  onDelivered?: (deviceId: string, sequence: number, target: TargetName) => void;
+  /**
+   * Told how far the device's webhooks have got (every target has handed on every event up to
+   * `sequence`): for writing the progress behind to the store (recorder.webhookProgress).
+   */
+  onDelivered?: (deviceId: string, sequence: number) => void;
   /** Tests shorten the retry intervals, holds and the target cache. */
   tuning?: Partial<DeliveryTuning> & { targetCacheMs?: number };
 }

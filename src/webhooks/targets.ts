@@ -63,6 +63,8 @@ export interface WebhookRegistry {
   failures(deviceId: string): Promise<WebhookFailure[]>;
   /** Why the URL may not be registered (a loopback, private, link-local or metadata address), or null. */
   screenUrl(url: string): Promise<string | null>;
+  /** The device was deleted: its delivery state in Redis goes too (the store's row cascades). */
+  forget(deviceId: string): Promise<void>;
 }
 
 export interface WebhookTargets extends WebhookRegistry {
@@ -150,5 +152,12 @@ export function createWebhookTargets(options: WebhookTargetsOptions): WebhookTar
     },
 
     screenUrl: (url) => screenUserUrl(url, { allowPrivate: options.allowPrivate }),
+
+    async forget(deviceId) {
+      await redis.del(
+        keys.webhookTarget(deviceId),
+        ...TARGET_NAMES.flatMap((target) => [keys.webhookCursor(deviceId, target), keys.webhookWake(deviceId, target), keys.webhookFailures(deviceId, target)]),
+      );
+    },
   };
 }

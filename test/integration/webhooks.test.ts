@@ -11,7 +11,7 @@ import type { EventType } from '../../src/events/event-log.js';
 import { eventIdFor } from '../../src/events/ids.js';
 import { createMetrics, type Metrics } from '../../src/metrics/index.js';
 import { discoverQueueNames } from '../../src/monitoring/queue-board.js';
-import { createWebhooks, WEBHOOK_QUEUE, type TargetName, type Webhooks, type WebhookSettings } from '../../src/webhooks/index.js';
+import { createWebhooks, WEBHOOK_QUEUE, type Webhooks, type WebhookSettings } from '../../src/webhooks/index.js';
 import { startTestApi, type TestApi, type WebhookParts } from '../helpers/http-api.js';
 import { importReadmeSnippet } from '../helpers/readme-snippet.js';
 
@@ -96,7 +96,7 @@ interface Harness {
   hooks: Webhooks;
   bull: Redis;
   metrics: Metrics;
-  /** onDelivered's calls: `${target}:${deviceId}` -> sequences in call order. */
+  /** onDelivered's calls: deviceId -> progress (every target past it) in call order. */
   delivered: Map<string, number[]>;
   /** A device (with the lease value HOLDER) created through the API. */
   device(extra?: Record<string, unknown>, key?: string): Promise<string>;
@@ -127,9 +127,8 @@ async function startHarness(settings: WebhookSettings, allowPrivate: boolean, tu
           eventRetentionMs: 3_600_000,
           metrics,
           tuning,
-          onDelivered: (deviceId: string, sequence: number, target: TargetName) => {
-            const key = `${target}:${deviceId}`;
-            delivered.set(key, [...(delivered.get(key) ?? []), sequence]);
+          onDelivered: (deviceId: string, sequence: number) => {
+            delivered.set(deviceId, [...(delivered.get(deviceId) ?? []), sequence]);
           },
         });
         return hooks.registry;
@@ -246,7 +245,7 @@ describe('webhooks (receiver on loopback, OUTBOUND_ALLOW_PRIVATE=true)', () => {
 
     // Not subscribed: the cursor moves past it, nothing is POSTed.
     await h.emit(id, 1, 'device.status');
-    await until('the cursor past the status event', () => (h.delivered.get(`device:${id}`) ?? []).includes(3));
+    await until('both targets past the status event', () => (h.delivered.get(id) ?? []).includes(3));
     expect(receiver.on(path).map((hit) => hit.payload.sequence)).toEqual([1, 2]);
 
     expect((await h.api.call('DELETE', `/api/devices/${id}/webhook`, { key: stranger.body.key })).status).toBe(403);
@@ -298,10 +297,12 @@ describe('webhooks (receiver on loopback, OUTBOUND_ALLOW_PRIVATE=true)', () => {
         expect(hit.payload).toMatchObject({ type: 'message.received', deviceId: d.id, data: { n: hit.payload.sequence } });
       }
       for (const hit of operatorOf(d.id)) expect(verify(hit.body, hit.signature, OPERATOR_SECRET)).toBe(true);
-      // Told once the cursor moved, which is after the receiver's answer.
-      await until('onDelivered for every event', () => (['device', 'operator'] as const).every((target) => h.delivered.get(`${target}:${d.id}`)?.length === 15));
-      expect(h.delivered.get(`device:${d.id}`)).toEqual(seq);
-      expect(h.delivered.get(`operator:${d.id}`)).toEqual(seq);
+      // Told once both targets' cursors moved past an event (after the receivers' answers): the
+      // progress only goes up, and ends at the last event.
+      await until('the progress at the last event', () => h.delivered.get(d.id)?.at(-1) === 15);
+      const progress = h.delivered.get(d.id)!;
+      expect(progress).toEqual([...progress].sort((x, y) => x - y));
+      expect(new Set(progress)).toEqual(new Set(seq));
     }
   });
 
@@ -421,6 +422,14 @@ describe('webhooks (receiver on loopback, OUTBOUND_ALLOW_PRIVATE=true)', () => {
     expect(hit.payload.sequence).toBe(2);
     expect(verify(hit.body, hit.signature, put.body.secret)).toBe(true);
     expect(receiver.on(path)).toHaveLength(1);
+
+    // Deleting the device takes its webhook's state in Redis along (the store's row cascades).
+    const { keys, redis } = { keys: h.api.keys, redis: h.api.redis.redis };
+    const state = [keys.webhookTarget(id), keys.webhookCursor(id, 'device'), keys.webhookCursor(id, 'operator')];
+    await until('the operator cursor', async () => (await redis.exists(...state)) === 3);
+    expect((await h.api.call('DELETE', `/api/devices/${id}`)).status).toBe(204);
+    expect(await redis.exists(...state)).toBe(0);
+    expect(await h.api.store.getWebhook(id)).toBeNull();
   });
 });
 

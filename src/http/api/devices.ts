@@ -135,6 +135,7 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
         await deps.store.deleteDevice(params.id);
         await deps.sessions.forget(params.id);
         await deps.events.forget(params.id);
+        await deps.webhooks?.forget(params.id);
         await deps.messages.setRateOverride(params.id, null);
         return { status: 204 };
       },
