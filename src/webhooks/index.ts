@@ -84,9 +84,9 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
     retryMs: settings.retryMs,
     concurrency: settings.concurrency,
     eventRetentionMs: options.eventRetentionMs,
-    ...(options.tuning ? { tuning: options.tuning } : {}),
-    ...(options.metrics ? { metrics: options.metrics } : {}),
-    ...(options.onDelivered ? { onDelivered: options.onDelivered } : {}),
+    tuning: options.tuning,
+    metrics: options.metrics,
+    onDelivered: options.onDelivered,
   });
   return {
     registry: targets,
