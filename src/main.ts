@@ -27,6 +27,7 @@ import { createEventRestore } from './events/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
 import { createAuthenticator } from './http/auth.js';
 import { createEventStreams } from './http/event-stream.js';
+import { createWebhooks } from './webhooks/index.js';
 import { probeHealth } from './http/probe.js';
 import { createRateLimiter } from './http/rate-limit.js';
 import { monotonicNow } from './shared/clock.js';
@@ -90,13 +91,23 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     await ensureMarker(resetDeps);
 
     const receipts = createReceiptRecorder(messages, log.child({ module: 'receipts' }), recorder.messageReceipt);
+    // Webhooks are made once the event log exists; an event appended before then wakes nothing yet.
+    const webhookWaker = { wake: (_deviceId: string): void => undefined };
     const onEventAppended = (deviceId: string, event: LoggedEvent) => {
       recorder.inboundEvent(deviceId, event);
       receipts(deviceId, event);
+      webhookWaker.wake(deviceId);
     };
     const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log, onEventAppended };
     const { connector, runtime: deviceRuntime, events, sim } = await createDevices(devices);
     cleanups.push({ name: 'connector', run: () => connector.close() });
+    const webhooks = createWebhooks({
+      redis, bull, keys, store, events, log: log.child({ module: 'webhooks' }), settings: config.webhooks, allowPrivate: config.outboundHttp.allowPrivate,
+      eventRetentionMs: config.events.retentionMs, metrics, onDelivered: (deviceId, sequence) => recorder.webhookProgress(deviceId, sequence),
+    });
+    cleanups.push({ name: 'webhooks', run: () => webhooks.close() });
+    webhookWaker.wake = (deviceId) => void webhooks.wake(deviceId);
+    await webhooks.startWorkers();
 
     const { ratePerMinute, delayMs, attempts } = config.messages;
     const outbound = createOutbound({
@@ -127,6 +138,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     });
     metrics.watchQueue('outbound', () => outbound.jobCounts());
     metrics.watchQueue('store-sync', () => storeSync.jobCounts());
+    metrics.watchQueue('webhooks', () => webhooks.jobCounts());
     // Snapshots for the monitoring port's aggregate; the key goes when the server does.
     const publisher = startMetricsPublisher({ redis, keys, metrics, serverId, intervalMs: lease.renewIntervalMs, log: log.child({ module: 'metrics' }) });
     cleanups.push({ name: 'metrics snapshot', run: () => publisher.stop() });
@@ -150,7 +162,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
       options: { production: config.nodeEnv === 'production', ...config.http },
       api: {
         store, leases, servers: createServerDirectory({ redis, keys }), inbox: createInbox({ redis, keys }),
-        sessions: createDeviceSessions({ redis, keys, store }), events, sim, eventStreams,
+        sessions: createDeviceSessions({ redis, keys, store }), events, sim, eventStreams, webhooks: webhooks.registry,
         authenticator, log: log.child({ module: 'api' }), probeHealth, messages,
         place: (deviceId) => node.place(deviceId),
         defaultRatePerMinute: ratePerMinute,
