@@ -143,7 +143,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const publisher = startMetricsPublisher({ redis, keys, metrics, serverId, intervalMs: lease.renewIntervalMs, log: log.child({ module: 'metrics' }) });
     cleanups.push({ name: 'metrics snapshot', run: () => publisher.stop() });
 
-    const eventStreams = createEventStreams({ events });
+    const eventStreams = createEventStreams({ events, store });
     const authenticator = createAuthenticator({ internalApiKey: config.internalApiKey, store });
     if (!config.internalApiKey) log.warn('INTERNAL_API_KEY is not set: admin and service calls are refused; user API keys still work');
     const app = createHttpApp({

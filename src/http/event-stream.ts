@@ -1,8 +1,10 @@
 import type { Request, Response } from 'express';
 import type { EventLog, LoggedEvent } from '../events/event-log.js';
+import type { Store } from '../store/types.js';
 
 // GET /api/events/stream: a device's events as Server-Sent Events, from any server. Events come
-// from the device's log in Redis, so where the device runs does not matter. Each stream polls
+// from the device's log in Redis (and the store for what Redis no longer has), so where the
+// device runs does not matter. Each stream polls
 // the log (one XRANGE per poll on the shared connection) instead of holding a blocking read: a
 // server with a thousand open streams still uses no extra Redis connection.
 
@@ -20,8 +22,31 @@ export function eventView(deviceId: string, { id, type, sequence, at, data }: Lo
   return { id, type, deviceId, sequence, createdAt: new Date(at).toISOString(), data };
 }
 
-export interface EventStreamOptions {
+export interface EventSources {
   events: Pick<EventLog, 'read' | 'lastSequence'>;
+  store: Pick<Store, 'listEvents'>;
+}
+
+/**
+ * The device's events after `after`, oldest first: from Redis's stream, and those it no longer
+ * has (trimmed, expired, or lost with Redis's data and not put back) from the store, which keeps
+ * them longer. The store is asked only when Redis's answer does not start right after `after`
+ * while the numbering says there is more: an open stream's idle polls never reach it.
+ */
+export async function readDeviceEvents({ events, store }: EventSources, deviceId: string, after: number, limit: number): Promise<EventView[]> {
+  const live = (await events.read(deviceId, after, limit)).map((event) => eventView(deviceId, event));
+  const next = live[0]?.sequence;
+  if (next === after + 1) return live;
+  if (next === undefined && (await events.lastSequence(deviceId)) <= after) return live;
+  const stored = (await store.listEvents(deviceId, after, limit))
+    // The store trails Redis by the write-behind: what Redis has, Redis answers.
+    .filter((e) => next === undefined || e.sequence < next)
+    // The store keeps the type the log gave it.
+    .map(({ id, type, sequence, createdAt, data }) => ({ id, type: type as EventView['type'], deviceId, sequence, createdAt: createdAt.toISOString(), data }));
+  return [...stored, ...live].slice(0, limit);
+}
+
+export interface EventStreamOptions extends EventSources {
   /** How often an open stream looks for new events. */
   pollMs?: number;
   /** A comment line this often keeps proxies from closing an idle stream. */
@@ -45,7 +70,7 @@ export interface EventStreams {
 
 const PAGE = 100;
 
-export function createEventStreams({ events, pollMs = 500, keepAliveMs = 15_000, maxStreams = 1000 }: EventStreamOptions): EventStreams {
+export function createEventStreams({ events, store, pollMs = 500, keepAliveMs = 15_000, maxStreams = 1000 }: EventStreamOptions): EventStreams {
   const open = new Set<AbortController>();
   let closed = false;
 
@@ -95,15 +120,15 @@ export function createEventStreams({ events, pollMs = 500, keepAliveMs = 15_000,
         await write(res, `retry: 2000\n: after ${cursor}\n\n`, signal);
         let quietSince = Date.now();
         while (!signal.aborted) {
-          let page: LoggedEvent[];
+          let page: EventView[];
           try {
-            page = await events.read(deviceId, cursor, PAGE);
+            page = await readDeviceEvents({ events, store }, deviceId, cursor, PAGE);
           } catch {
             // Redis failing mid-stream ends it: the client comes back with Last-Event-ID and misses nothing.
             break;
           }
           for (const event of page) {
-            await write(res, `id: ${event.sequence}\nevent: ${event.type}\ndata: ${JSON.stringify(eventView(deviceId, event))}\n\n`, signal);
+            await write(res, `id: ${event.sequence}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`, signal);
             cursor = event.sequence;
             quietSince = Date.now();
           }

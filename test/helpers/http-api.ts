@@ -91,7 +91,7 @@ export async function startTestApi(limits: Partial<HttpOptions['limits']> = {}, 
   const messages = createMessageRecords({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const producer = createOutboundProducer({ redis: redis.redis, keys, retentionMs: 7 * 86_400_000 });
   const servers: Server[] = [];
-  const streams = createEventStreams({ events, pollMs: 100 });
+  const streams = createEventStreams({ events, store, pollMs: 100 });
   const webhooks = makeWebhooks?.({ redis, keys, store, events });
 
   const serve = async (overrides: Partial<HttpOptions['limits']>) => {

@@ -260,7 +260,7 @@ describe('devices', () => {
     expect((await api.call('GET', `/api/events/stream?deviceId=${randomUUID()}`)).status).toBe(404);
   });
 
-  it("reads a device's events from the store where Redis's stream no longer has them (trimmed or lost), in the same shape", async () => {
+  it("reads a device's events from the store where Redis's stream no longer has them (trimmed or lost), in the same shape, pulled or streamed", async () => {
     const owner = await userKey();
     const device = await newDevice(owner.userId);
     await goLive('api-srv-ev');
@@ -279,6 +279,10 @@ describe('devices', () => {
     expect(await read('after=0')).toEqual({ events: all, last: 6 });
     expect(await read('after=0&limit=3')).toEqual({ events: all.slice(0, 3), last: 3 });
     expect(await read('after=3')).toEqual({ events: all.slice(3), last: 6 });
+    // A stream resumed from before what Redis has is filled in from the store the same way.
+    const resumed = await openStream(`${api.url}/api/events/stream?deviceId=${device.id}`, owner.key, { 'Last-Event-ID': '1' });
+    expect((await resumed.take(5)).map((e) => JSON.parse(e.data))).toEqual(all.slice(1));
+    resumed.close();
 
     // Redis lost the stream: what the store has is still there; nothing newer is nothing.
     await api.redis.redis.del(api.keys.events(device.id));

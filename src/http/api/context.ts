@@ -29,7 +29,7 @@ export interface ApiDeps {
   /** Link codes and sessions of devices, whichever server holds them. */
   sessions: DeviceSessions;
   /** Each device's inbound events, read from any server. */
-  events: Pick<EventLog, 'read' | 'forget'>;
+  events: Pick<EventLog, 'read' | 'lastSequence' | 'forget'>;
   /** The open Server-Sent Event streams of this server (GET /api/events/stream). */
   eventStreams: EventStreams;
   /** GET <url>/health with a timeout. */

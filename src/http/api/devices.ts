@@ -1,4 +1,4 @@
-import { eventView, type EventView } from '../event-stream.js';
+import { readDeviceEvents } from '../event-stream.js';
 import { HttpError } from '../errors.js';
 import { route, type RouteSpec } from '../routes.js';
 import { deviceEventsQuery, deviceIdParams, createDeviceBody, listDevicesQuery } from './schemas.js';
@@ -152,7 +152,7 @@ export function deviceRoutes(deps: ApiDeps): RouteSpec[] {
       responses: { 200: '{events: [{id, type, deviceId, sequence, createdAt, data}], last}', ...COMMON },
       async handler({ params, query, caller }) {
         await loadDevice(deps, caller, params.id);
-        const events = await readEvents(deps, params.id, query.after, query.limit);
+        const events = await readDeviceEvents(deps, params.id, query.after, query.limit);
         // `last` is where to resume: the last sequence returned, or `after` when nothing newer exists.
         return { status: 200, body: { events, last: events.at(-1)?.sequence ?? query.after } };
       },
@@ -192,20 +192,3 @@ async function stopWanting(deps: ApiDeps, deviceId: string) {
   return device;
 }
 
-/**
- * Events after `after`, from Redis's stream while it still has `after + 1`; otherwise (trimmed by
- * length or age, expired while the device was idle, or lost with Redis's data and only partly put
- * back) from the store first, which keeps them longer, then on with what Redis has. An empty answer
- * from Redis is checked against the store too: it cannot tell "nothing newer" from "all gone".
- */
-async function readEvents(deps: ApiDeps, deviceId: string, after: number, limit: number): Promise<EventView[]> {
-  const live = (await deps.events.read(deviceId, after, limit)).map((event) => eventView(deviceId, event));
-  const next = live[0]?.sequence;
-  if (next === after + 1) return live;
-  const stored = (await deps.store.listEvents(deviceId, after, limit))
-    // The store trails Redis by the write-behind: what Redis has, Redis answers.
-    .filter((e) => next === undefined || e.sequence < next)
-    // The store keeps the type the log gave it.
-    .map(({ id, type, sequence, createdAt, data }) => ({ id, type: type as EventView['type'], deviceId, sequence, createdAt: createdAt.toISOString(), data }));
-  return [...stored, ...live].slice(0, limit);
-}
