@@ -86,13 +86,13 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const producer = createOutboundProducer({ redis: bull, keys, retentionMs });
     cleanups.push({ name: 'outbound producer', run: () => producer.close() });
     const restoreMessages = createMessageRestore({ store, records: messages, producer, log: log.child({ module: 'message-restore' }) });
-    const restoreEvents = createEventRestore({ redis, keys, store, log: log.child({ module: 'event-restore' }), ...config.events });
+    // Webhooks are made once the event log exists; an event appended before then wakes nothing yet.
+    const webhookWaker = { wake: (_deviceId: string): void => undefined };
+    const restoreEvents = createEventRestore({ redis, keys, store, log: log.child({ module: 'event-restore' }), ...config.events, onRestored: (id) => webhookWaker.wake(id) });
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages, restoreEvents };
     await ensureMarker(resetDeps);
 
     const receipts = createReceiptRecorder(messages, log.child({ module: 'receipts' }), recorder.messageReceipt);
-    // Webhooks are made once the event log exists; an event appended before then wakes nothing yet.
-    const webhookWaker = { wake: (_deviceId: string): void => undefined };
     const onEventAppended = (deviceId: string, event: LoggedEvent) => {
       recorder.inboundEvent(deviceId, event);
       receipts(deviceId, event);

@@ -42,6 +42,11 @@ export interface EventRestoreDeps {
   pageSize?: number;
   /** Devices restored at once: each holds up to a page of events in memory. */
   concurrency?: number;
+  /**
+   * Told of each device with events its webhook had not handed on (back in its stream now):
+   * nothing else would wake their delivery until the device's next event.
+   */
+  onRestored?: (deviceId: string) => void;
 }
 
 export interface EventRestoreReport {
@@ -56,7 +61,7 @@ type RestoreReply = [number, number, number];
 type Cursor = Awaited<ReturnType<EventStoreReader['listEventCursors']>>[number];
 type Event = Awaited<ReturnType<EventStoreReader['listEvents']>>[number];
 
-export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength, retentionMs, pageSize = 500, concurrency = 4 }: EventRestoreDeps): () => Promise<EventRestoreReport> {
+export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength, retentionMs, pageSize = 500, concurrency = 4, onRestored }: EventRestoreDeps): () => Promise<EventRestoreReport> {
   const put = async (cursor: Cursor, events: Event[], toStream: boolean): Promise<RestoreReply> => {
     const { deviceId } = cursor;
     // A webhook that handed on more than the store has (those events' records were lost with
@@ -91,16 +96,20 @@ export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength
       after = page[page.length - 1]!.sequence;
     }
     let after = streamFrom;
+    let undelivered = 0;
     for (;;) {
       const page = await store.listEvents(cursor.deviceId, after, pageSize);
       // Also with no events: the counter and the webhook cursor are put back all the same.
       const [added, markers] = await put(cursor, page, true);
       report.restored += added;
+      undelivered += page.length;
       report.markers += markers;
       if (page.length < pageSize) break;
       after = page[page.length - 1]!.sequence;
     }
     report.devices += 1;
+    // Also when another server's restore put them back first: waking twice costs one look.
+    if (undelivered > 0) onRestored?.(cursor.deviceId);
   };
 
   return async () => {

@@ -125,6 +125,12 @@ describe('inbound events after Redis lost its data', () => {
     // run again on its own change nothing either.
     await reseed();
     await restore()();
+    // The device's webhook delivery is woken for what is back in the stream, and only for that.
+    const woken: string[] = [];
+    const idle = await heldDevice();
+    await createEventRestore({ redis: bed.t.redis, keys: bed.keys, store: bed.store, log: silentLog, ...EVENTS, onRestored: (id) => woken.push(id) })();
+    expect(woken).toContain(deviceId);
+    expect(woken).not.toContain(idle.deviceId);
 
     // The webhook goes on after what it had handed on; the pull API and SSE read the rest.
     expect(await bed.t.redis.get(bed.keys.webhookCursor(deviceId, 'device'))).toBe('2');
