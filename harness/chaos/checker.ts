@@ -1,5 +1,6 @@
 import { waMessageIdFor } from '../../src/queues/messages.js';
-import type { FaultType, HistoryEvent } from './history.js';
+import { percentile } from '../bench/report.js';
+import type { FaultType, HistoryEvent, ReceiverFault } from './history.js';
 
 // Reads a chaos run's history (see history.ts) and either proves the run's guarantees or names the
 // exact events that break them. Pure: no I/O, so planted histories test it directly.
@@ -14,9 +15,27 @@ import type { FaultType, HistoryEvent } from './history.js';
 //  - recovery: every device that went down after a fault was connected again within the
 //    fault's bound (TTL + the configured slack, chosen by the runner) of the fault, or, for an
 //    outage that began later than that, of its own start;
-//  - the end: every device owned, and connected by its owner.
+//  - the end: every device owned, and connected by its owner;
+//  - inbound events (checkInbound): every injected message in its device's log once and, when the
+//    servers deliver webhooks, acknowledged by the receiver at least once; one event id per
+//    WhatsApp message and one sequence per event id (a stale owner's append would make a second
+//    id); each device's log numbered 1..N without gaps, and every one of those N delivered; every
+//    delivery signed and named by its event id.
 
-export type CheckName = 'double_ownership' | 'conflicts' | 'stale_write' | 'lost_message' | 'duplicate_send' | 'order' | 'recovery' | 'unowned';
+export type CheckName =
+  | 'double_ownership'
+  | 'conflicts'
+  | 'stale_write'
+  | 'lost_message'
+  | 'duplicate_send'
+  | 'order'
+  | 'recovery'
+  | 'unowned'
+  | 'lost_inbound'
+  | 'inbound_duplicate'
+  | 'event_sequence'
+  | 'webhook_gap'
+  | 'webhook_request';
 
 export interface Violation {
   check: CheckName;
@@ -30,6 +49,33 @@ export interface FaultFigures {
   worstRecoveryMs: number;
   /** Devices that went down after faults of this type. */
   devicesDown: number;
+}
+
+export interface InboundFigures {
+  injected: number;
+  /**
+   * Injected before Redis lost its data and never handed to a socket: lost with the simulated
+   * WhatsApp, whose queue lives in that Redis (WhatsApp would have kept it). Not wafleet's loss.
+   */
+  lostWithSimulator: number;
+  /** Injected messages found in their device's log at the end. */
+  logged: number;
+  /** Events of every type in the devices' logs at the end. */
+  eventsLogged: number;
+  webhooks: { enabled: boolean; reason?: string };
+  /** POSTs the receiver got, and those it answered 2xx. */
+  requests: number;
+  acknowledged: number;
+  /** Distinct events acknowledged, and acknowledged deliveries of an event acknowledged before. */
+  eventsDelivered: number;
+  redelivered: number;
+  /** Injected messages the receiver acknowledged. */
+  injectedDelivered: number;
+  /** Deliveries unsigned, badly signed, not an event, or named by another id. */
+  badRequests: number;
+  /** From the inject's 202 to the first acknowledged delivery of its message, ms. */
+  latencyMs: { p50: number; p99: number; max: number } | null;
+  receiverFaults: Partial<Record<ReceiverFault, number>>;
 }
 
 export interface CheckResult {
@@ -54,6 +100,7 @@ export interface CheckResult {
     storeWrites: number;
     storeWritesFenced: number;
     faults: Partial<Record<FaultType, FaultFigures>>;
+    inbound: InboundFigures;
   };
 }
 
@@ -242,6 +289,7 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
   }
 
   const faults = checkRecovery(events, options, report);
+  const inbound = checkInbound(events, report);
 
   for (const e of events) {
     if (e.kind !== 'final') continue;
@@ -270,6 +318,7 @@ export function checkHistory(history: readonly HistoryEvent[], options: CheckOpt
       storeWrites,
       storeWritesFenced,
       faults,
+      inbound,
     },
   };
 }
@@ -349,6 +398,172 @@ function checkRecovery(
   return figures;
 }
 
+/** `1-3, 7` for [1, 2, 3, 7]: the sequences a device is missing, short. */
+function ranges(values: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < values.length; ) {
+    let j = i;
+    while (j + 1 < values.length && values[j + 1] === values[j]! + 1) j++;
+    parts.push(i === j ? `${values[i]}` : `${values[i]}-${values[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
+const acknowledged = (e: Of<'webhook'>) => typeof e.answer === 'number' && e.answer >= 200 && e.answer < 300;
+
+/**
+ * Inbound events: what the run injected against what the devices' logs hold at the end (the pull
+ * API) and what the webhook receiver got. Without a `webhooks` event saying the servers deliver
+ * them, only the logs are checked.
+ */
+function checkInbound(events: readonly HistoryEvent[], report: (check: CheckName, message: string, events: HistoryEvent[]) => void): InboundFigures {
+  const of = <K extends HistoryEvent['kind']>(kind: K) => events.filter((e): e is Of<K> => e.kind === kind);
+  const injects = of('inject');
+  const logged = of('logged');
+  const requests = of('webhook');
+  const resets = of('sim_reset');
+  const switched = of('webhooks').at(-1);
+  const webhooks = switched ? { enabled: switched.enabled, ...(switched.reason ? { reason: switched.reason } : {}) } : { enabled: false, reason: 'no webhook receiver in this run' };
+  const key = (deviceId: string, what: string | number) => `${deviceId}|${what}`;
+
+  const handed = new Map<string, Of<'sim_inbound'>[]>();
+  for (const e of of('sim_inbound')) handed.set(key(e.deviceId, e.waMessageId), [...(handed.get(key(e.deviceId, e.waMessageId)) ?? []), e]);
+
+  // Every delivery is an event, signed, and named by its own id.
+  let badRequests = 0;
+  for (const r of requests) {
+    const problem = !r.eventId
+      ? 'a POST whose body is not an event'
+      : r.signature !== 'valid'
+        ? `event ${r.eventId} of ${r.deviceId} delivered with a ${r.signature} signature`
+        : r.headerEventId !== r.eventId
+          ? `event ${r.eventId} of ${r.deviceId} delivered with X-Wafleet-Event-Id ${r.headerEventId || '(none)'}`
+          : null;
+    if (!problem) continue;
+    badRequests += 1;
+    report('webhook_request', problem, [r]);
+  }
+
+  // One sequence per event id, one event id per sequence, one event id per WhatsApp message: over
+  // the log and every delivery, so a redelivery that renumbered or renamed an event is caught too.
+  const sequenceOf = new Map<string, Of<'logged'> | Of<'webhook'>>();
+  const eventAt = new Map<string, Of<'logged'> | Of<'webhook'>>();
+  const eventOfMessage = new Map<string, Of<'logged'> | Of<'webhook'>>();
+  const told = new Set<string>();
+  const once = (id: string, check: CheckName, message: string, evidence: HistoryEvent[]) => {
+    if (told.has(id)) return;
+    told.add(id);
+    report(check, message, evidence);
+  };
+  for (const e of [...logged, ...requests.filter((r) => r.eventId)]) {
+    const first = sequenceOf.get(key(e.deviceId, e.eventId));
+    if (!first) sequenceOf.set(key(e.deviceId, e.eventId), e);
+    else if (first.sequence !== e.sequence) {
+      once(`id ${e.deviceId} ${e.eventId}`, 'event_sequence', `event ${e.eventId} of ${e.deviceId} came with sequence ${first.sequence} and ${e.sequence}`, [first, e]);
+    }
+    const there = eventAt.get(key(e.deviceId, e.sequence));
+    if (!there) eventAt.set(key(e.deviceId, e.sequence), e);
+    else if (there.eventId !== e.eventId) {
+      once(`seq ${e.deviceId} ${e.sequence}`, 'event_sequence', `${e.deviceId}'s sequence ${e.sequence} came as event ${there.eventId} and as ${e.eventId}`, [there, e]);
+    }
+    if (e.type !== 'message.received' || !e.waMessageId) continue;
+    const named = eventOfMessage.get(key(e.deviceId, e.waMessageId));
+    if (!named) eventOfMessage.set(key(e.deviceId, e.waMessageId), e);
+    else if (named.eventId !== e.eventId) {
+      once(
+        `wa ${e.deviceId} ${e.waMessageId}`,
+        'inbound_duplicate',
+        `${e.deviceId} got WhatsApp message ${e.waMessageId} as two events, ${named.eventId} (sequence ${named.sequence}) and ${e.eventId} (sequence ${e.sequence}): what a stale owner's append would make`,
+        [named, e],
+      );
+    }
+  }
+
+  // Each device's log is 1..N without gaps (nothing is trimmed in a run's time).
+  const logOf = new Map<string, number[]>();
+  for (const e of logged) logOf.set(e.deviceId, [...(logOf.get(e.deviceId) ?? []), e.sequence]);
+  for (const [deviceId, sequences] of logOf) {
+    sequences.sort((a, b) => a - b);
+    const missing: number[] = [];
+    for (let expected = 1, i = 0; i < sequences.length; i++) {
+      const s = sequences[i]!;
+      if (s < expected) continue; // the same sequence twice: caught above if it named two events
+      for (; expected < s; expected++) missing.push(expected);
+      expected = s + 1;
+    }
+    if (missing.length > 0) {
+      report('event_sequence', `${deviceId}'s log of ${sequences.at(-1)} events lacks sequence ${ranges(missing)}`, logged.filter((e) => e.deviceId === deviceId).slice(0, 3));
+    }
+  }
+
+  // Every sequence of every device delivered, up to the last one anyone saw.
+  const acked = requests.filter(acknowledged);
+  if (webhooks.enabled) {
+    const deliveredOf = new Map<string, Set<number>>();
+    for (const r of acked) deliveredOf.set(r.deviceId, (deliveredOf.get(r.deviceId) ?? new Set()).add(r.sequence));
+    const lastOf = new Map<string, number>();
+    for (const e of [...logged, ...requests]) if (e.deviceId) lastOf.set(e.deviceId, Math.max(lastOf.get(e.deviceId) ?? 0, e.sequence));
+    for (const [deviceId, last] of lastOf) {
+      const delivered = deliveredOf.get(deviceId) ?? new Set<number>();
+      const missing: number[] = [];
+      for (let s = 1; s <= last; s++) if (!delivered.has(s)) missing.push(s);
+      if (missing.length === 0) continue;
+      const tried = requests.filter((r) => r.deviceId === deviceId && missing.includes(r.sequence));
+      report(
+        'webhook_gap',
+        `the webhook never acknowledged ${deviceId}'s sequence ${ranges(missing)} of 1..${last}${tried.length > 0 ? ` (${tried.length} of its requests were answered with a fault)` : ' (never sent)'}`,
+        [...tried.slice(0, 2), ...logged.filter((e) => e.deviceId === deviceId && missing.includes(e.sequence)).slice(0, 2)],
+      );
+    }
+  }
+
+  // Every injected message logged and, with webhooks, acknowledged.
+  const inLog = new Set(logged.filter((e) => e.waMessageId && e.type === 'message.received').map((e) => key(e.deviceId, e.waMessageId!)));
+  const firstAck = new Map<string, Of<'webhook'>>();
+  for (const r of acked) if (r.type === 'message.received' && r.waMessageId && !firstAck.has(key(r.deviceId, r.waMessageId))) firstAck.set(key(r.deviceId, r.waMessageId), r);
+  let lostWithSimulator = 0;
+  let loggedInjected = 0;
+  const latencies: number[] = [];
+  for (const inject of injects) {
+    const k = key(inject.deviceId, inject.waMessageId);
+    const ack = firstAck.get(k);
+    if (inLog.has(k)) loggedInjected += 1;
+    if (ack) latencies.push(Math.max(0, ack.t - inject.t));
+    if (inLog.has(k) && (ack || !webhooks.enabled)) continue;
+    const sockets = handed.get(k) ?? [];
+    const reset = resets.find((r) => r.t >= inject.t);
+    if (!inLog.has(k) && !ack && reset && !sockets.some((h) => h.t <= reset.t)) {
+      lostWithSimulator += 1;
+      continue;
+    }
+    const where = [inLog.has(k) ? '' : 'is not in its log', !webhooks.enabled || ack ? '' : 'was never acknowledged by the webhook'].filter(Boolean).join(' and ');
+    const hands = sockets.length > 0 ? `handed to ${sockets.map((h) => `${h.serverId} (token ${h.token})`).join(', ')}` : 'never handed to a socket';
+    const beforeLoss = reset && sockets.some((h) => h.t <= reset.t) ? '; in wafleet before Redis lost its data' : '';
+    report('lost_inbound', `WhatsApp message ${inject.waMessageId} injected for ${inject.deviceId} ${where} (${hands}${beforeLoss})`, [inject, ...sockets.slice(0, 2), ...(beforeLoss ? [reset!] : [])]);
+  }
+
+  const delivered = new Set(acked.map((r) => key(r.deviceId, r.eventId)));
+  const receiverFaults: InboundFigures['receiverFaults'] = {};
+  for (const e of of('receiver')) if (e.phase === 'start') receiverFaults[e.mode] = (receiverFaults[e.mode] ?? 0) + 1;
+  latencies.sort((a, b) => a - b);
+  return {
+    injected: injects.length,
+    lostWithSimulator,
+    logged: loggedInjected,
+    eventsLogged: logged.length,
+    webhooks,
+    requests: requests.length,
+    acknowledged: acked.length,
+    eventsDelivered: delivered.size,
+    redelivered: acked.length - delivered.size,
+    injectedDelivered: injects.filter((i) => firstAck.has(key(i.deviceId, i.waMessageId))).length,
+    badRequests,
+    latencyMs: latencies.length > 0 ? { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1)! } : null,
+    receiverFaults,
+  };
+}
+
 /** A human summary: faults by type with the worst recovery, then the verdict and its evidence. */
 export function formatReport(result: CheckResult): string {
   const { stats } = result;
@@ -363,10 +578,29 @@ export function formatReport(result: CheckResult): string {
     const worst = Number.isFinite(f.worstRecoveryMs) ? `${f.worstRecoveryMs} ms` : 'never';
     lines.push(`  ${type.padEnd(18)} ${String(f.count).padStart(3)} injected, ${String(f.devicesDown).padStart(5)} device outages, worst recovery ${worst}`);
   }
+  lines.push(...inboundLines(stats.inbound));
   lines.push(result.ok ? 'verdict: PASS (no violation)' : `verdict: FAIL (${result.violations.length} violations listed)`);
   for (const v of result.violations) {
     lines.push(`  [${v.check}] ${v.message}`);
     for (const e of v.events) lines.push(`      ${JSON.stringify(e)}`);
   }
   return lines.join('\n');
+}
+
+function inboundLines(f: InboundFigures): string[] {
+  if (f.injected === 0 && f.eventsLogged === 0 && f.requests === 0) return [];
+  const lines = [
+    `inbound: ${f.injected} messages injected, ${f.logged} of them in their devices' logs, ${f.lostWithSimulator} lost with the simulated WhatsApp's Redis (never handed to a socket); ${f.eventsLogged} events logged`,
+  ];
+  if (!f.webhooks.enabled) {
+    lines.push(`webhooks: not checked (${f.webhooks.reason ?? 'the servers deliver none'})`);
+    return lines;
+  }
+  const latency = f.latencyMs ? `inject to webhook p50 ${f.latencyMs.p50} ms, p99 ${f.latencyMs.p99} ms, max ${f.latencyMs.max} ms` : 'no latency (nothing delivered)';
+  const faults = Object.entries(f.receiverFaults).map(([mode, n]) => `${mode} ${n}`).join(', ') || 'none';
+  lines.push(
+    `webhooks: ${f.requests} requests, ${f.acknowledged} acknowledged, ${f.eventsDelivered} events delivered (${f.redelivered} redeliveries), ${f.injectedDelivered}/${f.injected} injected messages, ${f.badRequests} badly signed or named`,
+    `webhooks: ${latency}; receiver faults: ${faults}`,
+  );
+  return lines;
 }

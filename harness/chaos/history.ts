@@ -33,6 +33,24 @@
 //   conflicts     total                              the simulated WhatsApp's conflict counter,
 //                                                   summed over Redis restarts
 //   final         deviceId owner socketServer token  each device's state once the run settled
+//
+// Inbound events (a contact writes to a device; wafleet logs it and delivers it to webhooks):
+//   inject        deviceId waMessageId              the simulated WhatsApp took an inbound message
+//                                                   for the device (the runner got its 202)
+//   sim_inbound   deviceId waMessageId serverId token socketId   the simulated WhatsApp handed
+//                 an inbound message to a socket of the device (once per socket it went to)
+//   logged        deviceId sequence eventId type waMessageId   an event in the device's log,
+//                 read through the pull API (GET /api/devices/:id/events) once the run settled
+//   webhooks      enabled reason                    whether the servers deliver webhooks at all
+//                                                   (a build without them: the checks that need
+//                                                   deliveries are skipped, and the report says so)
+//   webhook       deviceId eventId headerEventId type sequence waMessageId signature answer
+//                 a POST the run's webhook receiver got: the body's event, the X-Wafleet-Event-Id
+//                 header, whether X-Wafleet-Signature verified, and how the receiver answered it
+//                 (an HTTP status, or `hang`: held past the servers' timeout, never answered)
+//   receiver      id mode phase                     the receiver's own faults: answering 500
+//                                                   (`error`), hanging (`hang`), refusing
+//                                                   connections (`down`); start and end
 
 export type FaultType =
   | 'sigkill'
@@ -43,6 +61,11 @@ export type FaultType =
   | 'store_outage'
   | 'server_join'
   | 'server_leave';
+
+/** What the run's webhook receiver does for a while instead of answering 200. */
+export type ReceiverFault = 'error' | 'hang' | 'down';
+
+export type SignatureCheck = 'valid' | 'invalid' | 'missing';
 
 export type HistoryEvent =
   | { t: number; kind: 'claim'; deviceId: string; serverId: string; token: number }
@@ -59,7 +82,24 @@ export type HistoryEvent =
   | { t: number; kind: 'connectivity'; deviceId: string; up: boolean }
   | { t: number; kind: 'fault'; id: number; fault: FaultType; phase: 'start' | 'end'; boundMs?: number; target?: string }
   | { t: number; kind: 'conflicts'; total: number }
-  | { t: number; kind: 'final'; deviceId: string; owner: string | null; socketServer: string | null; token: number | null };
+  | { t: number; kind: 'final'; deviceId: string; owner: string | null; socketServer: string | null; token: number | null }
+  | { t: number; kind: 'inject'; deviceId: string; waMessageId: string }
+  | { t: number; kind: 'sim_inbound'; deviceId: string; waMessageId: string; serverId: string; token: number; socketId: string }
+  | { t: number; kind: 'logged'; deviceId: string; sequence: number; eventId: string; type: string; waMessageId?: string }
+  | { t: number; kind: 'webhooks'; enabled: boolean; reason?: string }
+  | {
+      t: number;
+      kind: 'webhook';
+      deviceId: string;
+      eventId: string;
+      headerEventId: string;
+      type: string;
+      sequence: number;
+      waMessageId?: string;
+      signature: SignatureCheck;
+      answer: number | 'hang';
+    }
+  | { t: number; kind: 'receiver'; id: number; mode: ReceiverFault; phase: 'start' | 'end' };
 
 export type HistoryKind = HistoryEvent['kind'];
 

@@ -1,4 +1,4 @@
-import type { FaultType } from './history.js';
+import type { FaultType, ReceiverFault } from './history.js';
 
 // The fault schedule, drawn from the seed: the same seed gives the same faults, in the same
 // order, on the same targets (by index), so a failing run can be run again.
@@ -63,4 +63,31 @@ export function* faultSchedule(seed: number, gap: { minMs: number; maxMs: number
     if (type === 'server_leave') joined -= 1;
     yield draw(type);
   }
+}
+
+export const RECEIVER_FAULTS: readonly ReceiverFault[] = ['error', 'hang', 'down'];
+
+export interface PlannedReceiverFault {
+  mode: ReceiverFault;
+  /** Healthy time before it starts. */
+  afterMs: number;
+  /** How long it lasts. */
+  forMs: number;
+}
+
+/**
+ * The webhook receiver's own faults, on a timeline of their own beside the cluster's: every mode
+ * once in a seeded order, then seeded picks for as long as the run lasts. Drawn from a stream of
+ * the seed apart from the cluster's faults, so adding these changed none of those.
+ */
+export function* receiverFaultSchedule(seed: number, bounds: { gapMs: [number, number]; forMs: [number, number] }): Generator<PlannedReceiverFault> {
+  const random = seededRandom(seed ^ 0x7ec31e);
+  const between = ([min, max]: [number, number]) => Math.round(min + random() * (max - min));
+  const first = [...RECEIVER_FAULTS];
+  for (let i = first.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [first[i], first[j]] = [first[j]!, first[i]!];
+  }
+  for (const mode of first) yield { mode, afterMs: between(bounds.gapMs), forMs: between(bounds.forMs) };
+  for (;;) yield { mode: RECEIVER_FAULTS[Math.floor(random() * RECEIVER_FAULTS.length)]!, afterMs: between(bounds.gapMs), forMs: between(bounds.forMs) };
 }

@@ -48,6 +48,10 @@ export function createSimHistoryReader(options: {
         const waMessageId = f.get('m') ?? '';
         return { t, kind: 'send', deviceId, messageId: messageOf(waMessageId) ?? `wa:${waMessageId}`, serverId, token, duplicate: f.get('k') === 'dup' };
       }
+      case 'inbound':
+        // Handed to a socket: from here on the message is wafleet's to log, whatever befalls Redis.
+        return { t, kind: 'sim_inbound', deviceId, waMessageId: f.get('m') ?? '', serverId, token, socketId };
+      // `inject` is the runner's own record (with the 202 it got), and receipts are not checked.
       default:
         return null;
     }

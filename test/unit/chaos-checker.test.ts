@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { checkHistory, formatReport } from '../../harness/chaos/checker.js';
 import { formatHistoryLine, parseHistory, type HistoryEvent } from '../../harness/chaos/history.js';
-import { FAULT_TYPES, faultSchedule } from '../../harness/chaos/schedule.js';
+import { FAULT_TYPES, faultSchedule, RECEIVER_FAULTS, receiverFaultSchedule } from '../../harness/chaos/schedule.js';
 import { waMessageIdFor } from '../../src/queues/messages.js';
 
 // A clean history of two devices through a SIGKILL failover, then each violation planted into it.
@@ -237,6 +237,31 @@ describe('chaos fault schedule', () => {
   });
 });
 
+describe('chaos webhook receiver faults', () => {
+  const take = (seed: number, n: number) => {
+    const out = [];
+    for (const f of receiverFaultSchedule(seed, { gapMs: [1000, 2000], forMs: [300, 400] })) {
+      out.push(f);
+      if (out.length === n) break;
+    }
+    return out;
+  };
+
+  it('has every mode in its first round, durations within bounds, the same for the same seed', () => {
+    for (const seed of [1, 7, 42]) {
+      expect(new Set(take(seed, RECEIVER_FAULTS.length).map((f) => f.mode))).toEqual(new Set(RECEIVER_FAULTS));
+      for (const f of take(seed, 100)) {
+        expect(f.afterMs).toBeGreaterThanOrEqual(1000);
+        expect(f.afterMs).toBeLessThanOrEqual(2000);
+        expect(f.forMs).toBeGreaterThanOrEqual(300);
+        expect(f.forMs).toBeLessThanOrEqual(400);
+      }
+    }
+    expect(take(42, 20)).toEqual(take(42, 20));
+    expect(take(42, 20)).not.toEqual(take(43, 20));
+  });
+});
+
 describe('chaos recovery attribution', () => {
   it('measures an outage that began well after the fault from its own start', () => {
     const history: HistoryEvent[] = [
@@ -268,5 +293,157 @@ describe('chaos recovery attribution', () => {
     // Without the release, D2's outage would count from the kill: 4250 ms, over the bound.
     const unexplained = check(history.filter((e) => e.kind !== 'release'));
     expect(unexplained.violations.map((v) => v.message)).toContain(`${D2} was connected again 4250 ms after sigkill #1 (bound 4000 ms)`);
+  });
+});
+
+describe('chaos inbound events', () => {
+  const wa = (n: number) => `3A00000000000${n}`;
+  const id = (d: string, n: number) => `${d}-e${n}`;
+  const received = (d: string, sequence: number, n: number) => ({ deviceId: d, sequence, eventId: id(d, n), type: 'message.received', waMessageId: wa(n) });
+  const delivery = (t: number, e: ReturnType<typeof received>, answer: number | 'hang' = 200): HistoryEvent => ({
+    t,
+    kind: 'webhook',
+    ...e,
+    headerEventId: e.eventId,
+    signature: 'valid',
+    answer,
+  });
+  const statusEvent = { deviceId: D2, sequence: 1, eventId: `${D2}-status`, type: 'device.status' };
+
+  /** Two devices, three messages; the receiver fails one delivery (500) and one hangs, both retried. */
+  function inboundHistory(): HistoryEvent[] {
+    return [
+      { t: 100, kind: 'webhooks', enabled: true },
+      { t: 500, kind: 'webhook', ...statusEvent, headerEventId: statusEvent.eventId, signature: 'valid', answer: 200 },
+      { t: 1000, kind: 'inject', deviceId: D1, waMessageId: wa(1) },
+      { t: 1005, kind: 'sim_inbound', deviceId: D1, waMessageId: wa(1), serverId: 's1', token: 1, socketId: 's1#1#a' },
+      delivery(1020, received(D1, 1, 1)),
+      { t: 1100, kind: 'receiver', id: 1, mode: 'error', phase: 'start' },
+      { t: 1200, kind: 'inject', deviceId: D2, waMessageId: wa(2) },
+      { t: 1201, kind: 'sim_inbound', deviceId: D2, waMessageId: wa(2), serverId: 's2', token: 1, socketId: 's2#1#a' },
+      delivery(1230, received(D2, 2, 2), 500),
+      { t: 1400, kind: 'receiver', id: 1, mode: 'error', phase: 'end' },
+      delivery(1500, received(D2, 2, 2)),
+      { t: 2000, kind: 'inject', deviceId: D1, waMessageId: wa(3) },
+      { t: 2001, kind: 'sim_inbound', deviceId: D1, waMessageId: wa(3), serverId: 's1', token: 1, socketId: 's1#1#a' },
+      { t: 2002, kind: 'receiver', id: 2, mode: 'hang', phase: 'start' },
+      delivery(2010, received(D1, 2, 3), 'hang'),
+      { t: 3000, kind: 'receiver', id: 2, mode: 'hang', phase: 'end' },
+      delivery(4000, received(D1, 2, 3)),
+      // A redelivery of an event already acknowledged: at least once allows it, with the same id.
+      delivery(4100, received(D1, 2, 3)),
+      { t: 9000, kind: 'logged', ...received(D1, 1, 1) },
+      { t: 9000, kind: 'logged', ...received(D1, 2, 3) },
+      { t: 9000, kind: 'logged', ...statusEvent },
+      { t: 9000, kind: 'logged', ...received(D2, 2, 2) },
+    ];
+  }
+
+  it('passes a clean history: every message logged once and acknowledged, redeliveries with the same id', () => {
+    const result = check(inboundHistory());
+    expect(result.violations).toEqual([]);
+    expect(result.stats.inbound).toEqual({
+      injected: 3,
+      lostWithSimulator: 0,
+      logged: 3,
+      eventsLogged: 4,
+      webhooks: { enabled: true },
+      requests: 7,
+      acknowledged: 5,
+      eventsDelivered: 4,
+      redelivered: 1,
+      injectedDelivered: 3,
+      badRequests: 0,
+      latencyMs: { p50: 300, p99: 2000, max: 2000 },
+      receiverFaults: { error: 1, hang: 1 },
+    });
+    const report = formatReport(result);
+    expect(report).toContain('inbound: 3 messages injected, 3 of them in their devices\' logs');
+    expect(report).toContain('webhooks: 7 requests, 5 acknowledged, 4 events delivered (1 redeliveries), 3/3 injected messages');
+    expect(report).toContain('receiver faults: error 1, hang 1');
+  });
+
+  it('catches an injected message missing from the log, and one the webhook never acknowledged', () => {
+    const notLogged = inboundHistory().filter((e) => !(e.kind === 'logged' && e.eventId === id(D1, 3)));
+    const v = check(notLogged).violations;
+    expect(v.map((x) => x.check)).toEqual(['lost_inbound']);
+    expect(v[0]!.message).toBe(`WhatsApp message ${wa(3)} injected for ${D1} is not in its log (handed to s1 (token 1))`);
+
+    // Only the 500 and the hang reached the receiver: neither counts as delivered.
+    const unacknowledged = inboundHistory().filter((e) => !(e.kind === 'webhook' && e.eventId === id(D1, 3) && e.answer === 200));
+    const checks = check(unacknowledged).violations;
+    expect(checks.map((x) => x.check)).toEqual(['webhook_gap', 'lost_inbound']);
+    expect(checks[0]!.message).toContain(`never acknowledged ${D1}'s sequence 2 of 1..2 (1 of its requests were answered with a fault)`);
+    expect(checks[1]!.message).toContain('was never acknowledged by the webhook');
+  });
+
+  it("excuses a message the simulated WhatsApp lost with Redis before any socket had it, not one wafleet had", () => {
+    const lost = inboundHistory().filter((e) => !('waMessageId' in e && e.waMessageId === wa(3) && e.kind !== 'inject'));
+    lost.push({ t: 2500, kind: 'sim_reset' });
+    const result = check(lost);
+    expect(result.violations).toEqual([]);
+    expect(result.stats.inbound).toMatchObject({ injected: 3, lostWithSimulator: 1, logged: 2 });
+
+    // Handed to s1's socket before the loss: wafleet had it, and the store must give it back.
+    const had = inboundHistory().filter((e) => !('waMessageId' in e && e.waMessageId === wa(3) && e.kind !== 'inject' && e.kind !== 'sim_inbound'));
+    had.push({ t: 2500, kind: 'sim_reset' });
+    const v = check(had).violations;
+    expect(v.map((x) => x.check)).toEqual(['lost_inbound']);
+    expect(v[0]!.message).toContain('in wafleet before Redis lost its data');
+  });
+
+  it('catches one WhatsApp message as two events (a stale owner appending), in the log or at the webhook', () => {
+    const twice = inboundHistory();
+    twice.push(delivery(4200, { ...received(D1, 3, 3), eventId: 'other-id' }), { t: 9000, kind: 'logged', ...received(D1, 3, 3), eventId: 'other-id' });
+    const v = check(twice).violations;
+    expect(v.map((x) => x.check)).toEqual(['inbound_duplicate']);
+    expect(v[0]!.message).toContain(`${D1} got WhatsApp message ${wa(3)} as two events, ${id(D1, 3)} (sequence 2) and other-id (sequence 3)`);
+  });
+
+  it('catches a redelivery under another sequence, and a sequence that names two events', () => {
+    const renumbered = inboundHistory();
+    renumbered.push(delivery(4200, received(D1, 5, 3)));
+    expect(check(renumbered).violations.map((x) => x.message)).toContain(`event ${id(D1, 3)} of ${D1} came with sequence 2 and 5`);
+
+    const reused = inboundHistory().map((e) => (e.kind === 'webhook' && e.eventId === statusEvent.eventId ? { ...e, sequence: 2 } : e));
+    const v = check(reused).violations;
+    expect(v.map((x) => x.check)).toContain('event_sequence');
+    // The log is the reference: what it holds at a sequence is named first.
+    expect(v.map((x) => x.message)).toContain(`${D2}'s sequence 2 came as event ${id(D2, 2)} and as ${statusEvent.eventId}`);
+  });
+
+  it("catches a gap in a device's log", () => {
+    const gap = inboundHistory().filter((e) => !(e.kind === 'logged' && e.eventId === statusEvent.eventId));
+    const v = check(gap).violations;
+    expect(v.map((x) => x.check)).toEqual(['event_sequence']);
+    expect(v[0]!.message).toBe(`${D2}'s log of 2 events lacks sequence 1`);
+  });
+
+  it('catches a delivery badly signed, unsigned, named by another id, or not an event', () => {
+    const bad = inboundHistory().map((e) => (e.kind === 'webhook' && e.t === 1020 ? { ...e, signature: 'invalid' as const } : e));
+    bad.push(
+      { ...(delivery(4300, received(D1, 2, 3)) as Extract<HistoryEvent, { kind: 'webhook' }>), signature: 'missing' },
+      { ...(delivery(4400, received(D1, 2, 3)) as Extract<HistoryEvent, { kind: 'webhook' }>), headerEventId: 'x' },
+      { t: 4500, kind: 'webhook', deviceId: '', eventId: '', headerEventId: '', type: '', sequence: -1, signature: 'invalid', answer: 200 },
+    );
+    const v = check(bad).violations;
+    expect(v.map((x) => x.check)).toEqual(['webhook_request', 'webhook_request', 'webhook_request', 'webhook_request']);
+    expect(v.map((x) => x.message)).toEqual([
+      `event ${id(D1, 1)} of ${D1} delivered with a invalid signature`,
+      `event ${id(D1, 3)} of ${D1} delivered with a missing signature`,
+      `event ${id(D1, 3)} of ${D1} delivered with X-Wafleet-Event-Id x`,
+      'a POST whose body is not an event',
+    ]);
+    expect(check(bad).stats.inbound.badRequests).toBe(4);
+  });
+
+  it('checks only the logs when the servers deliver no webhooks, and says so', () => {
+    const pullOnly = inboundHistory()
+      .filter((e) => e.kind !== 'webhook' && e.kind !== 'receiver')
+      .map((e) => (e.kind === 'webhooks' ? { ...e, enabled: false, reason: 'no PUT /api/devices/{id}/webhook in /openapi.json' } : e));
+    const result = check(pullOnly);
+    expect(result.violations).toEqual([]);
+    expect(formatReport(result)).toContain('webhooks: not checked (no PUT /api/devices/{id}/webhook in /openapi.json)');
+    expect(checksOf(pullOnly.filter((e) => !(e.kind === 'logged' && e.eventId === id(D2, 2))))).toEqual(['lost_inbound']);
   });
 });
