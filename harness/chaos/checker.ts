@@ -58,6 +58,11 @@ export interface InboundFigures {
    * WhatsApp, whose queue lives in that Redis (WhatsApp would have kept it). Not wafleet's loss.
    */
   lostWithSimulator: number;
+  /**
+   * Of the lost (violations), those a socket of the device had taken before Redis lost its data:
+   * only the store can give them back.
+   */
+  lostWithRedis: number;
   /** Injected messages found in their device's log at the end. */
   logged: number;
   /** Events of every type in the devices' logs at the end. */
@@ -523,6 +528,7 @@ function checkInbound(events: readonly HistoryEvent[], report: (check: CheckName
   const firstAck = new Map<string, Of<'webhook'>>();
   for (const r of acked) if (r.type === 'message.received' && r.waMessageId && !firstAck.has(key(r.deviceId, r.waMessageId))) firstAck.set(key(r.deviceId, r.waMessageId), r);
   let lostWithSimulator = 0;
+  let lostWithRedis = 0;
   let loggedInjected = 0;
   const latencies: number[] = [];
   for (const inject of injects) {
@@ -540,6 +546,7 @@ function checkInbound(events: readonly HistoryEvent[], report: (check: CheckName
     const where = [inLog.has(k) ? '' : 'is not in its log', !webhooks.enabled || ack ? '' : 'was never acknowledged by the webhook'].filter(Boolean).join(' and ');
     const hands = sockets.length > 0 ? `handed to ${sockets.map((h) => `${h.serverId} (token ${h.token})`).join(', ')}` : 'never handed to a socket';
     const beforeLoss = reset && sockets.some((h) => h.t <= reset.t) ? '; in wafleet before Redis lost its data' : '';
+    if (beforeLoss) lostWithRedis += 1;
     report('lost_inbound', `WhatsApp message ${inject.waMessageId} injected for ${inject.deviceId} ${where} (${hands}${beforeLoss})`, [inject, ...sockets.slice(0, 2), ...(beforeLoss ? [reset!] : [])]);
   }
 
@@ -550,6 +557,7 @@ function checkInbound(events: readonly HistoryEvent[], report: (check: CheckName
   return {
     injected: injects.length,
     lostWithSimulator,
+    lostWithRedis,
     logged: loggedInjected,
     eventsLogged: logged.length,
     webhooks,
@@ -590,7 +598,8 @@ export function formatReport(result: CheckResult): string {
 function inboundLines(f: InboundFigures): string[] {
   if (f.injected === 0 && f.eventsLogged === 0 && f.requests === 0) return [];
   const lines = [
-    `inbound: ${f.injected} messages injected, ${f.logged} of them in their devices' logs, ${f.lostWithSimulator} lost with the simulated WhatsApp's Redis (never handed to a socket); ${f.eventsLogged} events logged`,
+    `inbound: ${f.injected} messages injected, ${f.logged} of them in their devices' logs; ${f.eventsLogged} events logged`,
+    `inbound: lost with Redis's data: ${f.lostWithSimulator} by the simulated WhatsApp (no socket had them: not checked), ${f.lostWithRedis} by wafleet (a socket had them: violations)`,
   ];
   if (!f.webhooks.enabled) {
     lines.push(`webhooks: not checked (${f.webhooks.reason ?? 'the servers deliver none'})`);

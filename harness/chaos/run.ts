@@ -9,13 +9,15 @@ import { startTcpProxy, type TcpProxy } from '../tcp-proxy.js';
 import { freePort, startEphemeralRedis, type LocalRedis } from '../local-redis.js';
 import { checkHistory, type CheckResult } from './checker.js';
 import { formatHistoryLine, type FaultType, type HistoryEvent } from './history.js';
+import { startInboundSide, type InboundSide } from './inbound.js';
 import { faultSchedule, seededRandom } from './schedule.js';
 import { createSimHistoryReader } from './sim-history.js';
 
 // The chaos run: real server processes on a Redis of the run's own (so it can be restarted with
 // its data lost) and a database behind a TCP proxy (so the store can go away), simulated devices,
-// a steady message load through the HTTP API, and seeded faults. Everything observed goes into the
-// history file; the checker decides.
+// a steady message load through the HTTP API, inbound messages with a webhook receiver of its own
+// (inbound.ts), and seeded faults. Everything observed goes into the history file; the checker
+// decides.
 
 export interface ChaosOptions {
   servers: number;
@@ -28,6 +30,13 @@ export interface ChaosOptions {
   slackMs: number;
   /** Messages accepted per second, over all devices. */
   messagesPerSecond: number;
+  /**
+   * Inbound messages injected per second, over all devices, with a webhook receiver (faults of its
+   * own) that the servers deliver every event to; 0 (the default): neither.
+   */
+  inboundPerSecond?: number;
+  /** After the faults, how long inbound events may take to reach the logs and the receiver. */
+  drainMs?: number;
   progress: (line: string) => void;
 }
 
@@ -73,6 +82,27 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
     proxiedDb.hostname = '127.0.0.1';
     proxiedDb.port = String(storeProxy.port);
 
+    const inboundPerSecond = options.inboundPerSecond ?? 0;
+    let inbound: InboundSide | undefined;
+    // Declared here for the inbound side, which injects for the devices through the servers running.
+    const devices: string[] = [];
+    const running: string[] = [];
+    if (inboundPerSecond > 0) {
+      inbound = await startInboundSide({
+        seed: options.seed,
+        ttlMs,
+        drainMs: options.drainMs ?? 60_000,
+        internalKey: INTERNAL_KEY,
+        devices,
+        ports: () => running.flatMap((id) => cluster.servers.get(id)?.port ?? []),
+        history,
+        record,
+        progress,
+      });
+      const side = inbound;
+      cleanups.push(() => side.close());
+    }
+
     const serverEnv: Record<string, string> = {
       ...TEST_LEASE_ENV,
       LEASE_TTL_MS: String(ttlMs),
@@ -81,14 +111,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
       INTERNAL_API_KEY: INTERNAL_KEY,
       // The load is one API key from one address: the default limits (600 and 1,200 a minute)
       // would refuse much of a --rate of 20 a second, and the run would measure the limiter.
-      // Sized for the rate with its retries.
-      RATE_LIMIT_PER_MINUTE: String(Math.max(600, options.messagesPerSecond * 60 * 10)),
-      RATE_LIMIT_IP_PER_MINUTE: String(Math.max(1200, options.messagesPerSecond * 60 * 10)),
+      // Sized for the rate with its retries, inbound injections included, and a few reads of
+      // each device's log at the end.
+      RATE_LIMIT_PER_MINUTE: String(Math.max(600, (options.messagesPerSecond + inboundPerSecond) * 60 * 10 + options.devices * 4)),
+      RATE_LIMIT_IP_PER_MINUTE: String(Math.max(1200, (options.messagesPerSecond + inboundPerSecond) * 60 * 10 + options.devices * 4)),
       LOG_LEVEL: 'warn',
       SHUTDOWN_TIMEOUT_MS: String(Math.max(5000, ttlMs * 2)),
+      ...inbound?.serverEnv,
     };
     let nextServer = 1;
-    const running: string[] = [];
     const joined: string[] = [];
     // Every process the run started (a restarted id is a new process), for the servers' log.
     const spawned: Array<{ id: string; output: () => string }> = [];
@@ -104,6 +135,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
     };
     progress(`starting ${options.servers} servers`);
     for (let i = 0; i < options.servers; i++) await startServer();
+    await inbound?.detect();
 
     // The runner's probes and message load use these lookups.
     const messageByWa = new Map<string, string>();
@@ -123,7 +155,6 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
       return simDrain;
     };
 
-    const devices: string[] = [];
     const up = new Map<string, boolean>();
     const probe = async () => {
       const [leases, sockets] = await Promise.all([redis.mget(devices.map((d) => keys.lease(d))), redis.mget(devices.map((d) => keys.simSocket(d)))]);
@@ -263,6 +294,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
       const post = postMessage(deviceId).finally(() => posting.delete(post));
       posting.add(post);
     });
+    if (inbound) {
+      const side = inbound;
+      every(Math.max(20, Math.floor(1000 / inboundPerSecond)), async () => side.injectOne());
+      loops.push(side.runReceiverFaults(() => stopping));
+    }
 
     // The faults.
     const faults: ChaosOutcome['faults'] = [];
@@ -394,6 +430,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
     await Promise.all(posting);
     const settleDeadline = Date.now() + Math.max(30_000, ttlMs * 10);
     while ((await undelivered()) > 0 && Date.now() < settleDeadline) await sleep(500);
+    if (inbound) {
+      progress(`inbound injections never answered 202 within 40 tries: ${inbound.unanswered()}; waiting for the logs and the webhook receiver`);
+      const { waitedMs, pending } = await inbound.settle(drainSim);
+      progress(`inbound settled in ${Math.round(waitedMs / 1000)} s; devices still owed something: ${pending}`);
+    }
     await probe();
     await drainSim();
 

@@ -6,7 +6,7 @@ import { checkHistory, formatReport } from '../../harness/chaos/checker.js';
 import { parseHistory } from '../../harness/chaos/history.js';
 import { runChaos } from '../../harness/chaos/run.js';
 
-const USAGE = `npm run chaos -- [--servers N] [--devices N] [--duration S] [--seed N] [--ttl MS] [--slack MS] [--rate N] [--history FILE]
+const USAGE = `npm run chaos -- [--servers N] [--devices N] [--duration S] [--seed N] [--ttl MS] [--slack MS] [--rate N] [--inbound N] [--drain S] [--history FILE]
 npm run chaos -- --check FILE [--ttl MS] [--slack MS]
 
   --servers   servers at the start (default 5)
@@ -16,6 +16,10 @@ npm run chaos -- --check FILE [--ttl MS] [--slack MS]
   --ttl       the servers' LEASE_TTL_MS (default 3000)
   --slack     recovery bound beyond the TTL, in ms (default 5000)
   --rate      messages accepted per second over all devices (default 20)
+  --inbound   inbound messages injected per second over all devices, with a webhook receiver
+              that has faults of its own (default 5; 0: neither)
+  --drain     seconds after the faults for inbound events to reach the logs and the webhook
+              receiver (default 60)
   --history   where the history goes (default chaos/history-<seed>.jsonl)
   --check     run nothing: check a history written before and print the verdict
 
@@ -30,6 +34,8 @@ const { values } = parseArgs({
     ttl: { type: 'string', default: '3000' },
     slack: { type: 'string', default: '5000' },
     rate: { type: 'string', default: '20' },
+    inbound: { type: 'string', default: '5' },
+    drain: { type: 'string', default: '60' },
     history: { type: 'string' },
     check: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -61,10 +67,15 @@ const options = {
   ttlMs: int('ttl', values.ttl, 1000),
   slackMs: int('slack', values.slack, 0),
   messagesPerSecond: int('rate', values.rate, 0),
+  inboundPerSecond: int('inbound', values.inbound, 0),
+  drainMs: int('drain', values.drain, 0) * 1000,
   historyFile: values.history ?? `chaos/history-${seed}.jsonl`,
   progress: (line: string) => console.error(`[chaos ${new Date().toISOString().slice(11, 19)}] ${line}`),
 };
-console.error(`chaos: ${options.servers} servers, ${options.devices} devices, ${values.duration} s, seed ${seed}, TTL ${options.ttlMs} ms`);
+console.error(
+  `chaos: ${options.servers} servers, ${options.devices} devices, ${values.duration} s, seed ${seed}, TTL ${options.ttlMs} ms, ` +
+    `${options.messagesPerSecond} messages/s out, ${options.inboundPerSecond} in`,
+);
 
 const started = Date.now();
 const outcome = await runChaos(options);

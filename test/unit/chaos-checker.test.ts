@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { checkHistory, formatReport } from '../../harness/chaos/checker.js';
 import { formatHistoryLine, parseHistory, type HistoryEvent } from '../../harness/chaos/history.js';
+import { signatureHeader, startWebhookReceiver, verifySignature, type WebhookRequest } from '../../harness/chaos/receiver.js';
 import { FAULT_TYPES, faultSchedule, RECEIVER_FAULTS, receiverFaultSchedule } from '../../harness/chaos/schedule.js';
 import { waMessageIdFor } from '../../src/queues/messages.js';
 
@@ -345,6 +346,7 @@ describe('chaos inbound events', () => {
     expect(result.stats.inbound).toEqual({
       injected: 3,
       lostWithSimulator: 0,
+      lostWithRedis: 0,
       logged: 3,
       eventsLogged: 4,
       webhooks: { enabled: true },
@@ -358,7 +360,7 @@ describe('chaos inbound events', () => {
       receiverFaults: { error: 1, hang: 1 },
     });
     const report = formatReport(result);
-    expect(report).toContain('inbound: 3 messages injected, 3 of them in their devices\' logs');
+    expect(report).toContain("inbound: 3 messages injected, 3 of them in their devices' logs; 4 events logged");
     expect(report).toContain('webhooks: 7 requests, 5 acknowledged, 4 events delivered (1 redeliveries), 3/3 injected messages');
     expect(report).toContain('receiver faults: error 1, hang 1');
   });
@@ -390,6 +392,7 @@ describe('chaos inbound events', () => {
     const v = check(had).violations;
     expect(v.map((x) => x.check)).toEqual(['lost_inbound']);
     expect(v[0]!.message).toContain('in wafleet before Redis lost its data');
+    expect(check(had).stats.inbound).toMatchObject({ lostWithSimulator: 0, lostWithRedis: 1 });
   });
 
   it('catches one WhatsApp message as two events (a stale owner appending), in the log or at the webhook', () => {
@@ -445,5 +448,48 @@ describe('chaos inbound events', () => {
     expect(result.violations).toEqual([]);
     expect(formatReport(result)).toContain('webhooks: not checked (no PUT /api/devices/{id}/webhook in /openapi.json)');
     expect(checksOf(pullOnly.filter((e) => !(e.kind === 'logged' && e.eventId === id(D2, 2))))).toEqual(['lost_inbound']);
+  });
+});
+
+describe('chaos webhook receiver', () => {
+  const secret = 'receiver-test-secret-0123456789';
+  const body = JSON.stringify({ id: 'e1', type: 'message.received', deviceId: 'd1', sequence: 1, createdAt: '2026-01-01T00:00:00.000Z', data: { waMessageId: 'W1' } });
+
+  it("verifies the contract's signature: HMAC-SHA256 of \"<t>.<raw body>\"", () => {
+    expect(verifySignature(secret, signatureHeader(secret, body, 1_700_000_000), Buffer.from(body))).toBe('valid');
+    expect(verifySignature('another-secret-0123456789', signatureHeader(secret, body), Buffer.from(body))).toBe('invalid');
+    expect(verifySignature(secret, signatureHeader(secret, body), Buffer.from(`${body} `))).toBe('invalid');
+    expect(verifySignature(secret, 't=1,v1=zz', Buffer.from(body))).toBe('invalid');
+    expect(verifySignature(secret, undefined, Buffer.from(body))).toBe('missing');
+  });
+
+  it('answers 200, 500, hangs, or refuses connections, and reports what it got', async () => {
+    const got: WebhookRequest[] = [];
+    const receiver = await startWebhookReceiver({ secret, hangMs: 300, onRequest: (r) => got.push(r) });
+    const post = () =>
+      fetch(receiver.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-wafleet-event-id': 'e1', 'x-wafleet-signature': signatureHeader(secret, body) },
+        body,
+        signal: AbortSignal.timeout(1000),
+      }).then(
+        (res) => res.status,
+        (err: Error) => (err.cause as { code?: string } | undefined)?.code ?? err.name,
+      );
+    try {
+      expect(await post()).toBe(200);
+      await receiver.setMode('error');
+      expect(await post()).toBe(500);
+      await receiver.setMode('hang');
+      expect(await post()).toBe('UND_ERR_SOCKET'); // held, then the socket is destroyed
+      await receiver.setMode('down');
+      expect(await post()).toBe('ECONNREFUSED');
+      await receiver.setMode('ok');
+      expect(await post()).toBe(200);
+      expect(got.map((r) => r.answer)).toEqual([200, 500, 'hang', 200]);
+      expect(got[0]).toMatchObject({ eventId: 'e1', headerEventId: 'e1', type: 'message.received', deviceId: 'd1', sequence: 1, waMessageId: 'W1', signature: 'valid' });
+    } finally {
+      await receiver.close();
+    }
   });
 });
