@@ -11,12 +11,13 @@ import { benchMarkdown, textTable, withBenchSection, type BenchResults, type Mac
 import type { BenchContext, Scenario } from './context.js';
 import { claimScenario } from './scenarios/claim.js';
 import { drainScenario } from './scenarios/drain.js';
+import { eventsScenario } from './scenarios/events.js';
 import { failoverScenario } from './scenarios/failover.js';
 import { footprintScenario } from './scenarios/footprint.js';
 import { messagesScenario } from './scenarios/messages.js';
 import { renewalScenario } from './scenarios/renewal.js';
 
-const SCENARIOS: Scenario[] = [claimScenario, renewalScenario, failoverScenario, drainScenario, messagesScenario, footprintScenario];
+const SCENARIOS: Scenario[] = [claimScenario, renewalScenario, failoverScenario, drainScenario, messagesScenario, eventsScenario, footprintScenario];
 const RESULTS = 'bench/results.json';
 
 const USAGE = `npm run bench -- [--quick] [--only <scenario>[,<scenario>...]] [--out <file>] [--redis-url <url>] [--readme]

@@ -1,11 +1,8 @@
-import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { TestCluster } from '../../../harness/cluster.js';
-import { useTestRedis } from '../../../harness/redis.js';
-import { sleep } from '../../../harness/bench/probe.js';
 import { compared, formatNumber, percentile } from '../../../harness/bench/report.js';
 import { addConnected, BENCH_SERVER_ENV, startBenchCluster, startServers, warningsNote } from '../cluster.js';
 import type { BenchContext, Scenario } from '../context.js';
+import { bareQueue, DEPTH, inLines, waitFor } from '../load.js';
 
 // Outbound messages end to end: posted to the HTTP API of three real servers (any server accepts
 // any device's message), queued on the device's BullMQ queue, sent by the device's owner through
@@ -32,22 +29,6 @@ interface Flow {
   duplicates: number;
 }
 
-/** Messages in flight per device: enough that the producer's own wait is not what is measured. */
-const DEPTH = 4;
-
-/** Runs `perDevice` sends for each of `devices` lines at once, each line DEPTH at a time. */
-async function inLines(devices: number, perDevice: number, send: (line: number, i: number) => Promise<void>): Promise<void> {
-  await Promise.all(
-    Array.from({ length: devices }, async (_, line) => {
-      let next = 0;
-      const sender = async () => {
-        for (let i = next++; i < perDevice; i = next++) await send(line, i);
-      };
-      await Promise.all(Array.from({ length: Math.min(DEPTH, perDevice) }, sender));
-    }),
-  );
-}
-
 function flowOf(pairs: Array<{ accepted: number; sent: number }>, duplicates = 0): Flow {
   const first = Math.min(...pairs.map((p) => p.accepted));
   const lastAccepted = Math.max(...pairs.map((p) => p.accepted));
@@ -61,28 +42,9 @@ function flowOf(pairs: Array<{ accepted: number; sent: number }>, duplicates = 0
   };
 }
 
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: () => Promise<string> | string): Promise<void> {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) throw new Error(`${await what()} after ${timeoutMs} ms`);
-    await sleep(100);
-  }
-}
-
 async function bareBullmq(ctx: BenchContext, lines: number, perDevice: number): Promise<Flow> {
-  const t = await useTestRedis(ctx.redisUrl, 'b-bullmq-');
-  ctx.defer(() => t.cleanup());
-  const connection = new Redis(ctx.redisUrl, { maxRetriesPerRequest: null });
-  const prefix = `{${t.prefix}}:bull`;
-  const queue = new Queue('bare', { connection, prefix });
   const processedAt = new Map<string, number>();
-  const worker = new Worker('bare', async (job) => void processedAt.set(job.id!, Date.now()), { connection, prefix, concurrency: lines });
-  ctx.defer(async () => {
-    await worker.close();
-    await queue.close();
-    connection.disconnect();
-  });
-  await worker.waitUntilReady();
+  const queue = await bareQueue(ctx, 'bullmq', async (job) => void processedAt.set(job.id!, Date.now()), lines);
   const addedAt = new Map<string, number>();
   const run = async (round: string, per: number) => {
     await inLines(lines, per, async (line, i) => {
