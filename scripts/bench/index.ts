@@ -1,4 +1,4 @@
-// `npm run bench`: every scenario of issue 8, each figure beside a baseline measured in the same
+// `npm run bench`: every scenario of issues 8 and 17, each figure beside a baseline measured in the same
 // run on the same Redis. See the README's performance section for the flags and the files.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
