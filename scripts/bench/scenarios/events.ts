@@ -111,26 +111,32 @@ export const eventsScenario: Scenario = {
     await startServers(cluster, serverIds, SERVER_ENV);
     const ports = serverIds.map((id) => cluster.servers.get(id)!.port);
 
-    const register = async (deviceId: string) => {
+    /** Registers the device's webhook; a reason to skip when this build or server delivers none. */
+    const register = async (deviceId: string): Promise<string | null> => {
       const res = await fetch(`http://127.0.0.1:${ports[0]}/api/devices/${deviceId}/webhook`, {
         method: 'PUT',
         headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
         body: JSON.stringify({ url: receiver.url }),
       });
-      if (res.status === 404) return false;
-      if (!res.ok) throw new Error(`PUT /api/devices/${deviceId}/webhook answered ${res.status}: ${await res.text()}`);
-      secrets.set(deviceId, ((await res.json()) as { secret: string }).secret);
-      return true;
+      // The device exists in the store, so a 404 is the route's: a build without webhooks.
+      if (res.status === 404) return 'PUT /api/devices/:id/webhook answered 404: this build has no webhooks';
+      const body = (await res.json()) as { secret?: string; error?: { code?: string; message?: string } };
+      if (res.status === 503 && body.error?.code === 'webhooks_unavailable') return `PUT /api/devices/:id/webhook answered 503 webhooks_unavailable (${body.error.message ?? ''})`;
+      if (!res.ok || !body.secret) throw new Error(`PUT /api/devices/${deviceId}/webhook answered ${res.status}: ${JSON.stringify(body)}`);
+      secrets.set(deviceId, body.secret);
+      return null;
     };
-    // The device exists in the store, so a 404 is the route's: a build without webhooks.
     const first = await cluster.addDevices(1);
-    if (!(await register(first[0]!))) {
+    const unavailable = await register(first[0]!);
+    if (unavailable) {
       await cluster.stop();
-      const note = 'skipped: PUT /api/devices/:id/webhook answered 404, so this build delivers no webhooks; the scenario needs them (issue 17)';
-      return { parameters, figures: [], notes: [note] };
+      return { parameters, figures: [], notes: [`skipped: ${unavailable}; the scenario needs webhook delivery (issue 17)`] };
     }
     const devices = [...first, ...(await addConnected(ctx, cluster, deviceCount - 1, serverIds.length, first))];
-    for (const deviceId of devices.slice(1)) await register(deviceId);
+    for (const deviceId of devices.slice(1)) {
+      const refused = await register(deviceId);
+      if (refused) throw new Error(refused);
+    }
     // Warm-up: every server has injected for every device, every owner has delivered.
     await wafleetEvents(devices, ports, got, ports.length, 'warm');
     ctx.progress(`${deviceCount} devices connected on 3 servers, webhooks registered; bare BullMQ first, with the cluster up and idle`);
