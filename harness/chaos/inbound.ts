@@ -198,6 +198,8 @@ export async function startInboundSide(options: InboundOptions): Promise<Inbound
     },
 
     async runReceiverFaults(stopping) {
+      // Faults of a receiver nobody delivers to would test nothing.
+      if (!webhooks) return;
       const wait = async (ms: number) => {
         const until = Date.now() + ms;
         while (!stopping() && Date.now() < until) await sleep(Math.min(250, until - Date.now()));
