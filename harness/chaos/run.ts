@@ -35,7 +35,7 @@ export interface ChaosOptions {
    * own) that the servers deliver every event to; 0 (the default): neither.
    */
   inboundPerSecond?: number;
-  /** After the faults, how long inbound events may take to reach the logs and the receiver. */
+  /** After the faults, how long inbound events may take to reach the logs and the receiver (default 120 s). */
   drainMs?: number;
   progress: (line: string) => void;
 }
@@ -91,7 +91,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosOutcome> {
       inbound = await startInboundSide({
         seed: options.seed,
         ttlMs,
-        drainMs: options.drainMs ?? 60_000,
+        drainMs: options.drainMs ?? 120_000,
         internalKey: INTERNAL_KEY,
         devices,
         ports: () => running.flatMap((id) => cluster.servers.get(id)?.port ?? []),

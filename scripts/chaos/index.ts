@@ -19,7 +19,8 @@ npm run chaos -- --check FILE [--ttl MS] [--slack MS]
   --inbound   inbound messages injected per second over all devices, with a webhook receiver
               that has faults of its own (default 5; 0: neither)
   --drain     seconds after the faults for inbound events to reach the logs and the webhook
-              receiver (default 60)
+              receiver; it ends as soon as nothing is owed (default 120: an event that failed
+              through several receiver faults waits out a doubled back-off)
   --history   where the history goes (default chaos/history-<seed>.jsonl)
   --check     run nothing: check a history written before and print the verdict
 
@@ -35,7 +36,7 @@ const { values } = parseArgs({
     slack: { type: 'string', default: '5000' },
     rate: { type: 'string', default: '20' },
     inbound: { type: 'string', default: '5' },
-    drain: { type: 'string', default: '60' },
+    drain: { type: 'string', default: '120' },
     history: { type: 'string' },
     check: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
