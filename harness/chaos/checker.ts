@@ -59,8 +59,8 @@ export interface InboundFigures {
    */
   lostWithSimulator: number;
   /**
-   * Of the lost (violations), those a socket of the device had taken before Redis lost its data:
-   * only the store can give them back.
+   * Injected messages missing from their log or never acknowledged by the webhook (violations)
+   * that a socket of the device had taken before Redis lost its data: the store's to give back.
    */
   lostWithRedis: number;
   /** Injected messages found in their device's log at the end. */
@@ -78,6 +78,12 @@ export interface InboundFigures {
   injectedDelivered: number;
   /** Deliveries unsigned, badly signed, not an event, or named by another id. */
   badRequests: number;
+  /**
+   * Events whose first request came after a request of a later event of the same device. A figure,
+   * not a check: an event failing is retried on its own while later ones go ahead, and a Redis
+   * loss or a paused owner can delay one; how often it happens is worth watching.
+   */
+  firstTriesOutOfOrder: number;
   /** From the inject's 202 to the first acknowledged delivery of its message, ms. */
   latencyMs: { p50: number; p99: number; max: number } | null;
   receiverFaults: Partial<Record<ReceiverFault, number>>;
@@ -550,6 +556,16 @@ function checkInbound(events: readonly HistoryEvent[], report: (check: CheckName
     report('lost_inbound', `WhatsApp message ${inject.waMessageId} injected for ${inject.deviceId} ${where} (${hands}${beforeLoss})`, [inject, ...sockets.slice(0, 2), ...(beforeLoss ? [reset!] : [])]);
   }
 
+  let firstTriesOutOfOrder = 0;
+  const tried = new Set<string>();
+  const highest = new Map<string, number>();
+  for (const r of requests) {
+    if (!r.eventId || tried.has(key(r.deviceId, r.eventId))) continue;
+    tried.add(key(r.deviceId, r.eventId));
+    if (r.sequence < (highest.get(r.deviceId) ?? 0)) firstTriesOutOfOrder += 1;
+    else highest.set(r.deviceId, r.sequence);
+  }
+
   const delivered = new Set(acked.map((r) => key(r.deviceId, r.eventId)));
   const receiverFaults: InboundFigures['receiverFaults'] = {};
   for (const e of of('receiver')) if (e.phase === 'start') receiverFaults[e.mode] = (receiverFaults[e.mode] ?? 0) + 1;
@@ -567,6 +583,7 @@ function checkInbound(events: readonly HistoryEvent[], report: (check: CheckName
     redelivered: acked.length - delivered.size,
     injectedDelivered: injects.filter((i) => firstAck.has(key(i.deviceId, i.waMessageId))).length,
     badRequests,
+    firstTriesOutOfOrder,
     latencyMs: latencies.length > 0 ? { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies.at(-1)! } : null,
     receiverFaults,
   };
@@ -599,7 +616,7 @@ function inboundLines(f: InboundFigures): string[] {
   if (f.injected === 0 && f.eventsLogged === 0 && f.requests === 0) return [];
   const lines = [
     `inbound: ${f.injected} messages injected, ${f.logged} of them in their devices' logs; ${f.eventsLogged} events logged`,
-    `inbound: lost with Redis's data: ${f.lostWithSimulator} by the simulated WhatsApp (no socket had them: not checked), ${f.lostWithRedis} by wafleet (a socket had them: violations)`,
+    `inbound: Redis losses: ${f.lostWithSimulator} messages never reached a socket (lost with the simulated WhatsApp: not checked), ${f.lostWithRedis} reached wafleet and are missing from a log or the webhook (violations)`,
   ];
   if (!f.webhooks.enabled) {
     lines.push(`webhooks: not checked (${f.webhooks.reason ?? 'the servers deliver none'})`);
@@ -609,7 +626,7 @@ function inboundLines(f: InboundFigures): string[] {
   const faults = Object.entries(f.receiverFaults).map(([mode, n]) => `${mode} ${n}`).join(', ') || 'none';
   lines.push(
     `webhooks: ${f.requests} requests, ${f.acknowledged} acknowledged, ${f.eventsDelivered} events delivered (${f.redelivered} redeliveries), ${f.injectedDelivered}/${f.injected} injected messages, ${f.badRequests} badly signed or named`,
-    `webhooks: ${latency}; receiver faults: ${faults}`,
+    `webhooks: ${latency}; ${f.firstTriesOutOfOrder} events first tried after a later one of their device; receiver faults: ${faults}`,
   );
   return lines;
 }

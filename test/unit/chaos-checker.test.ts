@@ -356,13 +356,22 @@ describe('chaos inbound events', () => {
       redelivered: 1,
       injectedDelivered: 3,
       badRequests: 0,
+      firstTriesOutOfOrder: 0,
       latencyMs: { p50: 300, p99: 2000, max: 2000 },
       receiverFaults: { error: 1, hang: 1 },
     });
     const report = formatReport(result);
     expect(report).toContain("inbound: 3 messages injected, 3 of them in their devices' logs; 4 events logged");
     expect(report).toContain('webhooks: 7 requests, 5 acknowledged, 4 events delivered (1 redeliveries), 3/3 injected messages');
-    expect(report).toContain('receiver faults: error 1, hang 1');
+    expect(report).toContain('0 events first tried after a later one of their device; receiver faults: error 1, hang 1');
+  });
+
+  it('counts events first tried after a later one of their device (a figure, not a violation)', () => {
+    // D1's sequence 2 goes out before its sequence 1 is first tried.
+    const history = inboundHistory().map((e) => (e.kind === 'webhook' && e.deviceId === D1 && e.sequence === 1 ? { ...e, t: 2020 } : e));
+    const result = check(history);
+    expect(result.violations).toEqual([]);
+    expect(result.stats.inbound.firstTriesOutOfOrder).toBe(1);
   });
 
   it('catches an injected message missing from the log, and one the webhook never acknowledged', () => {
