@@ -4,8 +4,8 @@ import { sleep } from '../../harness/bench/probe.js';
 import { useTestRedis } from '../../harness/redis.js';
 import type { BenchContext } from './context.js';
 
-// What the pipeline scenarios (messages, events) share: the load pattern, waiting for its end, and
-// their baseline, a bare BullMQ queue and worker on the bench's Redis.
+// What the pipeline scenarios (messages, events) share: the load pattern, waiting for its end, its
+// figures, and their baseline, a bare BullMQ queue and worker on the bench's Redis.
 
 /** Items in flight per device: enough that the producer's own wait is not what is measured. */
 export const DEPTH = 4;
@@ -29,6 +29,32 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
     if (Date.now() - started > timeoutMs) throw new Error(`${await what()} after ${timeoutMs} ms`);
     await sleep(100);
   }
+}
+
+/** One pipeline run: items that went in at `start` and came out at `end` (ms). */
+export interface Flow {
+  count: number;
+  /** items per second from the first in to the last out */
+  perSecond: number;
+  /**
+   * items per second from the first in to the last in: the producer's side. When it outruns the
+   * pipeline, the latencies are mostly the wait in line.
+   */
+  inPerSecond: number;
+  /** in-to-out latencies, ascending, ms */
+  latencies: number[];
+}
+
+export function flowOf(pairs: ReadonlyArray<{ start: number; end: number }>): Flow {
+  const first = Math.min(...pairs.map((p) => p.start));
+  const lastIn = Math.max(...pairs.map((p) => p.start));
+  const lastOut = Math.max(...pairs.map((p) => p.end));
+  return {
+    count: pairs.length,
+    perSecond: (pairs.length * 1000) / Math.max(1, lastOut - first),
+    inPerSecond: (pairs.length * 1000) / Math.max(1, lastIn - first),
+    latencies: pairs.map((p) => p.end - p.start).sort((a, b) => a - b),
+  };
 }
 
 export interface BareLine {

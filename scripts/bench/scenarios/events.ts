@@ -2,7 +2,7 @@ import { signatureHeader, startWebhookReceiver, type WebhookRequest } from '../.
 import { compared, formatNumber, percentile } from '../../../harness/bench/report.js';
 import { addConnected, BENCH_SERVER_ENV, startBenchCluster, startServers, warningsNote } from '../cluster.js';
 import type { BenchContext, Scenario } from '../context.js';
-import { bareQueue, DEPTH, inLines, waitFor } from '../load.js';
+import { bareQueue, DEPTH, flowOf, inLines, waitFor, type Flow } from '../load.js';
 
 // Inbound events end to end: a contact's message injected through the simulated WhatsApp's
 // inbound route of three real servers (any server takes it), handed to the device's socket on its
@@ -19,31 +19,6 @@ const SERVER_ENV = {
   OUTBOUND_ALLOW_PRIVATE: 'true',
 };
 const BARE_SECRET = 'bench-bare-webhook-secret-0123456789';
-
-interface Flow {
-  count: number;
-  /** events per second from the first injected to the last received */
-  perSecond: number;
-  /**
-   * events per second from the first injected to the last injected: the producer's side. When it
-   * outruns delivery, the latencies are mostly the wait in line, on both sides alike.
-   */
-  injectedPerSecond: number;
-  /** inject-to-receipt latencies, ascending, ms */
-  latencies: number[];
-}
-
-function flowOf(pairs: Array<{ sent: number; received: number }>): Flow {
-  const first = Math.min(...pairs.map((p) => p.sent));
-  const last = Math.max(...pairs.map((p) => p.received));
-  const lastSent = Math.max(...pairs.map((p) => p.sent));
-  return {
-    count: pairs.length,
-    perSecond: (pairs.length * 1000) / Math.max(1, last - first),
-    injectedPerSecond: (pairs.length * 1000) / Math.max(1, lastSent - first),
-    latencies: pairs.map((p) => p.received - p.sent).sort((a, b) => a - b),
-  };
-}
 
 /** What the receiver got, by WhatsApp message id: the first receipt, and the requests beyond it. */
 function arrivals() {
@@ -86,7 +61,7 @@ async function bareBullmq(ctx: BenchContext, url: string, got: ReturnType<typeof
   await run('warm', 1);
   sentAt.clear();
   await run('run', perLine);
-  return flowOf([...sentAt].map(([id, sent]) => ({ sent, received: got.firstAt.get(id)! })));
+  return flowOf([...sentAt].map(([id, sent]) => ({ start: sent, end: got.firstAt.get(id)! })));
 }
 
 async function wafleetEvents(devices: readonly string[], ports: readonly number[], got: ReturnType<typeof arrivals>, perDevice: number, round: string): Promise<Flow> {
@@ -103,7 +78,7 @@ async function wafleetEvents(devices: readonly string[], ports: readonly number[
   });
   const delivered = () => [...sentAt.keys()].filter((wa) => got.firstAt.has(wa)).length;
   await waitFor(() => delivered() === sentAt.size, 120_000, () => `${delivered()}/${sentAt.size} events delivered to the webhook`);
-  return flowOf([...sentAt].map(([wa, sent]) => ({ sent, received: got.firstAt.get(wa)! })));
+  return flowOf([...sentAt].map(([wa, sent]) => ({ start: sent, end: got.firstAt.get(wa)! })));
 }
 
 export const eventsScenario: Scenario = {
@@ -166,7 +141,7 @@ export const eventsScenario: Scenario = {
       parameters,
       figures: [
         compared('events per second, injected to webhook', wafleet.perSecond, '/s', { name: baseline, value: bare.perSecond }),
-        compared('events injected per second (simulated WhatsApp route)', wafleet.injectedPerSecond, '/s', { name: 'bare BullMQ adds', value: bare.injectedPerSecond }),
+        compared('events injected per second (simulated WhatsApp route)', wafleet.inPerSecond, '/s', { name: 'bare BullMQ adds', value: bare.inPerSecond }),
         compared('p50 inject-to-webhook latency', p(wafleet, 50), 'ms', { name: baseline, value: p(bare, 50) }),
         compared('p99 inject-to-webhook latency', p(wafleet, 99), 'ms', { name: baseline, value: p(bare, 99) }),
       ],

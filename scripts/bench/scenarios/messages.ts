@@ -2,7 +2,7 @@ import type { TestCluster } from '../../../harness/cluster.js';
 import { compared, formatNumber, percentile } from '../../../harness/bench/report.js';
 import { addConnected, BENCH_SERVER_ENV, startBenchCluster, startServers, warningsNote } from '../cluster.js';
 import type { BenchContext, Scenario } from '../context.js';
-import { bareQueue, DEPTH, inLines, waitFor } from '../load.js';
+import { bareQueue, DEPTH, flowOf, inLines, waitFor, type Flow } from '../load.js';
 
 // Outbound messages end to end: posted to the HTTP API of three real servers (any server accepts
 // any device's message), queued on the device's BullMQ queue, sent by the device's owner through
@@ -17,32 +17,10 @@ const SERVER_ENV = {
   RATE_LIMIT_IP_PER_MINUTE: '100000000',
 };
 
-interface Flow {
-  count: number;
-  /** messages per second from the first accepted to the last sent */
-  perSecond: number;
-  /** messages per second from the first accepted to the last accepted: the producer's side */
-  acceptedPerSecond: number;
-  /** accept-to-send latencies, ascending, ms */
-  latencies: number[];
-  /** messages delivered more than once */
-  duplicates: number;
-}
+/** Messages: in = accepted, out = sent; and those delivered more than once. */
+type MessageFlow = Flow & { duplicates: number };
 
-function flowOf(pairs: Array<{ accepted: number; sent: number }>, duplicates = 0): Flow {
-  const first = Math.min(...pairs.map((p) => p.accepted));
-  const lastAccepted = Math.max(...pairs.map((p) => p.accepted));
-  const last = Math.max(...pairs.map((p) => p.sent));
-  return {
-    count: pairs.length,
-    perSecond: (pairs.length * 1000) / Math.max(1, last - first),
-    acceptedPerSecond: (pairs.length * 1000) / Math.max(1, lastAccepted - first),
-    latencies: pairs.map((p) => p.sent - p.accepted).sort((a, b) => a - b),
-    duplicates,
-  };
-}
-
-async function bareBullmq(ctx: BenchContext, lines: number, perDevice: number): Promise<Flow> {
+async function bareBullmq(ctx: BenchContext, lines: number, perDevice: number): Promise<MessageFlow> {
   const processedAt = new Map<string, number>();
   const queue = await bareQueue(ctx, 'bullmq', async (job) => void processedAt.set(job.id!, Date.now()), lines);
   const addedAt = new Map<string, number>();
@@ -59,10 +37,10 @@ async function bareBullmq(ctx: BenchContext, lines: number, perDevice: number): 
   addedAt.clear();
   processedAt.clear();
   await run('run', perDevice);
-  return flowOf([...addedAt].map(([id, accepted]) => ({ accepted, sent: processedAt.get(id)! })));
+  return { ...flowOf([...addedAt].map(([id, start]) => ({ start, end: processedAt.get(id)! }))), duplicates: 0 };
 }
 
-async function wafleetMessages(cluster: TestCluster, devices: string[], perDevice: number, ports: number[], round: string): Promise<Flow> {
+async function wafleetMessages(cluster: TestCluster, devices: string[], perDevice: number, ports: number[], round: string): Promise<MessageFlow> {
   const accepted = new Map<string, string>(); // text -> message id
   await inLines(devices.length, perDevice, async (d, i) => {
     const text = `${round}-${d}-${i}`;
@@ -86,10 +64,10 @@ async function wafleetMessages(cluster: TestCluster, devices: string[], perDevic
   for (const entry of sent) pipeline.hget(cluster.keys.message(accepted.get(entry.text)!), 'acceptedAt');
   const acceptedAt = ((await pipeline.exec()) ?? []).map(([, v]) => Number(v));
   // Both ends by Redis's clock: accepted (the record) and delivered (the simulated WhatsApp's log).
-  return flowOf(
-    sent.map((entry, i) => ({ accepted: acceptedAt[i]!, sent: entry.deliveredAt })),
-    sent.length - new Set(sent.map((entry) => entry.text)).size,
-  );
+  return {
+    ...flowOf(sent.map((entry, i) => ({ start: acceptedAt[i]!, end: entry.deliveredAt }))),
+    duplicates: sent.length - new Set(sent.map((entry) => entry.text)).size,
+  };
 }
 
 export const messagesScenario: Scenario = {
@@ -120,17 +98,17 @@ export const messagesScenario: Scenario = {
     });
     if (throughput.met === false) {
       throughput.why =
-        `the API accepted ${formatNumber(wafleet.acceptedPerSecond)} messages/s where bare BullMQ took ${formatNumber(bare.acceptedPerSecond)} adds/s: ` +
+        `the API accepted ${formatNumber(wafleet.inPerSecond)} messages/s where bare BullMQ took ${formatNumber(bare.inPerSecond)} adds/s: ` +
         `each message is an HTTP request (authenticated, rate-counted, validated, its device read from the store), an accept script and a job ` +
         `on the device's own queue; then on the owner a lease check with the rate window and the intent (beginSend), the send and ` +
         `finishMessage, on top of BullMQ's own scripts, and ${deviceCount} workers of concurrency 1 on 3 processes instead of one.`;
     }
-    const p = (flow: Flow, q: number) => percentile(flow.latencies, q);
+    const p = (flow: MessageFlow, q: number) => percentile(flow.latencies, q);
     return {
       parameters: { devices: deviceCount, servers: 3, messagesPerDevice: perDevice, messages: deviceCount * perDevice, inFlightPerDevice: DEPTH, bareWorkerConcurrency: deviceCount },
       figures: [
         throughput,
-        compared('messages accepted per second (HTTP API)', wafleet.acceptedPerSecond, '/s', { name: 'bare BullMQ adds', value: bare.acceptedPerSecond }),
+        compared('messages accepted per second (HTTP API)', wafleet.inPerSecond, '/s', { name: 'bare BullMQ adds', value: bare.inPerSecond }),
         compared('p50 accept-to-send latency', p(wafleet, 50), 'ms', { name: 'bare BullMQ add-to-process', value: p(bare, 50) }),
         compared('p99 accept-to-send latency', p(wafleet, 99), 'ms', { name: 'bare BullMQ add-to-process', value: p(bare, 99) }),
       ],
