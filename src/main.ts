@@ -25,6 +25,7 @@ import { createReceiptRecorder } from './queues/receipts.js';
 import { createMessageRestore } from './queues/restore.js';
 import { createEventRestore } from './events/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
+import { createStoredEventsListener } from './queues/stored-events.js';
 import { createAuthenticator } from './http/auth.js';
 import { createEventStreams } from './http/event-stream.js';
 import { createWebhooks } from './webhooks/index.js';
@@ -73,7 +74,11 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     // Records reach the store behind the lease core, through BullMQ; every server works the queue.
     const snapshots = createSnapshotWriter({ redis, keys, store });
     const { retentionMs } = config.messages;
-    const storeSync = createStoreSync({ redis: bull, keys, store, snapshots, log: log.child({ module: 'store-sync' }), retentionMs, lockDurationMs: lease.ttlMs, metrics });
+    // Webhooks deliver what the store has, woken by each applied batch of events; they are made
+    // once the event log exists, and until then a device waits for its next stored event.
+    const webhookWaker = { wake: (_deviceId: string): void => undefined };
+    const onApplied = createStoredEventsListener(redis, keys, (deviceId) => webhookWaker.wake(deviceId));
+    const storeSync = createStoreSync({ redis: bull, keys, store, snapshots, log: log.child({ module: 'store-sync' }), retentionMs, lockDurationMs: lease.ttlMs, metrics, onApplied });
     cleanups.push({ name: 'store sync', run: () => storeSync.close() });
     await storeSync.startWorkers();
     const recorder = createWriteBehindRecorder(storeSync, serverId);
@@ -86,18 +91,12 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     const producer = createOutboundProducer({ redis: bull, keys, retentionMs });
     cleanups.push({ name: 'outbound producer', run: () => producer.close() });
     const restoreMessages = createMessageRestore({ store, records: messages, producer, log: log.child({ module: 'message-restore' }) });
-    // Webhooks are made once the event log exists; an event appended before then wakes nothing yet.
-    const webhookWaker = { wake: (_deviceId: string): void => undefined };
     const restoreEvents = createEventRestore({ redis, keys, store, log: log.child({ module: 'event-restore' }), ...config.events, onRestored: (id) => webhookWaker.wake(id) });
     const resetDeps: RedisResetDeps = { redis, keys, store, leases, log: log.child({ module: 'redis-reset' }), ttlMs: lease.ttlMs, serverId, restoreMessages, restoreEvents };
     await ensureMarker(resetDeps);
 
     const receipts = createReceiptRecorder(messages, log.child({ module: 'receipts' }), recorder.messageReceipt);
-    const onEventAppended = (deviceId: string, event: LoggedEvent) => {
-      recorder.inboundEvent(deviceId, event);
-      receipts(deviceId, event);
-      webhookWaker.wake(deviceId);
-    };
+    const onEventAppended = (deviceId: string, event: LoggedEvent) => (recorder.inboundEvent(deviceId, event), receipts(deviceId, event));
     const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log, onEventAppended };
     const { connector, runtime: deviceRuntime, events, sim } = await createDevices(devices);
     cleanups.push({ name: 'connector', run: () => connector.close() });

@@ -104,6 +104,12 @@ export interface ClusterKeys {
    */
   eventSeq(deviceId: string): string;
   /**
+   * string: the device's last sequence the store is known to have (its write-behind applied);
+   * webhooks deliver no further, so a number a receiver saw survives Redis losing its data;
+   * deleted with the device
+   */
+  eventStored(deviceId: string): string;
+  /**
    * stream of the device's events, entry id `<sequence>-0`, PX retention (refreshed with every
    * event); capped at a maximum length, and entries older than the retention are trimmed as new
    * ones arrive
@@ -131,6 +137,11 @@ export interface ClusterKeys {
   webhookWake(deviceId: string, target: string): string;
   /** list JSON, capped, PX a week: the target's dead-lettered deliveries, newest first */
   webhookFailures(deviceId: string, target: string): string;
+  /**
+   * sorted set sequence -> sequence, PX retry window: the target's events past its cursor still
+   * being retried on their own; the progress written to the store stays below the first of them
+   */
+  webhookRetrying(deviceId: string, target: string): string;
   /**
    * string JSON `{url, events, sealed}` (the secret still encrypted; `sealed` null for an older
    * `webhookUrl`), or `none`, PX about a minute: the device's own webhook read through from the
@@ -205,12 +216,14 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     qrCode: (deviceId: string) => `${tag}:qr:${deviceId}`,
     pairingCode: (deviceId: string) => `${tag}:pairing:${deviceId}`,
     eventSeq: (deviceId: string) => `${tag}:event-seq:${deviceId}`,
+    eventStored: (deviceId: string) => `${tag}:event-stored:${deviceId}`,
     events: (deviceId: string) => `${tag}:events:${deviceId}`,
     eventId: (eventId: string) => `${tag}:event-id:${eventId}`,
     webhookCursor: (deviceId: string, target: string) => `${tag}:webhook:cursor:${target}:${deviceId}`,
     webhookPump: (deviceId: string, target: string) => `${tag}:webhook:pump:${target}:${deviceId}`,
     webhookWake: (deviceId: string, target: string) => `${tag}:webhook:wake:${target}:${deviceId}`,
     webhookFailures: (deviceId: string, target: string) => `${tag}:webhook:failures:${target}:${deviceId}`,
+    webhookRetrying: (deviceId: string, target: string) => `${tag}:webhook:retrying:${target}:${deviceId}`,
     webhookTarget: (deviceId: string) => `${tag}:webhook:target:${deviceId}`,
     sentMessage: (deviceId: string, waMessageId: string) => `${tag}:sent:${deviceId}:${waMessageId}`,
     simPairings: `${tag}:sim:pairings`,

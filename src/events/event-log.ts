@@ -9,6 +9,16 @@ import type { RedisClient as Redis } from '../shared/redis.js';
 // appends, and an event already appended is dropped: see lua/appendEvent-4.lua.
 
 const appendScript = loadLuaScript(new URL('./lua/', import.meta.url), 'appendEvent-4.lua');
+const markStoredScript = loadLuaScript(new URL('./lua/', import.meta.url), 'markEventsStored-1.lua');
+
+/**
+ * The store has the device's events up to `sequence` (the write-behind applied them, or the restore
+ * read them there). Webhooks deliver no further than this mark: an event Redis could still lose
+ * before the store has it is never handed to a receiver, whose numbers must not be given again.
+ */
+export async function markEventsStored(redis: Redis, keys: ClusterKeys, deviceId: string, sequence: number): Promise<number> {
+  return runLua<number>(redis, markStoredScript, [keys.eventStored(deviceId)], [sequence]);
+}
 
 export type EventType = 'message.received' | 'message.ack' | 'device.status' | 'device.qr' | 'device.pairing_code';
 
@@ -60,7 +70,7 @@ export interface EventLog {
   append(deviceId: string, holderLeaseValue: string, event: WafleetEvent): Promise<AppendOutcome>;
   /** The device's last sequence handed out (0: none, or none within the retention). */
   lastSequence(deviceId: string): Promise<number>;
-  /** Removes the device's log and numbering (the device is deleted). */
+  /** Removes the device's log, numbering and stored mark (the device is deleted). */
   forget(deviceId: string): Promise<void>;
   /** Up to `limit` events with a sequence above `afterSequence`, oldest first (0: from the start). */
   read(deviceId: string, afterSequence: number, limit: number): Promise<LoggedEvent[]>;
@@ -92,7 +102,7 @@ export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, reten
     },
 
     async forget(deviceId) {
-      await redis.del(keys.events(deviceId), keys.eventSeq(deviceId));
+      await redis.del(keys.events(deviceId), keys.eventSeq(deviceId), keys.eventStored(deviceId));
     },
 
     async read(deviceId, afterSequence, limit) {

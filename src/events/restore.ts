@@ -1,6 +1,7 @@
 import type { ClusterKeys } from '../cluster/keys.js';
 import type { Logger } from '../shared/logger.js';
 import { loadLuaScript, runLua } from '../shared/lua.js';
+import { markEventsStored } from './event-log.js';
 import type { RedisClient as Redis } from '../shared/redis.js';
 
 // After Redis lost its data, each device's event log is put back from the store before claims
@@ -107,6 +108,8 @@ export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength
       if (page.length < pageSize) break;
       after = page[page.length - 1]!.sequence;
     }
+    // The store has them all: webhooks may deliver up to its last.
+    await markEventsStored(redis, keys, cursor.deviceId, cursor.lastSequence);
     report.devices += 1;
     // Also when another server's restore put them back first: waking twice costs one look.
     if (undelivered > 0) onRestored?.(cursor.deviceId);

@@ -61,6 +61,11 @@ export interface StoreSyncOptions {
    * check puts the batch back: the lease TTL is the natural bound.
    */
   lockDurationMs: number;
+  /**
+   * Told of each batch once the store has it, before its job completes: a failure here puts the
+   * batch back like a store failure (applying it again changes nothing), so it is told again.
+   */
+  onApplied?: (records: readonly SyncRecord[]) => Promise<void>;
   /** Counts batches applied (`completed`) and put back while the store is down (`deferred`). */
   metrics?: Pick<Metrics, 'jobs'>;
 }
@@ -196,6 +201,7 @@ export function createStoreSync(options: StoreSyncOptions): StoreSync {
     return async (job: Job<{ records: SyncRecord[] }>) => {
       try {
         const report = await applyBatch(job.data.records);
+        await options.onApplied?.(job.data.records);
         backoff = firstBackoffMs;
         options.metrics?.jobs.inc({ queue: 'store-sync', outcome: 'completed' });
         if (report.rejected > 0) log.warn({ shard, jobId: job.id, rejected: report.rejected, errors: report.errors }, 'store refused some write-behind records');

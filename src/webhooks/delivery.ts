@@ -115,10 +115,10 @@ export interface WebhookDeliveryOptions {
   tuning?: Partial<DeliveryTuning>;
   metrics?: WebhookMetrics;
   /**
-   * Told how far the device's webhooks have got: every target of the device (its own webhook, the
-   * operator's) has handed on every event up to `sequence` (delivered, not subscribed to, or moved
-   * to a retry of its own). Only goes up per target; for writing the progress behind to the store,
-   * from which the event restore sets both cursors after Redis lost its data.
+   * Told how far the device's webhooks have got for good: every target of the device (its own
+   * webhook, the operator's) is done with every event up to `sequence` (delivered, not subscribed
+   * to, or dead-lettered; an event still being retried holds it below). For writing the progress
+   * behind to the store, from which the event restore sets both cursors after Redis lost its data.
    */
   onDelivered?: (deviceId: string, sequence: number) => void;
 }
@@ -173,19 +173,37 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
   const advance = async (deviceId: string, target: TargetName, lock: HeldPumpLock, sequence: number): Promise<boolean> => {
     const moved = await runLua<number>(redis, advanceScript, [keys.webhookPump(deviceId, target), keys.webhookCursor(deviceId, target), keys.eventSeq(deviceId)], [lock.holder, sequence]);
     if (moved !== 1) return false;
-    if (options.onDelivered) await reportProgress(deviceId, target, sequence);
+    if (options.onDelivered) await reportProgress(deviceId);
     return true;
   };
 
-  /** The lowest cursor of the device's targets: with one target, the sequence just handed on. */
-  const reportProgress = async (deviceId: string, target: TargetName, sequence: number): Promise<void> => {
+  /**
+   * How far every target of the device has got for good: each target's cursor, but below the
+   * first event it is still retrying (retry jobs live in Redis only; after a loss the restore
+   * starts each target again from here, so a retried event is delivered again, not forgotten).
+   */
+  const reportProgress = async (deviceId: string): Promise<void> => {
     const names = await targets.active(deviceId);
-    let progress = sequence;
-    if (names.some((name) => name !== target)) {
-      const cursors = await redis.mget(names.map((name) => keys.webhookCursor(deviceId, name)));
-      progress = Math.min(...cursors.map((cursor) => Number(cursor ?? 0)));
+    if (names.length === 0) return;
+    const reads = redis.multi();
+    for (const name of names) reads.get(keys.webhookCursor(deviceId, name)).zrange(keys.webhookRetrying(deviceId, name), 0, 0);
+    const replies = ((await reads.exec()) ?? []).map(([err, value]) => {
+      if (err) throw err;
+      return value;
+    });
+    let progress = Infinity;
+    for (let i = 0; i < replies.length; i += 2) {
+      const cursor = Number(replies[i] ?? 0);
+      const [firstRetrying] = replies[i + 1] as string[];
+      progress = Math.min(progress, firstRetrying === undefined ? cursor : Math.min(cursor, Number(firstRetrying) - 1));
     }
     if (progress > 0) options.onDelivered?.(deviceId, progress);
+  };
+
+  /** A retried event is settled (delivered, no longer wanted, or dead-lettered): progress may move past it. */
+  const settled = async (deviceId: string, target: TargetName, sequence: number): Promise<void> => {
+    await redis.zrem(keys.webhookRetrying(deviceId, target), String(sequence));
+    if (options.onDelivered) await reportProgress(deviceId);
   };
 
   /** The holder's work: every event after the cursor, in sequence, until none is left (or it must stop). */
@@ -197,15 +215,20 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
       await redis.del(wakeKey(deviceId, target));
       const resolved = await targets.resolve(deviceId, target);
       if (!resolved) return { kind: 'done' };
-      const [[, cursorRaw], [, lastRaw]] = (await redis.multi().get(keys.webhookCursor(deviceId, target)).get(keys.eventSeq(deviceId)).exec()) as [
-        [unknown, string | null],
-        [unknown, string | null],
-      ];
-      const last = Number(lastRaw ?? 0);
-      // A cursor past the numbering is from before the device's numbering started again.
-      const cursor = Number(cursorRaw ?? 0) > last ? 0 : Number(cursorRaw ?? 0);
+      const [[, cursorRaw], [, lastRaw], [, storedRaw]] = (await redis
+        .multi()
+        .get(keys.webhookCursor(deviceId, target))
+        .get(keys.eventSeq(deviceId))
+        .get(keys.eventStored(deviceId))
+        .exec()) as [[unknown, string | null], [unknown, string | null], [unknown, string | null]];
+      // Only what the store has: a number handed to a receiver must survive Redis losing its data.
+      // The write-behind wakes this target again when it applies more.
+      const last = Math.min(Number(lastRaw ?? 0), Number(storedRaw ?? 0));
+      // A cursor past the numbering is from before the device's numbering started again (its
+      // events were deleted, or Redis lost them with no store to restore them from).
+      const cursor = Number(cursorRaw ?? 0) > Number(lastRaw ?? 0) ? 0 : Number(cursorRaw ?? 0);
       if (cursor >= last) return { kind: 'done' };
-      const batch = await events.read(deviceId, cursor, tuning.batchSize);
+      const batch = (await events.read(deviceId, cursor, tuning.batchSize)).filter((event) => event.sequence <= last);
       if (batch.length === 0) return { kind: 'done' };
       for (const event of batch) {
         if (lock.lost) return { kind: 'lost' };
@@ -217,6 +240,9 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
             const pauseMs = retryDelay(1);
             log.info({ deviceId, target, eventId: event.id, sequence: event.sequence, retryInMs: Math.round(pauseMs), error: result.error }, 'webhook delivery failed; retrying it on its own');
             const retry: RetryJob = { kind: 'retry', deviceId, target, payload, attempts: 1, firstAttemptAt: Date.now(), lastError: result.error };
+            // Before the cursor moves past it: the progress written to the store stays below it until it is settled.
+            const retrying = keys.webhookRetrying(deviceId, target);
+            await redis.multi().zadd(retrying, event.sequence, String(event.sequence)).pexpire(retrying, options.retryMs + tuning.retryCapMs).exec();
             await queue.add('retry', retry, {
               jobId: `retry.${target}.${deviceId}.${event.id}`,
               delay: Math.round(pauseMs),
@@ -305,19 +331,25 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
     try {
       const target = await targets.resolve(data.deviceId, data.target);
       // Removed since, or no longer subscribed: nobody wants it any more.
-      if (!target) return 'target removed';
-      if (target.events && !target.events.includes(data.payload.type)) return 'not subscribed';
+      if (!target || (target.events && !target.events.includes(data.payload.type))) {
+        await settled(data.deviceId, data.target, data.payload.sequence);
+        return target ? 'not subscribed' : 'target removed';
+      }
       result = await send(target, data.payload);
     } catch (err) {
       result = { ok: false, error: err instanceof Error ? err.message : String(err) };
     }
     counted(data.target, result);
-    if (result.ok) return 'delivered';
+    if (result.ok) {
+      await settled(data.deviceId, data.target, data.payload.sequence);
+      return 'delivered';
+    }
     const now = Date.now();
     const next: RetryJob = { ...data, attempts: data.attempts + 1, lastError: result.error };
     const delay = retryDelay(next.attempts);
     if (now + delay > data.firstAttemptAt + options.retryMs) {
       await deadLetter(next, now);
+      await settled(data.deviceId, data.target, data.payload.sequence);
       throw new UnrecoverableError(`dead-lettered after ${next.attempts} attempts: ${result.error}`);
     }
     await job.updateData(next);

@@ -156,7 +156,7 @@ export function createWebhookTargets(options: WebhookTargetsOptions): WebhookTar
     async forget(deviceId) {
       await redis.del(
         keys.webhookTarget(deviceId),
-        ...TARGET_NAMES.flatMap((target) => [keys.webhookCursor(deviceId, target), keys.webhookWake(deviceId, target), keys.webhookFailures(deviceId, target)]),
+        ...TARGET_NAMES.flatMap((target) => [keys.webhookCursor(deviceId, target), keys.webhookWake(deviceId, target), keys.webhookFailures(deviceId, target), keys.webhookRetrying(deviceId, target)]),
       );
     },
   };

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holderId, leaseValue } from '../../src/cluster/lease-value.js';
-import type { EventType } from '../../src/events/event-log.js';
+import { markEventsStored, type EventType } from '../../src/events/event-log.js';
 import { eventIdFor } from '../../src/events/ids.js';
 import { createMetrics, type Metrics } from '../../src/metrics/index.js';
 import { discoverQueueNames } from '../../src/monitoring/queue-board.js';
@@ -100,8 +100,11 @@ interface Harness {
   delivered: Map<string, number[]>;
   /** A device (with the lease value HOLDER) created through the API. */
   device(extra?: Record<string, unknown>, key?: string): Promise<string>;
-  /** Appends events to the device's log as its owner, each waking delivery; returns their ids. */
-  emit(deviceId: string, count: number, type?: EventType): Promise<string[]>;
+  /**
+   * Appends events to the device's log as its owner and, unless `stored` is false, marks each
+   * stored and wakes delivery, as the write-behind does once the store has it; returns their ids.
+   */
+  emit(deviceId: string, count: number, type?: EventType, stored?: boolean): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -149,16 +152,18 @@ async function startHarness(settings: WebhookSettings, allowPrivate: boolean, tu
       await api.redis.redis.set(api.keys.lease(created.body.id), HOLDER, 'PX', 600_000);
       return created.body.id as string;
     },
-    async emit(deviceId, count, type = 'message.received') {
+    async emit(deviceId, count, type = 'message.received', stored = true) {
       const ids: string[] = [];
       for (let i = 0; i < count; i++) {
         const n = (counters.get(deviceId) ?? 0) + 1;
         counters.set(deviceId, n);
         const id = type === 'device.status' ? eventIdFor(deviceId, type, [7, n, 'connected']) : eventIdFor(deviceId, 'message.received', [`wa-${n}`]);
         const appended = await api.events.append(deviceId, HOLDER, { id, type, data: { n, text: `hi ${n}` } });
-        expect(appended.outcome).toBe('appended');
-        await hooks!.wake(deviceId);
         ids.push(id);
+        expect(appended.outcome).toBe('appended');
+        if (!stored) continue;
+        await markEventsStored(api.redis.redis, api.keys, deviceId, (appended as { sequence: number }).sequence);
+        await hooks!.wake(deviceId);
       }
       return ids;
     },
@@ -330,6 +335,35 @@ describe('webhooks (receiver on loopback, OUTBOUND_ALLOW_PRIVATE=true)', () => {
     }
     expect(await counterValue(h.metrics, 'wafleet_webhook_deliveries_total', { target: 'device', outcome: 'failed' })).toBeGreaterThan(failedBefore);
     expect(await h.api.call('GET', `/api/devices/${d.id}/webhook/failures`).then((r) => r.body)).toEqual({ failures: [] });
+  });
+
+  it('delivers only what the store has: an event Redis could still lose waits for the write-behind', async () => {
+    const d = await hooked();
+    await h.emit(d.id, 2);
+    await h.emit(d.id, 2, 'message.received', false);
+    await until('the stored two', () => receiver.on(d.path).length === 2);
+    await h.hooks.wake(d.id);
+    await sleep(400);
+    expect(receiver.on(d.path).map((hit) => hit.payload.sequence)).toEqual([1, 2]);
+    // The write-behind applied 3 and 4.
+    await markEventsStored(h.api.redis.redis, h.api.keys, d.id, 4);
+    await h.hooks.wake(d.id);
+    await until('all four', () => receiver.on(d.path).length === 4);
+    expect(receiver.on(d.path).map((hit) => hit.payload.sequence)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('progress written to the store stays below an event still being retried, and passes it once it is delivered', async () => {
+    const d = await hooked();
+    let failing = true;
+    receiver.rules.set(d.path, (payload) => ({ status: payload.sequence === 2 && failing ? 500 : 200 }));
+    await h.emit(d.id, 4);
+    await until('events 3 and 4 past the retrying one', () => receiver.on(d.path).filter((hit) => hit.status === 200).length === 3);
+    await until('progress reported', () => (h.delivered.get(d.id) ?? []).length > 0);
+    await sleep(200);
+    // The cursors are at 4, but the store is told 1: after a Redis loss, 2 is delivered again.
+    expect(Math.max(...h.delivered.get(d.id)!)).toBe(1);
+    failing = false;
+    await until('event 2 delivered and the progress at 4', () => h.delivered.get(d.id)?.at(-1) === 4);
   });
 
   it('an event that never succeeds is dead-lettered: listed by the failures route, kept as a failed job; the rest go on after one interval', async () => {
