@@ -41,7 +41,7 @@ export interface EventRestoreDeps {
   retentionMs: number;
   /** Devices read per page, and events per page and per script call. */
   pageSize?: number;
-  /** Devices restored at once: each holds up to a page of events in memory. */
+  /** Devices restored at once: each holds up to a page of events in memory; the store's pool bounds its queries anyway. */
   concurrency?: number;
   /**
    * Told of each device with events its webhook had not handed on (back in its stream now):
@@ -62,14 +62,15 @@ type RestoreReply = [number, number, number];
 type Cursor = Awaited<ReturnType<EventStoreReader['listEventCursors']>>[number];
 type Event = Awaited<ReturnType<EventStoreReader['listEvents']>>[number];
 
-export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength, retentionMs, pageSize = 500, concurrency = 4, onRestored }: EventRestoreDeps): () => Promise<EventRestoreReport> {
-  const put = async (cursor: Cursor, events: Event[], toStream: boolean): Promise<RestoreReply> => {
+export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength, retentionMs, pageSize = 500, concurrency = 16, onRestored }: EventRestoreDeps): () => Promise<EventRestoreReport> {
+  /** `toStream`: which of `events` go back into the stream (the others get their dedup marker only). */
+  const put = async (cursor: Cursor, events: Event[], toStream: (event: Event) => boolean): Promise<RestoreReply> => {
     const { deviceId } = cursor;
     // A webhook that handed on more than the store has (those events' records were lost with
     // Redis) saw those numbers: they are not handed out again.
     const floor = Math.max(cursor.lastSequence, cursor.webhookSequence);
     const args: Array<string | number> = [floor, cursor.webhookSequence, retentionMs, dedupMs, maxLength];
-    for (const e of events) args.push(e.sequence, e.id, e.type, e.createdAt.getTime(), JSON.stringify(e.data ?? null), toStream ? '1' : '0');
+    for (const e of events) args.push(e.sequence, e.id, e.type, e.createdAt.getTime(), JSON.stringify(e.data ?? null), toStream(e) ? '1' : '0');
     return runLua<RestoreReply>(
       redis,
       restoreScript,
@@ -90,10 +91,23 @@ export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength
     const streamFrom = Math.max(cursor.webhookSequence, cursor.lastSequence - maxLength, 0);
     // Older events still within the dedup window get their markers back (sequence order is time order).
     const since = new Date(Date.now() - dedupMs);
+    const afterStreamFrom = (e: Event) => e.sequence > streamFrom;
+    // Most devices: one page within the dedup window holds every event the restore needs (the
+    // markers' and the stream's), put back in one call. This runs before claims re-open on every
+    // server that noticed the loss, so its round trips are the fleet's recovery time.
+    const recent = await store.listEvents(cursor.deviceId, 0, pageSize, since);
+    const needsNone = streamFrom >= cursor.lastSequence;
+    if (recent.length < pageSize && (needsNone || (recent[0] !== undefined && recent[0].sequence <= streamFrom + 1))) {
+      const [added, markers] = await put(cursor, recent, afterStreamFrom);
+      report.restored += added;
+      report.markers += markers;
+      await finish(cursor, recent.filter(afterStreamFrom).length, report);
+      return;
+    }
     for (let after = 0; after < streamFrom; ) {
       const page = (await store.listEvents(cursor.deviceId, after, pageSize, since)).filter((e) => e.sequence <= streamFrom);
       if (page.length === 0) break;
-      report.markers += (await put(cursor, page, false))[1];
+      report.markers += (await put(cursor, page, () => false))[1];
       after = page[page.length - 1]!.sequence;
     }
     let after = streamFrom;
@@ -101,13 +115,17 @@ export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength
     for (;;) {
       const page = await store.listEvents(cursor.deviceId, after, pageSize);
       // Also with no events: the counter and the webhook cursor are put back all the same.
-      const [added, markers] = await put(cursor, page, true);
+      const [added, markers] = await put(cursor, page, () => true);
       report.restored += added;
       undelivered += page.length;
       report.markers += markers;
       if (page.length < pageSize) break;
       after = page[page.length - 1]!.sequence;
     }
+    await finish(cursor, undelivered, report);
+  };
+
+  const finish = async (cursor: Cursor, undelivered: number, report: EventRestoreReport): Promise<void> => {
     // The store has them all: webhooks may deliver up to its last.
     await markEventsStored(redis, keys, cursor.deviceId, cursor.lastSequence);
     report.devices += 1;

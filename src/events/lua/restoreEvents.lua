@@ -21,7 +21,7 @@
     KEYS[5], KEYS[6], ...      per event, in ARGV's order: its dedup marker {p}:event-id:<eventId>
     ARGV[1]  the last sequence the store knows was handed out for the device (the counter's floor)
     ARGV[2]  the webhooks' last sequence in the store (0: none, the cursors are left as they are)
-    ARGV[3]  retention ms (counter, stream and cursor expire after it, as appendEvent-4's do)
+    ARGV[3]  retention ms (the stream expires after it, as appendEvent-4's does; the counter and cursors live as long as the device)
     ARGV[4]  dedup window ms
     ARGV[5]  max length of the stream
     ARGV[6], ARGV[7], ...  per event, six each: sequence, event id, type, at (ms, Redis's clock
@@ -61,7 +61,8 @@ end
 
 local counter = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1]), last)
 if counter > 0 then
-  redis.call('SET', KEYS[1], string.format('%d', counter), 'PX', retention)
+  -- No expiry, as appendEvent-4's: the numbering lives as long as the device.
+  redis.call('SET', KEYS[1], string.format('%d', counter))
 end
 if added > 0 then
   redis.call('PEXPIRE', KEYS[2], retention)
@@ -69,7 +70,7 @@ end
 local webhook = tonumber(ARGV[2])
 for k = 3, 4 do
   if webhook > 0 and tonumber(redis.call('GET', KEYS[k]) or '0') < webhook then
-    redis.call('SET', KEYS[k], string.format('%d', webhook), 'PX', retention)
+    redis.call('SET', KEYS[k], string.format('%d', webhook))
   end
 end
 return { added, markers, counter }
