@@ -2,8 +2,9 @@
   Moves a webhook target's cursor past an event, for the delivery run that holds the target's
   pump lock only: a run that stalled (a long GC pause, a partition) and lost the lock to another
   must not move the cursor back over what the other delivered since. The cursor never goes
-  down, and it lives exactly as long as the device's event numbering: when an idle device's
-  numbering expires and starts again at 1, a cursor left from before would skip the new events.
+  down, and it lives exactly as long as the device's event numbering: should the numbering be
+  gone (the device deleted, or Redis lost it with no store to restore it from) and start again
+  at 1, a cursor left from before would skip the new events.
 
   Input:
     KEYS[1]  pump lock      {p}:webhook:pump:<target>:<deviceId>
@@ -23,7 +24,7 @@ end
 local sequence = tonumber(ARGV[2])
 local ttl = redis.call('PTTL', KEYS[3])
 if ttl == -2 then
-  -- The numbering is gone (expired with an idle device): so is every event this cursor counted.
+  -- The numbering is gone: so is every event this cursor counted.
   redis.call('DEL', KEYS[2])
   return 1
 end
