@@ -20,7 +20,9 @@ export async function markEventsStored(redis: Redis, keys: ClusterKeys, deviceId
   return runLua<number>(redis, markStoredScript, [keys.eventStored(deviceId)], [sequence]);
 }
 
-export type EventType = 'message.received' | 'message.ack' | 'device.status' | 'device.qr' | 'device.pairing_code';
+/** Every type of event (webhooks subscribe to a list of them). */
+export const EVENT_TYPES = ['message.received', 'message.ack', 'device.status', 'device.qr', 'device.pairing_code'] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
 
 export interface WafleetEvent {
   /** Deterministic, from what happened (eventIdFor in ids.ts). */
@@ -34,6 +36,24 @@ export interface LoggedEvent extends WafleetEvent {
   sequence: number;
   /** When the log accepted it: Redis's clock, ms since the epoch. */
   at: number;
+}
+
+/**
+ * The event as every reader gets it, in the contract's (API.md) fields: the pull API, the event
+ * stream, and the body of a webhook delivery.
+ */
+export interface EventView {
+  id: string;
+  type: EventType;
+  deviceId: string;
+  sequence: number;
+  /** When the log accepted it (Redis's clock), ISO 8601. */
+  createdAt: string;
+  data: unknown;
+}
+
+export function eventView(deviceId: string, { id, type, sequence, at, data }: LoggedEvent): EventView {
+  return { id, type, deviceId, sequence, createdAt: new Date(at).toISOString(), data };
 }
 
 export type AppendOutcome = { outcome: 'appended'; sequence: number; at: number } | { outcome: 'duplicate'; sequence: number } | { outcome: 'stale' };

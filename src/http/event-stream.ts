@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import type { EventLog, LoggedEvent } from '../events/event-log.js';
+import { eventView, type EventLog, type EventView } from '../events/event-log.js';
 import type { Store } from '../store/types.js';
 
 // GET /api/events/stream: a device's events as Server-Sent Events, from any server. Events come
@@ -7,20 +7,6 @@ import type { Store } from '../store/types.js';
 // device runs does not matter. Each stream polls
 // the log (one XRANGE per poll on the shared connection) instead of holding a blocking read: a
 // server with a thousand open streams still uses no extra Redis connection.
-
-/** The event as every reader gets it: the pull API, this stream, and webhook bodies. */
-export interface EventView {
-  id: string;
-  type: LoggedEvent['type'];
-  deviceId: string;
-  sequence: number;
-  createdAt: string;
-  data: unknown;
-}
-
-export function eventView(deviceId: string, { id, type, sequence, at, data }: LoggedEvent): EventView {
-  return { id, type, deviceId, sequence, createdAt: new Date(at).toISOString(), data };
-}
 
 export interface EventSources {
   events: Pick<EventLog, 'read' | 'lastSequence'>;

@@ -1,14 +1,14 @@
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job, type JobsOptions } from 'bullmq';
 import type { Counter } from 'prom-client';
 import type { ClusterKeys } from '../cluster/keys.js';
-import type { EventLog } from '../events/event-log.js';
+import { eventView, type EventLog, type EventView } from '../events/event-log.js';
 import type { GuardedHttpClient } from '../shared/guarded-http.js';
 import type { Logger } from '../shared/logger.js';
 import { loadLuaScript, runLua } from '../shared/lua.js';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import { redactUserUrl } from '../shared/redact.js';
 import { PAUSED_PREFIX, takePumpLock, type HeldPumpLock } from './pump-lock.js';
-import { deliveryHeaders, webhookPayload, type WebhookPayload } from './signing.js';
+import { deliveryHeaders } from './signing.js';
 import type { TargetName, WebhookFailure, WebhookTarget, WebhookTargets } from './targets.js';
 
 // Webhook delivery on one BullMQ queue that every server works (not a worker per device):
@@ -59,7 +59,7 @@ interface RetryJob {
   kind: 'retry';
   deviceId: string;
   target: TargetName;
-  payload: WebhookPayload;
+  payload: EventView;
   /** Attempts so far, the pump's first one included. */
   attempts: number;
   /** ms since the epoch: the retry window runs from here. */
@@ -157,7 +157,7 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
   const pumpAfter = (deviceId: string, target: TargetName, holder: string, round: number, delayMs: number) =>
     addPump(deviceId, target, round, delayMs, `after.${target}.${deviceId}.${holder}.${round}`);
 
-  const send = async (target: WebhookTarget, payload: WebhookPayload): Promise<SendResult> => {
+  const send = async (target: WebhookTarget, payload: EventView): Promise<SendResult> => {
     const body = JSON.stringify(payload);
     try {
       const res = await (target.trusted ? http.trusted : http.user).request(target.url, { method: 'POST', headers: deliveryHeaders(payload.id, body, target.secret, Date.now()), body, readBody: false });
@@ -233,7 +233,7 @@ export function createWebhookDelivery(options: WebhookDeliveryOptions): WebhookD
       for (const event of batch) {
         if (lock.lost) return { kind: 'lost' };
         if (!resolved.events || resolved.events.includes(event.type)) {
-          const payload = webhookPayload(deviceId, event);
+          const payload = eventView(deviceId, event);
           const result = await send(resolved, payload);
           counted(target, result);
           if (!result.ok) {

@@ -14,7 +14,7 @@ import { createWebhookTargets, type WebhookRegistry } from './targets.js';
 // closes it at shutdown.
 
 export { WEBHOOK_QUEUE, DEFAULT_DELIVERY_TUNING, type WebhookMetrics, type DeliveryTuning } from './delivery.js';
-export { EVENT_TYPES, EVENT_ID_HEADER, SIGNATURE_HEADER, signatureHeader, webhookPayload, type WebhookPayload } from './signing.js';
+export { EVENT_ID_HEADER, SIGNATURE_HEADER, signatureHeader } from './signing.js';
 export { WebhooksUnavailableError } from './secrets.js';
 export type { TargetName, WebhookFailure, WebhookRegistry } from './targets.js';
 

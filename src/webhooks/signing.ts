@@ -1,5 +1,4 @@
 import { createHmac } from 'node:crypto';
-import type { EventType, LoggedEvent } from '../events/event-log.js';
 
 // What a receiver gets: the event as JSON and a signature over the exact bytes sent, so it can
 // tell wafleet's deliveries from anyone else's POSTs and refuse an old one replayed (the signed
@@ -7,24 +6,6 @@ import type { EventType, LoggedEvent } from '../events/event-log.js';
 
 export const EVENT_ID_HEADER = 'x-wafleet-event-id';
 export const SIGNATURE_HEADER = 'x-wafleet-signature';
-
-/** The event types a webhook can subscribe to (the event log's EventType, as a list). */
-export const EVENT_TYPES = ['message.received', 'message.ack', 'device.status', 'device.qr', 'device.pairing_code'] as const satisfies readonly EventType[];
-
-/** The body of a delivery, as the contract (API.md) names its fields. */
-export interface WebhookPayload {
-  id: string;
-  type: EventType;
-  deviceId: string;
-  sequence: number;
-  /** When the event log accepted the event (Redis's clock), ISO 8601. */
-  createdAt: string;
-  data: unknown;
-}
-
-export function webhookPayload(deviceId: string, event: LoggedEvent): WebhookPayload {
-  return { id: event.id, type: event.type, deviceId, sequence: event.sequence, createdAt: new Date(event.at).toISOString(), data: event.data };
-}
 
 /** `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>` */
 export function signatureHeader(secret: string, rawBody: string, unixSeconds: number): string {

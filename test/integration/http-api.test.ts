@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApi, type TestApi } from '../helpers/http-api.js';
-import { eventView } from '../../src/http/event-stream.js';
+import { eventView } from '../../src/events/event-log.js';
 
 let api: TestApi;
 

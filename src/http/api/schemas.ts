@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { serverIdProblems } from '../../config/identity.js';
 import { SERVER_TYPES } from '../../store/types.js';
-import { EVENT_TYPES } from '../../webhooks/index.js';
+import { EVENT_TYPES } from '../../events/event-log.js';
 
 // The zod schemas of every path parameter, query and body of the API. They validate requests
 // and, through routes.ts, generate the OpenAPI document. Objects are strict: unknown fields are
