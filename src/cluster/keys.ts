@@ -42,6 +42,11 @@ export interface ClusterKeys {
   /** string, PX TTL: while it exists nobody claims (set after Redis lost its data) */
   readonly claimEmbargo: string;
   /**
+   * string, PX TTL, extended while held (redlock): the one server re-seeding after Redis lost
+   * its data; the others wait for it instead of reading the whole store as well
+   */
+  readonly reseedLock: string;
+  /**
    * integer: every token granted is above it. Each re-seed after Redis lost its data raises it
    * to the store's new incarnation epoch times 2^32, so no token of an earlier Redis incarnation
    * (whose record may never have reached the store) is ever granted again
@@ -194,6 +199,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     marker: `${tag}:marker`,
     incarnation: `${tag}:incarnation`,
     claimEmbargo: `${tag}:claim-embargo`,
+    reseedLock: `${tag}:reseed-lock`,
     tokenFloor: `${tag}:token-floor`,
     deviceStatus: (deviceId: string) => `${tag}:device:${deviceId}`,
     simSocket: (deviceId: string) => `${tag}:sim:socket:${deviceId}`,

@@ -1,3 +1,4 @@
+import { ExecutionError, Redlock, ResourceLockedError } from '@sesamecare-oss/redlock';
 import type { MonotonicClock } from '../shared/clock.js';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Logger } from '../shared/logger.js';
@@ -12,10 +13,13 @@ import type { LeaseRecorder } from './recorder.js';
 // still be running with their tokens. Before anyone claims again: lift every fence to the store's
 // lease_epoch, hold claims off for one TTL so holders can re-assert what they still run, and put
 // the marker back; and put back the messages the store still counts as pending, and each device's
-// event numbering and undelivered events. Every server that notices runs this; each step is
-// idempotent.
+// event numbering and undelivered events. Every server that notices runs this, but one at a time
+// under a lock: the others wait for it to finish. Each step is idempotent, so a second re-seed
+// (the lock lapsed, or Redis lost its data again meanwhile) is only wasted work.
 
 const SEED_PAGE = 1000;
+/** How often a server waiting for another's re-seed looks whether it is done. */
+const RESEED_WAIT_POLL_MS = 200;
 
 /** Tokens of incarnation epoch E are granted above E * 2^32 (exact: below 2^53 for E < 2^21). */
 export const tokenFloorOf = (epoch: number): string => (BigInt(epoch) << 32n).toString();
@@ -56,24 +60,58 @@ async function readIncarnation(redis: Redis, keys: ClusterKeys) {
   };
 }
 
+const reseededOn = ({ runId, hasMarker, seededOn }: Awaited<ReturnType<typeof readIncarnation>>): boolean => hasMarker && runId !== undefined && runId === seededOn;
+
 /**
- * Lifts fences from the store and puts the pending messages back; with `embargo`, nobody claims
- * for one TTL after it is done. Returns fences lifted. Ends by recording the run id it began on as
- * the one fences are seeded on, so claims go ahead again; should Redis have changed meanwhile,
- * that run id is already stale and the next claim or heartbeat starts over.
+ * Lifts fences from the store and puts the pending messages and the event logs back; with
+ * `embargo`, nobody claims for one TTL after it is done. Returns fences lifted (0 when another
+ * server did it). Ends by recording the run id it began on as the one fences are seeded on, so
+ * claims go ahead again; should Redis have changed meanwhile, that run id is already stale and the
+ * next claim or heartbeat starts over.
  *
- * Every server that notices a reset calls this, most of them after the first has finished: the
- * marker in place and this very Redis recorded as seeded mean there is nothing left to do (the
- * incarnation is set last, so it stands for a complete re-seed), and the store is not read again.
- * Until then claims are refused by the incarnation check (the Redis that lost its data lost the
- * incarnation key with it, or has another run id), so no embargo is needed while this runs.
+ * Every server that notices a reset calls this. The first takes the re-seed lock (extended while
+ * it works, so it lapses within a TTL if that server dies) and does the work; the others wait
+ * until the marker is back and this Redis is recorded as seeded (the incarnation is set last, so
+ * it stands for a complete re-seed), or until the lock is free again, then take it themselves.
+ * Five servers each reading the whole store at once made the re-seed five times slower, and
+ * claims wait for it. Until it is done claims are refused by the incarnation check (the Redis
+ * that lost its data lost the incarnation key with it, or has another run id), so no embargo is
+ * needed while it runs.
  */
-export async function reseedFences({ redis, keys, store, leases, log, ttlMs, serverId, restoreMessages, restoreEvents }: RedisResetDeps, embargo: boolean): Promise<number> {
-  const { runId, hasMarker, seededOn } = await readIncarnation(redis, keys);
-  if (hasMarker && runId !== undefined && runId === seededOn) {
-    log.info({ runId }, 'fences already re-seeded on this Redis by another server');
-    return 0;
+export async function reseedFences(deps: RedisResetDeps, embargo: boolean): Promise<number> {
+  const { redis, keys, log, ttlMs } = deps;
+  const redlock = new Redlock([redis], { retryCount: 0, automaticExtensionThreshold: Math.max(100, Math.floor(ttlMs / 3)) });
+  // Contention is reported as 'error' events as well as rejections; the rejection is enough.
+  redlock.on('error', () => undefined);
+  let waited = false;
+  for (;;) {
+    const incarnation = await readIncarnation(redis, keys);
+    if (reseededOn(incarnation)) {
+      log.info({ runId: incarnation.runId, waited }, 'fences already re-seeded on this Redis by another server');
+      return 0;
+    }
+    let lifted: number | undefined;
+    try {
+      await redlock.using([keys.reseedLock], ttlMs, async () => {
+        lifted = await reseedUnderLock(deps, embargo);
+      });
+      return lifted!;
+    } catch (err) {
+      // Done, but the release failed (Redis lost the lock with its data again): the next
+      // heartbeat notices whatever that loss needs.
+      if (lifted !== undefined) return lifted;
+      if (!(err instanceof ResourceLockedError || err instanceof ExecutionError)) throw err;
+    }
+    if (!waited) log.info('another server is re-seeding: waiting for it');
+    waited = true;
+    await new Promise((r) => setTimeout(r, RESEED_WAIT_POLL_MS));
   }
+}
+
+async function reseedUnderLock({ redis, keys, store, leases, log, ttlMs, serverId, restoreMessages, restoreEvents }: RedisResetDeps, embargo: boolean): Promise<number> {
+  // Read again under the lock: the server that held it before may have just finished.
+  const { runId, hasMarker, seededOn } = await readIncarnation(redis, keys);
+  if (reseededOn({ runId, hasMarker, seededOn })) return 0;
   // The store's lease_epochs may lack the newest tokens (their records were queued in the Redis
   // that lost them): a new incarnation epoch in the high bits keeps every token granted from now
   // on above any granted before, whatever the store knows.

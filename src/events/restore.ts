@@ -12,8 +12,9 @@ import type { RedisClient as Redis } from '../shared/redis.js';
 // delivers again to the next socket is still dropped as a repeat. Events the webhook had handed
 // on stay in the store only: the pull API reads them there.
 //
-// Every server that notices the loss may run it at once, and the new holder may append as soon
-// as claims re-open: lua/restoreEvents.lua only ever moves things forward, so that is harmless.
+// One server runs it under the re-seed lock; should a second run it too (the first died, or
+// Redis lost its data again), or the new holder append as soon as claims re-open,
+// lua/restoreEvents.lua only ever moves things forward, so that is harmless.
 // What never reached the store (its write-behind job was in the Redis that lost it) is lost, and
 // its numbers are handed out again.
 

@@ -9,7 +9,8 @@ import type { OutboundProducer } from './outbound.js';
 // accept order at the head of its line, ahead of anything accepted since. It runs in the Redis
 // reset before claims open again, so no device sends before its line is whole.
 //
-// Every server that notices the loss runs it, maybe at once: each step is idempotent (a record
+// One server runs it under the re-seed lock, but a second may run it too (the first died, or
+// Redis lost its data again): each step is idempotent (a record
 // is created only when missing, a job id is unique, re-ordering repeats the same order). A record
 // that says sent or failed is left alone. A message sent just before the loss whose end had not
 // reached the store yet is sent again, with the same WhatsApp message id, which WhatsApp drops as

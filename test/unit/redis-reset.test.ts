@@ -57,6 +57,52 @@ describe('re-seed after Redis lost its data', () => {
     expect(await t.redis.pttl(keys.claimEmbargo)).toBeLessThan(ttlMs - 250);
   });
 
+  it('lets one of the servers that notice the same loss read the store; the others wait for it', async () => {
+    const ttlMs = 1000;
+    const keys = createClusterKeys(t.prefix);
+    const restores: string[] = [];
+    const server = (serverId: string): RedisResetDeps => ({
+      redis: t.redis,
+      keys,
+      store,
+      leases: createLeaseStore({ redis: t.redis, keys }),
+      log,
+      ttlMs,
+      serverId,
+      // Slow, as the event restore of a large fleet is: the others would all start it meanwhile.
+      restoreEvents: async () => {
+        restores.push(serverId);
+        await new Promise((r) => setTimeout(r, 600));
+      },
+    });
+    await t.redis.del(keys.marker, keys.incarnation, keys.claimEmbargo, keys.reseedLock);
+    const ended: string[] = [];
+    await Promise.all(['srv-a', 'srv-b', 'srv-c'].map(async (id) => {
+      await reseedFences(server(id), true);
+      ended.push(id);
+    }));
+    expect(restores).toHaveLength(1);
+    expect(ended).toHaveLength(3);
+    // Each returned only once the re-seed was complete: claims are open on this Redis.
+    expect(await t.redis.exists(keys.marker)).toBe(1);
+    expect(await t.redis.get(keys.incarnation)).not.toBeNull();
+    expect(await t.redis.exists(keys.reseedLock)).toBe(0);
+  });
+
+  it('takes the re-seed over from a server that died holding the lock, once its hold lapses', async () => {
+    const ttlMs = 1000;
+    const keys = createClusterKeys(t.prefix);
+    await t.redis.del(keys.marker, keys.incarnation, keys.claimEmbargo);
+    // The dead server's hold: nobody extends it any more.
+    await t.redis.set(keys.reseedLock, 'dead-server-hold', 'PX', 700);
+    const restores: number[] = [];
+    const started = Date.now();
+    await reseedFences({ redis: t.redis, keys, store, leases: createLeaseStore({ redis: t.redis, keys }), log, ttlMs, restoreEvents: async () => void restores.push(Date.now() - started) }, true);
+    expect(restores).toHaveLength(1);
+    expect(restores[0]).toBeGreaterThanOrEqual(600);
+    expect(await t.redis.exists(keys.marker)).toBe(1);
+  });
+
   it('never grants again a token whose record had not reached the store when Redis lost its data', async () => {
     // S claimed the device with token 1; the record was still queued in Redis when Redis lost
     // its data, so the store knows no lease_epoch for it, and S is paused (no re-assert).
