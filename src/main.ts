@@ -25,7 +25,7 @@ import { createReceiptRecorder } from './queues/receipts.js';
 import { createMessageRestore } from './queues/restore.js';
 import { createEventRestore } from './events/restore.js';
 import { createStoreSync } from './queues/store-sync.js';
-import { createStoredEventsListener } from './queues/stored-events.js';
+import { createStoredEvents } from './queues/stored-events.js';
 import { createAuthenticator } from './http/auth.js';
 import { createEventStreams } from './http/event-stream.js';
 import { createWebhooks } from './webhooks/index.js';
@@ -74,11 +74,11 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     // Records reach the store behind the lease core, through BullMQ; every server works the queue.
     const snapshots = createSnapshotWriter({ redis, keys, store });
     const { retentionMs } = config.messages;
-    // Webhooks deliver what the store has, woken by each applied batch of events; they are made
-    // once the event log exists, and until then a device waits for its next stored event.
+    // Webhooks deliver what the store has, woken as each event gets there; they are made once the
+    // event log exists, and until then a device waits for its next stored event.
     const webhookWaker = { wake: (_deviceId: string): void => undefined };
-    const onApplied = createStoredEventsListener(redis, keys, (deviceId) => webhookWaker.wake(deviceId));
-    const storeSync = createStoreSync({ redis: bull, keys, store, snapshots, log: log.child({ module: 'store-sync' }), retentionMs, lockDurationMs: lease.ttlMs, metrics, onApplied });
+    const storedEvents = createStoredEvents({ redis, keys, store, writeBehind: (id, event) => recorder.inboundEvent(id, event), wake: (id) => webhookWaker.wake(id), log: log.child({ module: 'events' }) });
+    const storeSync = createStoreSync({ redis: bull, keys, store, snapshots, log: log.child({ module: 'store-sync' }), retentionMs, lockDurationMs: lease.ttlMs, metrics, onApplied: storedEvents.applied });
     cleanups.push({ name: 'store sync', run: () => storeSync.close() });
     await storeSync.startWorkers();
     const recorder = createWriteBehindRecorder(storeSync, serverId);
@@ -96,7 +96,7 @@ async function startServer(config: Config, log: Logger): Promise<RunningServer> 
     await ensureMarker(resetDeps);
 
     const receipts = createReceiptRecorder(messages, log.child({ module: 'receipts' }), recorder.messageReceipt);
-    const onEventAppended = (deviceId: string, event: LoggedEvent) => (recorder.inboundEvent(deviceId, event), receipts(deviceId, event));
+    const onEventAppended = (deviceId: string, event: LoggedEvent) => (receipts(deviceId, event), storedEvents.record(deviceId, event));
     const devices = { settings: config.devices, outboundHttp: config.outboundHttp, events: config.events, metrics, redis, subscriber, keys, store, leases, guard, recorder, serverId, bootId, log, onEventAppended };
     const { connector, runtime: deviceRuntime, events, sim } = await createDevices(devices);
     cleanups.push({ name: 'connector', run: () => connector.close() });

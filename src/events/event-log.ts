@@ -76,9 +76,12 @@ export interface EventLogOptions {
   retentionMs: number;
   /**
    * Told of each event the log accepted (not of duplicates), in the order the appends were
-   * answered: the write-behind to the store and the webhook delivery start from here.
+   * answered; the append answers once what it returns has settled. The store write (which must
+   * be done before the socket goes on, see queues/stored-events.ts) and the webhook delivery
+   * start from here. A rejection fails the append, which the caller tries again: the repeat is
+   * then a duplicate and not told again, so a listener that must not miss an event never rejects.
    */
-  onAppended?: (deviceId: string, event: LoggedEvent) => void;
+  onAppended?: (deviceId: string, event: LoggedEvent) => void | Promise<void>;
 }
 
 export interface EventLog {
@@ -113,7 +116,7 @@ export function createEventLog({ redis, keys, metrics, dedupMs, maxLength, reten
       }
       if (reply[0] === 'duplicate') return { outcome: 'duplicate', sequence: reply[1] };
       const [, sequence, at] = reply;
-      onAppended?.(deviceId, { id, type, data: data ?? null, sequence, at });
+      await onAppended?.(deviceId, { id, type, data: data ?? null, sequence, at });
       return { outcome: 'appended', sequence, at };
     },
 

@@ -11,19 +11,28 @@ import { eventIdFor } from '../../src/events/ids.js';
 import { createEventRestore } from '../../src/events/restore.js';
 import { createWriteBehindRecorder, type WriteBehindRecorder } from '../../src/queues/recorder.js';
 import { createStoreSync, type StoreSync } from '../../src/queues/store-sync.js';
+import { createStoredEvents, type StoredEvents } from '../../src/queues/stored-events.js';
+import { createStore } from '../../src/store/index.js';
+import type { Store } from '../../src/store/types.js';
 import { scanKeys } from '../../src/shared/redis.js';
 import { createDeviceBed, silentLog, type DeviceBed } from '../helpers/devices.js';
 
-// Inbound events and what follows them (receipts, the webhook's progress) reach the store through
-// the real write-behind: the event log's onAppended hands each accepted event to the recorder, the
-// store-sync queue in Redis carries it, and a worker applies it to PostgreSQL. After Redis lost
-// its data, each device's log resumes from the store.
+// Inbound events reach the store before their append answers (queues/stored-events.ts), and
+// through the real write-behind when the store cannot take them then; what follows them
+// (receipts, the webhook's progress) is written behind: the store-sync queue in Redis carries it,
+// and a worker applies it to PostgreSQL. After Redis lost its data, each device's log resumes
+// from the store.
 
 let bed: DeviceBed;
 let bull: Redis;
 let sync: StoreSync;
 let recorder: WriteBehindRecorder;
 let events: EventLog;
+let stored: StoredEvents;
+/** Whether the event log's store write finds the store down (a real client of a closed port). */
+let storeDown = false;
+let unreachable: Store;
+const woken: string[] = [];
 const EVENTS = { dedupMs: 60_000, maxLength: 1000, retentionMs: 120_000 };
 
 beforeAll(async () => {
@@ -37,19 +46,30 @@ beforeAll(async () => {
     log: silentLog,
     retentionMs: 60_000,
     lockDurationMs: 5000,
+    onApplied: (records) => stored.applied(records),
   });
   await sync.startWorkers();
   bed.syncs.add(sync);
   recorder = createWriteBehindRecorder(sync, 'srv-a');
+  unreachable = await createStore({ kind: 'postgres', databaseUrl: 'postgres://postgres@127.0.0.1:1/none', poolMax: 1 }, { log: silentLog });
+  stored = createStoredEvents({
+    redis: bed.t.redis,
+    keys: bed.keys,
+    store: { applyRecords: (records) => (storeDown ? unreachable : bed.store).applyRecords(records) },
+    writeBehind: (deviceId, event) => recorder.inboundEvent(deviceId, event),
+    wake: (deviceId) => woken.push(deviceId),
+    log: silentLog,
+  });
   events = createEventLog({
     redis: bed.t.redis,
     keys: bed.keys,
     metrics: { staleEvents: new Counter({ name: 'test_events_stale_total', help: 'stale', registers: [new Registry()] }) },
     ...EVENTS,
-    onAppended: (deviceId, event) => recorder.inboundEvent(deviceId, event),
+    onAppended: (deviceId, event) => stored.record(deviceId, event),
   });
 });
 afterAll(async () => {
+  await unreachable?.close();
   await sync?.close();
   bull?.disconnect();
   await bed?.cleanup();
@@ -78,6 +98,34 @@ describe('inbound events written behind to the store', () => {
 
     const stored = await bed.store.listEvents(deviceId, 0, 100);
     expect(stored).toEqual(logged.map((e) => ({ deviceId, sequence: e.sequence, id: e.id, type: e.type, data: e.data, createdAt: new Date(e.at) })));
+  });
+
+  it('has each event in the store when its append answers, so Redis losing everything then loses nothing', async () => {
+    const { deviceId, holder } = await heldDevice();
+    for (const wa of ['wa-1', 'wa-2']) await events.append(deviceId, holder, received(deviceId, wa));
+    // No waiting for the write-behind: it may still be in a Redis that is about to lose its data.
+    expect((await bed.store.listEvents(deviceId, 0, 100)).map((e) => e.id)).toEqual(['wa-1', 'wa-2'].map((wa) => received(deviceId, wa).id));
+    expect(await bed.t.redis.get(bed.keys.eventStored(deviceId))).toBe('2');
+    expect(woken.filter((id) => id === deviceId)).toHaveLength(2);
+  });
+
+  it("hands events to the write-behind while the store is down, and the device's later ones after them", async () => {
+    const { deviceId, holder } = await heldDevice();
+    storeDown = true;
+    try {
+      for (const wa of ['wa-1', 'wa-2']) expect(await events.append(deviceId, holder, received(deviceId, wa))).toMatchObject({ outcome: 'appended' });
+    } finally {
+      storeDown = false;
+    }
+    // The store is back: the next event still goes behind the two queued before it.
+    await events.append(deviceId, holder, received(deviceId, 'wa-3'));
+    await bed.settled();
+    const inStore = await bed.store.listEvents(deviceId, 0, 100);
+    expect(inStore.map((e) => [e.sequence, e.id])).toEqual(['wa-1', 'wa-2', 'wa-3'].map((wa, i) => [i + 1, received(deviceId, wa).id]));
+    expect(await bed.t.redis.get(bed.keys.eventStored(deviceId))).toBe('3');
+    // Applied: the device's next event goes straight to the store again.
+    await events.append(deviceId, holder, received(deviceId, 'wa-4'));
+    expect((await bed.store.listEvents(deviceId, 3, 100)).map((e) => e.sequence)).toEqual([4]);
   });
 
   it('records receipts of a sent message and the webhook progress', async () => {

@@ -118,13 +118,25 @@ describe('append', () => {
 
   it('tells onAppended of each accepted event as read back, and of no duplicate or stale one', async () => {
     const told: Array<[string, LoggedEvent]> = [];
-    const log = logWith({ onAppended: (deviceId, event) => told.push([deviceId, event]) });
+    const log = logWith({ onAppended: (deviceId, event) => void told.push([deviceId, event]) });
     const device = await heldDevice();
     await appendMany(log, device, 2);
     await log.append(device, HOLDER, received(device, 'wa-1'));
     await log.append(device, leaseValue(holderId('srv-x', 'boot-x'), 1), received(device, 'wa-9'));
     expect(told).toEqual((await log.read(device, 0, 10)).map((event) => [device, event]));
     expect(told.map(([, event]) => event.sequence)).toEqual([1, 2]);
+  });
+
+  it('answers an append only once onAppended has settled (the event is in the store by then)', async () => {
+    let settle: () => void = () => undefined;
+    const log = logWith({ onAppended: () => new Promise<void>((r) => (settle = r)) });
+    const device = await heldDevice();
+    let answered = false;
+    const append = log.append(device, HOLDER, received(device, 'wa-1')).then((outcome) => ((answered = true), outcome));
+    await sleep(100);
+    expect(answered).toBe(false);
+    settle();
+    expect(await append).toMatchObject({ outcome: 'appended', sequence: 1 });
   });
 
   it('appends the same id again once the dedup window has passed', async () => {
