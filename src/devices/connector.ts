@@ -33,10 +33,15 @@ export interface DeviceSocketEvents {
   pairingCode(code: string, ttlMs: number): void;
   /** The socket ended on its own (kicked, lost, logged out), not because close() was called. */
   closed(code: number, reason: string): void;
-  /** WhatsApp delivered messages to the device, in the order it delivered them. */
-  inbound(messages: readonly InboundMessage[]): void;
-  /** WhatsApp reported what became of messages this device sent. */
-  acks(acks: readonly MessageAck[]): void;
+  /**
+   * WhatsApp delivered messages to the device, in the order it delivered them. Resolves once
+   * they are in the device's event log and the store (or given up on), never rejects: a socket
+   * that can hold its acknowledgement until then (the simulated one) loses nothing when the
+   * server dies or Redis loses its data meanwhile. Baileys acknowledges before it reports.
+   */
+  inbound(messages: readonly InboundMessage[]): Promise<void>;
+  /** WhatsApp reported what became of messages this device sent; resolves as inbound's does. */
+  acks(acks: readonly MessageAck[]): Promise<void>;
 }
 
 /** How a device that is not linked yet gets linked (devices.connection_method). */

@@ -275,13 +275,14 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
         onClosed(entry, code, reason);
       },
       inbound(messages) {
-        if (!live()) return;
+        if (!live()) return Promise.resolve();
         for (const received of messages) {
           appendInOrder(entry, { id: eventIdFor(entry.deviceId, 'message.received', [received.waMessageId]), type: 'message.received', data: received });
         }
+        return entry.eventLog;
       },
       acks(acks) {
-        if (!live()) return;
+        if (!live()) return Promise.resolve();
         for (const ack of acks) {
           // The id is WhatsApp's, so a redelivered receipt is the same event whatever the lookup finds.
           appendInOrder(entry, async () => ({
@@ -290,6 +291,7 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
             data: { messageId: await sentMessageId(entry.deviceId, ack.waMessageId), ...ack },
           }));
         }
+        return entry.eventLog;
       },
     };
   };
@@ -299,7 +301,9 @@ export function createDeviceRuntime(options: DeviceRuntimeOptions): DeviceRuntim
    * has acknowledged a message to WhatsApp by the time it reports it, so WhatsApp will not send it
    * again: an append Redis refuses for a moment is tried again, a back-off apart, and only given
    * up on (logged as lost) after EVENT_APPEND_ATTEMPTS. The log itself refuses an event once the
-   * lease is another server's, so a paused, replaced owner adds nothing.
+   * lease is another server's, so a paused, replaced owner adds nothing. An append answers once
+   * the event is in the store as well (main's onAppended), so `entry.eventLog` settles when the
+   * events reported so far are durable: the socket may acknowledge them then.
    */
   const appendInOrder = (entry: Running, eventOrLater: WafleetEvent | (() => Promise<WafleetEvent>)) => {
     entry.eventLog = entry.eventLog.then(async () => {

@@ -249,7 +249,7 @@ async function dyingBeforeAck(): Promise<DeviceConnector> {
         events: {
           ...options.events,
           inbound(messages) {
-            options.events.inbound(messages);
+            void options.events.inbound(messages);
             throw new Error('the process died before its socket acknowledged');
           },
         },

@@ -40,8 +40,8 @@ function recorder() {
     qr: (value, ttlMs) => codes.push({ kind: 'qr', value, ttlMs }),
     pairingCode: (value, ttlMs) => codes.push({ kind: 'pairing', value, ttlMs }),
     closed: (code, reason) => closes.push({ code, reason }),
-    inbound: (messages) => inbound.push(...messages),
-    acks: () => undefined,
+    inbound: async (messages) => void inbound.push(...messages),
+    acks: async () => undefined,
   };
   return { statuses, closes, codes, inbound, events };
 }
@@ -118,6 +118,28 @@ describe('simulated WhatsApp', () => {
     const waMessageId = await unheard.sendToDevice(device, '15550009999', 'lost publish');
     await eventually(() => events.inbound.length === 1, 3000);
     expect(events.inbound[0]).toMatchObject({ waMessageId, text: 'lost publish', chatJid: '15550009999@s.whatsapp.net' });
+    await eventually(async () => (await bed.t.redis.exists(bed.keys.simPending(device))) === 0, 3000);
+  });
+
+  it('acknowledges a message only once the device has it, and a socket that closed first leaves it to the next', async () => {
+    const c = await connector();
+    const device = await bed.createDevice();
+    const auth = await authFor(device, 'srv-a', true);
+    const events = recorder();
+    // The device is still writing the message to its log and the store.
+    let durable: () => void = () => undefined;
+    const socket = await c.open(openOptions(device, 'srv-a', 1, auth, { ...events.events, inbound: (messages) => (events.inbound.push(...messages), new Promise<void>((r) => (durable = r))) }));
+    const waMessageId = await createSimulatedWhatsApp({ redis: bed.t.redis, keys: bed.keys }).sendToDevice(device, '15550009999', 'held');
+    await eventually(() => events.inbound.length === 1, 3000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await bed.t.redis.exists(bed.keys.simPending(device))).toBe(1);
+    // The server died before the message was durable: WhatsApp still holds it for the next socket.
+    await socket.close();
+    durable();
+    const next = recorder();
+    await c.open(openOptions(device, 'srv-b', 2, auth, next.events));
+    await eventually(() => next.inbound.length === 1, 3000);
+    expect(next.inbound[0]).toMatchObject({ waMessageId, text: 'held' });
     await eventually(async () => (await bed.t.redis.exists(bed.keys.simPending(device))) === 0, 3000);
   });
 

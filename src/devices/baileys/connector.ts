@@ -120,11 +120,12 @@ export function createBaileysConnector(options: BaileysConnectorOptions): Device
       });
 
       // What WhatsApp sends back, in wafleet's terms (events.ts); nothing once the socket ended.
+      // Baileys has acknowledged it already, so there is nothing to wait for here.
       const inbound = (messages: InboundMessage[]) => {
-        if (!ended && messages.length > 0) events.inbound(messages);
+        if (!ended && messages.length > 0) void events.inbound(messages);
       };
       const acks = (found: MessageAck[]) => {
-        if (!ended && found.length > 0) events.acks(found);
+        if (!ended && found.length > 0) void events.acks(found);
       };
       sock.ev.on('messages.upsert', (upsert) => inbound(inboundMessages(upsert)));
       sock.ev.on('messaging-history.set', (history) => inbound(historyMessages(history, { historySync })));

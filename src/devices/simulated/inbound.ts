@@ -74,13 +74,17 @@ function messageAck(fields: Map<string, string>): MessageAck {
   return { waMessageId: fields.get('m')!, chatJid: fields.get('c')!, status: fields.get('r') as AckStatus, recipientJid: null, atMs: Number(fields.get('t')) };
 }
 
-/** Reports the entries in the order WhatsApp queued them, a run of messages or of receipts at a time. */
-function report(entries: readonly PendingEntry[], events: DeviceSocketEvents): void {
+/**
+ * Reports the entries in the order WhatsApp queued them, a run of messages or of receipts at a
+ * time; resolves once the device has them all (see DeviceSocketEvents.inbound).
+ */
+function report(entries: readonly PendingEntry[], events: DeviceSocketEvents): Promise<unknown> {
   let messages: InboundMessage[] = [];
   let acks: MessageAck[] = [];
+  const had: Array<Promise<void>> = [];
   const flush = () => {
-    if (messages.length > 0) events.inbound(messages);
-    if (acks.length > 0) events.acks(acks);
+    if (messages.length > 0) had.push(events.inbound(messages));
+    if (acks.length > 0) had.push(events.acks(acks));
     messages = [];
     acks = [];
   };
@@ -95,6 +99,7 @@ function report(entries: readonly PendingEntry[], events: DeviceSocketEvents): v
     }
   }
   flush();
+  return Promise.all(had);
 }
 
 interface PendingDeliveryOptions {
@@ -110,7 +115,10 @@ interface PendingDeliveryOptions {
 
 /**
  * What an open socket does when WhatsApp has something for its device: takes it, reports it, and
- * only then acknowledges it, as Baileys acks a message once it has emitted it. Returns the call
+ * acknowledges it once the device has it in its log and the store; a socket that closed
+ * meanwhile acknowledges nothing, so WhatsApp gives it again to the next. (Baileys acknowledges
+ * a message before it reports it; a connector that waits closes the window in which a server
+ * dying, or Redis losing its data, loses a message WhatsApp will not send again.) Returns the call
  * that starts a delivery (on open, on the inbound channel, on a keep-alive that saw something
  * pending); calls while one runs make it go round once more, so nothing queued meanwhile waits.
  */
@@ -124,7 +132,8 @@ export function createPendingDelivery({ redis, keys, deviceId, socketId, events,
   const deliverBatch = async (): Promise<boolean> => {
     const entries = await runLua<PendingEntry[]>(redis, scripts.take, [socketKey, pendingKey, keys.simHistory], [socketId, deviceId, TAKE_BATCH, SIM_HISTORY_CAP]);
     if (entries.length === 0 || ended()) return false;
-    report(entries, events);
+    await report(entries, events);
+    if (ended()) return false;
     await runLua<number>(redis, scripts.ack, [socketKey, pendingKey], [socketId, ...entries.map(([id]) => id)]);
     return entries.length === TAKE_BATCH;
   };
