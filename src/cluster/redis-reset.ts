@@ -115,6 +115,7 @@ async function reseedUnderLock({ redis, keys, store, leases, log, ttlMs, serverI
   // The store's lease_epochs may lack the newest tokens (their records were queued in the Redis
   // that lost them): a new incarnation epoch in the high bits keeps every token granted from now
   // on above any granted before, whatever the store knows.
+  const started = Date.now();
   const epoch = await store.nextTokenEpoch(runId ?? null, serverId ?? 'unknown');
   let lifted = 0;
   let after: string | null = null;
@@ -124,12 +125,16 @@ async function reseedUnderLock({ redis, keys, store, leases, log, ttlMs, serverI
     lifted += await leases.seedFences(page);
     after = page[page.length - 1]!.deviceId;
   }
+  // What each step took goes into the log: claims wait for all of them.
+  const tookMs: Record<string, number> = { fences: Date.now() - started };
   // Claims are refused until the incarnation below is set, and a send needs a claim: the
   // messages are back in line before any device can send.
   await restoreMessages?.();
+  tookMs.messages = Date.now() - started - tookMs.fences!;
   // Appends need the lease, so none happens before claims re-open either: without this, each
   // device's numbering would start again at 1 under readers that already saw 1, 2, 3...
   await restoreEvents?.();
+  tookMs.events = Date.now() - started - tookMs.fences! - tookMs.messages;
   // One transaction: the incarnation re-opens claims, and the embargo, starting in the same step,
   // holds them off for a whole TTL from here, however long the re-seed took, so every holder has
   // that TTL to re-assert what it still runs. NX on both: when several servers re-seed at once,
@@ -140,7 +145,7 @@ async function reseedUnderLock({ redis, keys, store, leases, log, ttlMs, serverI
   if (runId !== undefined) done.set(keys.incarnation, runId);
   const results = (await done.exec()) ?? [];
   for (const [err] of results) if (err) throw err;
-  log.warn({ lifted, embargoMs: embargo ? ttlMs : 0, runId, tokenEpoch: epoch }, 'fence counters re-seeded from the store');
+  log.warn({ lifted, embargoMs: embargo ? ttlMs : 0, runId, tokenEpoch: epoch, tookMs }, 'fence counters re-seeded from the store');
   return lifted;
 }
 

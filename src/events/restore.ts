@@ -29,6 +29,11 @@ export interface EventStoreReader {
     limit: number,
     since?: Date,
   ): Promise<Array<{ sequence: number; id: string; type: string; data: unknown; createdAt: Date }>>;
+  listRecentEvents(
+    deviceIds: readonly string[],
+    since: Date,
+    perDevice: number,
+  ): Promise<Array<{ deviceId: string; sequence: number; id: string; type: string; data: unknown; createdAt: Date }>>;
 }
 
 export interface EventRestoreDeps {
@@ -42,8 +47,11 @@ export interface EventRestoreDeps {
   retentionMs: number;
   /** Devices read per page, and events per page and per script call. */
   pageSize?: number;
-  /** Devices restored at once: each holds up to a page of events in memory; the store's pool bounds its queries anyway. */
-  concurrency?: number;
+  /**
+   * Devices whose recent events one store call reads (up to a page of events each), then put
+   * back all at once: their script calls share the connection's round trips.
+   */
+  devicesPerRead?: number;
   /**
    * Told of each device with events its webhook had not handed on (back in its stream now):
    * nothing else would wake their delivery until the device's next event.
@@ -63,7 +71,18 @@ type RestoreReply = [number, number, number];
 type Cursor = Awaited<ReturnType<EventStoreReader['listEventCursors']>>[number];
 type Event = Awaited<ReturnType<EventStoreReader['listEvents']>>[number];
 
-export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength, retentionMs, pageSize = 500, concurrency = 16, onRestored }: EventRestoreDeps): () => Promise<EventRestoreReport> {
+export function createEventRestore({
+  redis,
+  keys,
+  store,
+  log,
+  dedupMs,
+  maxLength,
+  retentionMs,
+  pageSize = 500,
+  devicesPerRead = 100,
+  onRestored,
+}: EventRestoreDeps): () => Promise<EventRestoreReport> {
   /** `toStream`: which of `events` go back into the stream (the others get their dedup marker only). */
   const put = async (cursor: Cursor, events: Event[], toStream: (event: Event) => boolean): Promise<RestoreReply> => {
     const { deviceId } = cursor;
@@ -87,16 +106,15 @@ export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength
     );
   };
 
-  const restoreDevice = async (cursor: Cursor, report: EventRestoreReport): Promise<void> => {
+  /** `recent`: the device's first page of events since `since` (the start of the dedup window). */
+  const restoreDevice = async (cursor: Cursor, recent: Event[], since: Date, report: EventRestoreReport): Promise<void> => {
     // The stream gets what the webhook had not handed on, the newest max-length of it.
     const streamFrom = Math.max(cursor.webhookSequence, cursor.lastSequence - maxLength, 0);
     // Older events still within the dedup window get their markers back (sequence order is time order).
-    const since = new Date(Date.now() - dedupMs);
     const afterStreamFrom = (e: Event) => e.sequence > streamFrom;
     // Most devices: one page within the dedup window holds every event the restore needs (the
-    // markers' and the stream's), put back in one call. This runs before claims re-open on every
-    // server that noticed the loss, so its round trips are the fleet's recovery time.
-    const recent = await store.listEvents(cursor.deviceId, 0, pageSize, since);
+    // markers' and the stream's), put back in one call. This runs before claims re-open, so its
+    // round trips are the fleet's recovery time.
     const needsNone = streamFrom >= cursor.lastSequence;
     if (recent.length < pageSize && (needsNone || (recent[0] !== undefined && recent[0].sequence <= streamFrom + 1))) {
       const [added, markers] = await put(cursor, recent, afterStreamFrom);
@@ -140,8 +158,16 @@ export function createEventRestore({ redis, keys, store, log, dedupMs, maxLength
     for (;;) {
       const page = await store.listEventCursors(after, pageSize);
       if (page.length === 0) break;
-      for (let i = 0; i < page.length; i += concurrency) {
-        await Promise.all(page.slice(i, i + concurrency).map((cursor) => restoreDevice(cursor, report)));
+      for (let i = 0; i < page.length; i += devicesPerRead) {
+        const devices = page.slice(i, i + devicesPerRead);
+        const since = new Date(Date.now() - dedupMs);
+        const recent = new Map<string, Event[]>();
+        for (const event of await store.listRecentEvents(devices.map((c) => c.deviceId), since, pageSize)) {
+          const of = recent.get(event.deviceId);
+          if (of) of.push(event);
+          else recent.set(event.deviceId, [event]);
+        }
+        await Promise.all(devices.map((cursor) => restoreDevice(cursor, recent.get(cursor.deviceId) ?? [], since, report)));
       }
       after = page[page.length - 1]!.deviceId;
     }

@@ -246,6 +246,12 @@ export function createCatalogueStore({ kind, call, migrate, cleanups, log }: Cat
       return rows.map(mapEvent);
     },
 
+    async listRecentEvents(deviceIds, since, perDevice) {
+      const ids = deviceIds.filter((id) => UUID.test(id));
+      if (ids.length === 0) return [];
+      return asRows(await call('listRecentEvents', { p_device_ids: ids, p_since: since.toISOString(), p_per_device: perDevice })).map(mapEvent);
+    },
+
     async listEventCursors(after, limit) {
       const rows = asRows(await call('listEventCursors', { p_after: after, p_limit: limit }));
       return rows.map((row) => ({ deviceId: String(row.device_id), lastSequence: toNumber(row.last_sequence), webhookSequence: toNumber(row.webhook_sequence) }));

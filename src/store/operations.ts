@@ -3,7 +3,7 @@
 // adapter its RPC calls, so the two cannot drift apart; migrations/ defines the functions.
 
 /** PostgreSQL types of the parameters; the SQL adapters cast to them so overloads never guess. */
-export type ParamType = 'text' | 'text[]' | 'integer' | 'bigint' | 'uuid' | 'jsonb' | 'boolean' | 'timestamptz';
+export type ParamType = 'text' | 'text[]' | 'uuid[]' | 'integer' | 'bigint' | 'uuid' | 'jsonb' | 'boolean' | 'timestamptz';
 
 export interface OperationSpec {
   readonly fn: string;
@@ -148,6 +148,11 @@ export const OPERATIONS = {
     fn: 'wafleet_list_events',
     returns: 'rows',
     params: { p_device_id: 'uuid', p_after_sequence: 'bigint', p_limit: 'integer', p_since: 'timestamptz' },
+  },
+  listRecentEvents: {
+    fn: 'wafleet_list_recent_events',
+    returns: 'rows',
+    params: { p_device_ids: 'uuid[]', p_since: 'timestamptz', p_per_device: 'integer' },
   },
   listEventCursors: { fn: 'wafleet_list_event_cursors', returns: 'rows', params: { p_after: 'uuid', p_limit: 'integer' } },
   pruneEvents: { fn: 'wafleet_prune_events', returns: 'scalar', params: { p_before: 'timestamptz', p_limit: 'integer' } },

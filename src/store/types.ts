@@ -322,6 +322,12 @@ export interface Store {
    * only those created at or after it.
    */
   listEvents(deviceId: string, afterSequence: number, limit: number, since?: Date): Promise<StoredEvent[]>;
+  /**
+   * For each device, up to `perDevice` of its events created at or after `since`, in sequence
+   * order; by device id, then sequence. One call for many devices (the restore after Redis lost
+   * its data); a device with `perDevice` of them may have more (page on with listEvents).
+   */
+  listRecentEvents(deviceIds: readonly string[], since: Date, perDevice: number): Promise<StoredEvent[]>;
   /** Devices with stored events or a webhook cursor, by id, `limit` after `after` (null: from the start). */
   listEventCursors(after: string | null, limit: number): Promise<EventCursor[]>;
   /**

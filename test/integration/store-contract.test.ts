@@ -853,6 +853,14 @@ function storeContract(target: Target) {
       // Another device's sequence 1 is its own.
       const other = await store.createDevice({ userId: randomUUID(), deviceName: 'ct-events-other', connectionMethod: 'qr' });
       expect(await store.applyRecords([eventRecord(other.id, 1, new Date(start))])).toMatchObject({ applied: 1 });
+      // Many devices' recent events in one call: each device's first ones since the time, by device.
+      const recent = await store.listRecentEvents([other.id, device.id, randomUUID(), 'not-a-uuid'], new Date(start + 2 * 60_000), 2);
+      const [first, second] = [device.id, other.id].sort();
+      const expected = { [device.id]: [2, 3], [other.id]: [] as number[] };
+      expect(recent.map((e) => [e.deviceId, e.sequence])).toEqual([...expected[first!]!.map((n) => [first, n]), ...expected[second!]!.map((n) => [second, n])]);
+      expect(recent[0]).toMatchObject({ id: `ev-${device.id}-2`, type: 'message.received', data: { text: 'm2', n: 2 }, createdAt: new Date(start + 2 * 60_000) });
+      expect(await store.listRecentEvents([other.id], new Date(start), 10)).toEqual([expect.objectContaining({ deviceId: other.id, sequence: 1 })]);
+      expect(await store.listRecentEvents([], new Date(start), 10)).toEqual([]);
 
       await store.deleteDevice(device.id);
       expect(await store.listEvents(device.id, 0, 100)).toEqual([]);

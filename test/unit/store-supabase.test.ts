@@ -363,6 +363,13 @@ describe('supabase adapter request shapes', () => {
         [{ deviceId: deviceRow.id, sequence: 8, id: 'ev-8', type: 'message.received', data: { text: 'hi' }, createdAt: since }],
       ],
       [
+        'wafleet_list_recent_events',
+        { status: 200, body: [eventRow] },
+        () => store.listRecentEvents([deviceRow.id, 'not-a-uuid'], since, 500),
+        { p_device_ids: [deviceRow.id], p_since: since.toISOString(), p_per_device: 500 },
+        [{ deviceId: deviceRow.id, sequence: 8, id: 'ev-8', type: 'message.received', data: { text: 'hi' }, createdAt: since }],
+      ],
+      [
         'wafleet_list_event_cursors',
         { status: 200, body: [{ device_id: deviceRow.id, last_sequence: 8, webhook_sequence: 5 }] },
         () => store.listEventCursors(null, 100),
@@ -432,6 +439,7 @@ describe('supabase adapter request shapes', () => {
         'wafleet_list_events',
         'wafleet_list_lease_epochs',
         'wafleet_list_pending_messages',
+        'wafleet_list_recent_events',
         'wafleet_list_servers',
         'wafleet_list_wanted_devices',
         'wafleet_mark_server_inactive',
