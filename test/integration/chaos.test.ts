@@ -7,14 +7,15 @@ import { parseHistory } from '../../harness/chaos/history.js';
 import { runChaos } from '../../harness/chaos/run.js';
 import { FAULT_TYPES } from '../../harness/chaos/schedule.js';
 
-// The short chaos run (issue 9): 3 real servers, 200 simulated devices, a message load, and every
-// fault type at least once; the checker must find nothing. About 90 s on an idle machine.
+// The short chaos run (issue 9): 3 real servers, 200 simulated devices, a message load, inbound
+// messages delivered to a webhook receiver with faults of its own (issue 17), and every fault
+// type at least once; the checker must find nothing. About two minutes on an idle machine.
 
 const dir = mkdtempSync(join(tmpdir(), 'wafleet-chaos-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('chaos run', () => {
-  it('3 servers, 200 devices, every fault once: no device owned twice, no message lost or sent twice, every device back within its bound', { timeout: 600_000 }, async () => {
+  it('3 servers, 200 devices, every fault once: no device owned twice, no message lost or sent twice, no inbound message lost, every device back within its bound', { timeout: 600_000 }, async () => {
     const historyFile = join(dir, 'history.jsonl');
     const outcome = await runChaos({
       servers: 3,
@@ -25,6 +26,8 @@ describe('chaos run', () => {
       ttlMs: 3000,
       slackMs: 10_000, // generous: a shared 2-core CI machine; the bound is behaviour, not speed
       messagesPerSecond: 5,
+      inboundPerSecond: 3,
+      drainMs: 90_000,
       progress: () => undefined,
     });
     const report = formatReport(outcome.result);
@@ -43,6 +46,15 @@ describe('chaos run', () => {
     // Every device was claimed (an assignment) and connected (statuses) at least once, each a
     // state write the store audited.
     expect(stats.storeWrites).toBeGreaterThan(stats.devices * 2);
+    // Inbound: every message a socket took is in its log and reached the webhook receiver, signed;
+    // only what the simulated WhatsApp itself lost with Redis (never handed to a socket) is not.
+    const { inbound } = stats;
+    expect(inbound.webhooks.enabled).toBe(true);
+    expect(inbound.injected).toBeGreaterThan(0);
+    expect(inbound.lostWithRedis).toBe(0);
+    expect(inbound.logged + inbound.lostWithSimulator).toBe(inbound.injected);
+    expect(inbound.injectedDelivered).toBe(inbound.logged);
+    expect(inbound.badRequests).toBe(0);
 
     // The file is the history the checker read.
     const history = parseHistory(readFileSync(historyFile, 'utf8'));
