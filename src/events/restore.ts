@@ -152,21 +152,31 @@ export function createEventRestore({
     if (undelivered > 0) onRestored?.(cursor.deviceId);
   };
 
+  /** A batch of devices with their recent events, read in one store call. */
+  const readBatch = async (devices: Cursor[]) => {
+    const since = new Date(Date.now() - dedupMs);
+    const recent = new Map<string, Event[]>();
+    for (const event of await store.listRecentEvents(devices.map((c) => c.deviceId), since, pageSize)) {
+      const of = recent.get(event.deviceId);
+      if (of) of.push(event);
+      else recent.set(event.deviceId, [event]);
+    }
+    return { devices, since, recent };
+  };
+
   return async () => {
     const report: EventRestoreReport = { devices: 0, restored: 0, markers: 0 };
     let after: string | null = null;
     for (;;) {
       const page = await store.listEventCursors(after, pageSize);
       if (page.length === 0) break;
-      for (let i = 0; i < page.length; i += devicesPerRead) {
-        const devices = page.slice(i, i + devicesPerRead);
-        const since = new Date(Date.now() - dedupMs);
-        const recent = new Map<string, Event[]>();
-        for (const event of await store.listRecentEvents(devices.map((c) => c.deviceId), since, pageSize)) {
-          const of = recent.get(event.deviceId);
-          if (of) of.push(event);
-          else recent.set(event.deviceId, [event]);
-        }
+      // The next batch is read from the store while this one's scripts run.
+      let next: ReturnType<typeof readBatch> | undefined = readBatch(page.slice(0, devicesPerRead));
+      for (let i = 0; next; i += devicesPerRead) {
+        const { devices, since, recent } = await next;
+        next = i + devicesPerRead < page.length ? readBatch(page.slice(i + devicesPerRead, i + 2 * devicesPerRead)) : undefined;
+        // A failed read must not go unhandled while this batch's scripts run; it fails the restore when awaited.
+        next?.catch(() => undefined);
         await Promise.all(devices.map((cursor) => restoreDevice(cursor, recent.get(cursor.deviceId) ?? [], since, report)));
       }
       after = page[page.length - 1]!.deviceId;
