@@ -20,6 +20,8 @@ import type { SyncRecord } from './store-sync.js';
 
 /** Events per store call at most (as the write-behind's batches). */
 const MAX_BATCH = 500;
+/** After a store call failed, how long events go straight to the write-behind before the store is tried again. */
+const STORE_RETRY_MS = 1000;
 
 export interface StoredEventsDeps {
   redis: Redis;
@@ -69,10 +71,18 @@ export function createStoredEvents({ redis, keys, store, writeBehind, wake, log,
   /** Events waiting for the next store write, each with who waits for its outcome. */
   const waiting: Array<{ record: Extract<StoreRecord, { kind: 'inbound_event' }>; kept: (stored: boolean) => void }> = [];
 
-  /** One store call for every event that came in meanwhile (a burst of status changes, say). */
+  let writing = false;
+  /** After a failed store call, events go straight to the write-behind until then (ms since the epoch). */
+  let storeDownUntil = 0;
+
+  /**
+   * One store call for every event that came in meanwhile (a burst of status changes, say), one
+   * call at a time: while it runs the next batch gathers, so a burst becomes a few large calls
+   * rather than many small ones competing for the store's connections.
+   */
   const writeWaiting = async () => {
+    writing = true;
     const taken = waiting.splice(0, MAX_BATCH);
-    if (waiting.length > 0) setImmediate(() => void writeWaiting());
     let refused: (index: number) => boolean;
     try {
       let timer: NodeJS.Timeout | undefined;
@@ -89,14 +99,19 @@ export function createStoredEvents({ redis, keys, store, writeBehind, wake, log,
     } catch (err) {
       log.warn({ err, events: taken.length }, 'store unavailable for inbound events: handed to the write-behind');
       refused = () => true;
+      // A store that hangs would otherwise hold each following batch for the whole timeout.
+      storeDownUntil = Date.now() + STORE_RETRY_MS;
     }
     taken.forEach((w, i) => w.kept(!refused(i)));
+    writing = false;
+    if (waiting.length > 0) setImmediate(() => void writeWaiting());
   };
 
   const write = (record: Extract<StoreRecord, { kind: 'inbound_event' }>) =>
     new Promise<boolean>((kept) => {
+      if (Date.now() < storeDownUntil) return kept(false);
       waiting.push({ record, kept });
-      if (waiting.length === 1) setImmediate(() => void writeWaiting());
+      if (waiting.length === 1 && !writing) setImmediate(() => void writeWaiting());
     });
 
   return {

@@ -123,7 +123,9 @@ describe('inbound events written behind to the store', () => {
     const inStore = await bed.store.listEvents(deviceId, 0, 100);
     expect(inStore.map((e) => [e.sequence, e.id])).toEqual(['wa-1', 'wa-2', 'wa-3'].map((wa, i) => [i + 1, received(deviceId, wa).id]));
     expect(await bed.t.redis.get(bed.keys.eventStored(deviceId))).toBe('3');
-    // Applied: the device's next event goes straight to the store again.
+    // Applied, and the store is tried again a second after it failed: the device's next event
+    // goes straight to the store again.
+    await new Promise((r) => setTimeout(r, 1000));
     await events.append(deviceId, holder, received(deviceId, 'wa-4'));
     expect((await bed.store.listEvents(deviceId, 3, 100)).map((e) => e.sequence)).toEqual([4]);
   });
