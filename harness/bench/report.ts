@@ -68,14 +68,16 @@ export function compared(
   baseline: { name: string; value: number; unit?: string },
   target?: { text: string; met: (ratio: number, value: number) => boolean },
 ): Figure {
-  const ratio = value / baseline.value;
+  // A baseline measured as nothing (below what the measurement resolves, as Redis CPU net of
+  // idle can be) gives no ratio; a target on the ratio is then not shown as met.
+  const ratio = baseline.value > 0 ? value / baseline.value : undefined;
   return {
     name,
     value,
     unit,
     baseline: { name: baseline.name, value: baseline.value, unit: baseline.unit ?? unit },
-    ratio,
-    ...(target ? { target: target.text, met: target.met(ratio, value) } : {}),
+    ...(ratio === undefined ? {} : { ratio }),
+    ...(target ? { target: target.text, met: target.met(ratio ?? Infinity, value) } : {}),
   };
 }
 
@@ -97,7 +99,7 @@ function cells(f: Figure): string[] {
     f.name,
     withUnit(f.value, f.unit),
     f.baseline ? `${withUnit(f.baseline.value, f.baseline.unit)} (${f.baseline.name})` : '',
-    f.ratio === undefined ? '' : `${formatNumber(f.ratio)}x`,
+    f.ratio == null ? '' : `${formatNumber(f.ratio)}x`,
     f.target ?? '',
     f.met === undefined ? '' : f.met ? 'yes' : 'NO',
   ];
