@@ -15,8 +15,9 @@ import type { RedisClient as Redis } from '../shared/redis.js';
 // One server runs it under the re-seed lock; should a second run it too (the first died, or
 // Redis lost its data again), or the new holder append as soon as claims re-open,
 // lua/restoreEvents.lua only ever moves things forward, so that is harmless.
-// What never reached the store (its write-behind job was in the Redis that lost it) is lost, and
-// its numbers are handed out again.
+// Events reach the store before their append answers (queues/stored-events.ts); only one the
+// store could not take then, whose write-behind job was in the Redis that lost it, is lost, and
+// its number is handed out again.
 
 const restoreScript = loadLuaScript(new URL('./lua/', import.meta.url), 'restoreEvents.lua');
 
