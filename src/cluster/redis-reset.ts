@@ -115,7 +115,14 @@ async function reseedUnderLock({ redis, keys, store, leases, log, ttlMs, serverI
   // The store's lease_epochs may lack the newest tokens (their records were queued in the Redis
   // that lost them): a new incarnation epoch in the high bits keeps every token granted from now
   // on above any granted before, whatever the store knows.
-  const started = Date.now();
+  // What each step took goes into the log: claims wait for all of them.
+  let lapStart = Date.now();
+  const lap = () => {
+    const now = Date.now();
+    const ms = now - lapStart;
+    lapStart = now;
+    return ms;
+  };
   const epoch = await store.nextTokenEpoch(runId ?? null, serverId ?? 'unknown');
   let lifted = 0;
   let after: string | null = null;
@@ -125,16 +132,15 @@ async function reseedUnderLock({ redis, keys, store, leases, log, ttlMs, serverI
     lifted += await leases.seedFences(page);
     after = page[page.length - 1]!.deviceId;
   }
-  // What each step took goes into the log: claims wait for all of them.
-  const tookMs: Record<string, number> = { fences: Date.now() - started };
+  const tookMs = { fences: lap(), messages: 0, events: 0 };
   // Claims are refused until the incarnation below is set, and a send needs a claim: the
   // messages are back in line before any device can send.
   await restoreMessages?.();
-  tookMs.messages = Date.now() - started - tookMs.fences!;
+  tookMs.messages = lap();
   // Appends need the lease, so none happens before claims re-open either: without this, each
   // device's numbering would start again at 1 under readers that already saw 1, 2, 3...
   await restoreEvents?.();
-  tookMs.events = Date.now() - started - tookMs.fences! - tookMs.messages;
+  tookMs.events = lap();
   // One transaction: the incarnation re-opens claims, and the embargo, starting in the same step,
   // holds them off for a whole TTL from here, however long the re-seed took, so every holder has
   // that TTL to re-assert what it still runs. NX on both: when several servers re-seed at once,

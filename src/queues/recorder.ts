@@ -1,7 +1,7 @@
 import type { LeaseRecorder } from '../cluster/recorder.js';
 import type { DeviceRecorder } from '../devices/recorder.js';
 import type { LoggedEvent } from '../events/event-log.js';
-import type { MessageReceiptStatus } from '../store/types.js';
+import type { MessageReceiptStatus, StoreRecord } from '../store/types.js';
 import type { MessageFinished } from './messages.js';
 import type { NewSyncRecord } from './store-sync.js';
 
@@ -21,6 +21,11 @@ export interface WriteBehindRecorder extends LeaseRecorder, DeviceRecorder {
   webhookProgress(deviceId: string, sequence: number): void;
 }
 
+/** The store's record of an accepted event (without `at`, which whoever sends it adds). */
+export function inboundEventRecord(deviceId: string, { id, type, data, sequence, at }: LoggedEvent): Omit<Extract<StoreRecord, { kind: 'inbound_event' }>, 'at'> {
+  return { kind: 'inbound_event', deviceId, sequence, eventId: id, type, data, createdAt: new Date(at).toISOString() };
+}
+
 /** `serverId` names this server in its status records (the store audits who wrote what). */
 export function createWriteBehindRecorder(sync: { push(record: NewSyncRecord): void; flush(): Promise<void> }, serverId: string): WriteBehindRecorder {
   return {
@@ -30,8 +35,7 @@ export function createWriteBehindRecorder(sync: { push(record: NewSyncRecord): v
     deviceStatus: (deviceId, status, epoch, errorMessage) => sync.push({ kind: 'status', deviceId, serverId, status, epoch, errorMessage }),
     connectionEvent: (entry) => sync.push({ kind: 'connection_event', ...entry }),
     messageFinished: (finished) => sync.push({ kind: 'message', ...finished }),
-    inboundEvent: (deviceId, { id, type, data, sequence, at }) =>
-      sync.push({ kind: 'inbound_event', deviceId, sequence, eventId: id, type, data, createdAt: new Date(at).toISOString() }),
+    inboundEvent: (deviceId, event) => sync.push(inboundEventRecord(deviceId, event)),
     messageReceipt: (deviceId, messageId, status, receivedAt) =>
       sync.push({ kind: 'message_receipt', deviceId, messageId, status, receivedAt: receivedAt.toISOString() }),
     webhookProgress: (deviceId, sequence) => sync.push({ kind: 'webhook_progress', deviceId, sequence }),

@@ -3,6 +3,7 @@ import { markEventsStored, type LoggedEvent } from '../events/event-log.js';
 import type { Logger } from '../shared/logger.js';
 import type { RedisClient as Redis } from '../shared/redis.js';
 import type { Store, StoreRecord } from '../store/types.js';
+import { inboundEventRecord } from './recorder.js';
 import type { SyncRecord } from './store-sync.js';
 
 // An inbound event reaches the store before the device goes on to its next one: the event log
@@ -50,21 +51,13 @@ export interface StoredEvents {
   applied(records: readonly SyncRecord[]): Promise<void>;
 }
 
-function inboundEventRecord(deviceId: string, { id, type, data, sequence, at }: LoggedEvent): Extract<StoreRecord, { kind: 'inbound_event' }> {
-  return { kind: 'inbound_event', at: new Date().toISOString(), deviceId, sequence, eventId: id, type, data, createdAt: new Date(at).toISOString() };
-}
-
 export function createStoredEvents({ redis, keys, store, writeBehind, wake, log, timeoutMs = 5000 }: StoredEventsDeps): StoredEvents {
   /** Devices with events in the write-behind not yet applied: the last sequence handed to it. */
   const behind = new Map<string, number>();
 
+  /** The store has the device's events up to `sequence`: webhooks may deliver them. */
   const stored = async (deviceId: string, sequence: number) => {
-    try {
-      await markEventsStored(redis, keys, deviceId, sequence);
-    } catch (err) {
-      // The next event or applied batch of the device raises it past this one.
-      log.warn({ err, deviceId, sequence }, 'could not mark events stored');
-    }
+    await markEventsStored(redis, keys, deviceId, sequence);
     wake(deviceId);
   };
 
@@ -116,8 +109,9 @@ export function createStoredEvents({ redis, keys, store, writeBehind, wake, log,
 
   return {
     async record(deviceId, event) {
-      if (!behind.has(deviceId) && (await write(inboundEventRecord(deviceId, event)))) {
-        await stored(deviceId, event.sequence);
+      if (!behind.has(deviceId) && (await write({ ...inboundEventRecord(deviceId, event), at: new Date().toISOString() }))) {
+        // Never rejects (see onAppended): the next event or applied batch of the device raises the mark past this one.
+        await stored(deviceId, event.sequence).catch((err: unknown) => log.warn({ err, deviceId, sequence: event.sequence }, 'could not mark events stored'));
         return;
       }
       behind.set(deviceId, Math.max(behind.get(deviceId) ?? 0, event.sequence));
@@ -130,10 +124,10 @@ export function createStoredEvents({ redis, keys, store, writeBehind, wake, log,
         if (record.kind === 'inbound_event') last.set(record.deviceId, Math.max(last.get(record.deviceId) ?? 0, record.sequence));
       }
       await Promise.all(
-        [...last].map(async ([deviceId, sequence]) => {
+        [...last].map(([deviceId, sequence]) => {
           if ((behind.get(deviceId) ?? Infinity) <= sequence) behind.delete(deviceId);
-          await markEventsStored(redis, keys, deviceId, sequence);
-          wake(deviceId);
+          // A failure puts the batch back (store-sync's onApplied), so it is marked again.
+          return stored(deviceId, sequence);
         }),
       );
     },

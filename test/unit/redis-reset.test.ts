@@ -28,20 +28,18 @@ afterAll(async () => {
   await t?.cleanup();
 });
 
+/** One server's re-seed against this test's Redis and store, TTL 1 s; `extra` adds its restores. */
+const resetDeps = (extra: Partial<RedisResetDeps> = {}): RedisResetDeps => {
+  const keys = createClusterKeys(t.prefix);
+  return { redis: t.redis, keys, store, leases: createLeaseStore({ redis: t.redis, keys }), log, ttlMs: 1000, ...extra };
+};
+
 describe('re-seed after Redis lost its data', () => {
   it('holds claims off for a whole TTL after the re-seed is complete, however long it took', async () => {
     const ttlMs = 1000;
     const keys = createClusterKeys(t.prefix);
-    const deps: RedisResetDeps = {
-      redis: t.redis,
-      keys,
-      store,
-      leases: createLeaseStore({ redis: t.redis, keys }),
-      log,
-      ttlMs,
-      // A restore of many pending messages takes longer than a TTL.
-      restoreMessages: () => new Promise((r) => setTimeout(r, ttlMs * 1.5)),
-    };
+    // A restore of many pending messages takes longer than a TTL.
+    const deps = resetDeps({ restoreMessages: () => new Promise((r) => setTimeout(r, ttlMs * 1.5)) });
     await t.redis.del(keys.marker, keys.incarnation, keys.claimEmbargo);
     await reseedFences(deps, true);
     // Holders re-assert what they still run within this TTL; no claim may take a device first.
@@ -58,23 +56,17 @@ describe('re-seed after Redis lost its data', () => {
   });
 
   it('lets one of the servers that notice the same loss read the store; the others wait for it', async () => {
-    const ttlMs = 1000;
     const keys = createClusterKeys(t.prefix);
     const restores: string[] = [];
-    const server = (serverId: string): RedisResetDeps => ({
-      redis: t.redis,
-      keys,
-      store,
-      leases: createLeaseStore({ redis: t.redis, keys }),
-      log,
-      ttlMs,
-      serverId,
-      // Slow, as the event restore of a large fleet is: the others would all start it meanwhile.
-      restoreEvents: async () => {
-        restores.push(serverId);
-        await new Promise((r) => setTimeout(r, 600));
-      },
-    });
+    const server = (serverId: string): RedisResetDeps =>
+      resetDeps({
+        serverId,
+        // Slow, as the event restore of a large fleet is: the others would all start it meanwhile.
+        restoreEvents: async () => {
+          restores.push(serverId);
+          await new Promise((r) => setTimeout(r, 600));
+        },
+      });
     await t.redis.del(keys.marker, keys.incarnation, keys.claimEmbargo, keys.reseedLock);
     const ended: string[] = [];
     await Promise.all(['srv-a', 'srv-b', 'srv-c'].map(async (id) => {
@@ -90,14 +82,13 @@ describe('re-seed after Redis lost its data', () => {
   });
 
   it('takes the re-seed over from a server that died holding the lock, once its hold lapses', async () => {
-    const ttlMs = 1000;
     const keys = createClusterKeys(t.prefix);
     await t.redis.del(keys.marker, keys.incarnation, keys.claimEmbargo);
     // The dead server's hold: nobody extends it any more.
     await t.redis.set(keys.reseedLock, 'dead-server-hold', 'PX', 700);
     const restores: number[] = [];
     const started = Date.now();
-    await reseedFences({ redis: t.redis, keys, store, leases: createLeaseStore({ redis: t.redis, keys }), log, ttlMs, restoreEvents: async () => void restores.push(Date.now() - started) }, true);
+    await reseedFences(resetDeps({ restoreEvents: async () => void restores.push(Date.now() - started) }), true);
     expect(restores).toHaveLength(1);
     expect(restores[0]).toBeGreaterThanOrEqual(600);
     expect(await t.redis.exists(keys.marker)).toBe(1);
