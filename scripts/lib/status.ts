@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import type { RedisClient as Redis } from '../../src/shared/redis.js';
 import type { ClusterKeys } from '../../src/cluster/keys.js';
-import { createLeaseStore, parseLeaseValue } from '../../src/cluster/lease-store.js';
+import { createLeaseStore, holderId, parseLeaseValue } from '../../src/cluster/lease-store.js';
 import { createServerDirectory } from '../../src/cluster/server-directory.js';
 import { createClusterStateReader, type ClusterStateDeps, type ServerRow } from '../../src/monitoring/cluster-state.js';
 import { storeSyncQueueName, syncShardOf, type SyncRecord } from '../../src/queues/store-sync.js';
@@ -13,11 +13,11 @@ import type { Device, LeaseEventType } from '../../src/store/types.js';
 // Unhealthy (exit 1) means either:
 // - no live server takes devices: no server key (`{wa}:server:<id>`, PX one TTL, refreshed by
 //   every heartbeat) exists without `draining`; or
-// - a lease is overdue: it is still listed in `{wa}:deadlines` more than one LEASE_TTL_MS after
-//   its deadline (by Redis's clock). Every live server sweeps at least once a second and removes
-//   an expired lease at once, so one left that long means nobody is sweeping: its device runs
-//   nowhere and will not be moved. A lease of a dead server within its TTL is not overdue: that is
-//   a failover in progress.
+// - a lease is overdue: its holder (a server process) is still listed in `{wa}:holder-deadlines`
+//   more than one LEASE_TTL_MS after its deadline (by Redis's clock), with the lease still on
+//   record. Every live server sweeps at least once a second and expires a due holder's leases at
+//   once, so one left that long means nobody is sweeping: its device runs nowhere and will not be
+//   moved. A lease of a dead server within its TTL is not overdue: that is a failover in progress.
 
 /** Overdue leases listed by name; the rest are counted. */
 const OVERDUE_SHOWN = 20;
@@ -73,19 +73,19 @@ export async function readClusterStatus(deps: StatusDeps): Promise<ClusterStatus
     log: deps.log,
   }).read({ limit: 0 });
   const now = await redisNowMs(redis);
-  const [overdueCount, overdueItems, wanted, pendingPlacements] = await Promise.all([
-    redis.zcount(keys.deadlines, '-inf', now - ttlMs),
-    redis.zrangebyscore(keys.deadlines, '-inf', now - ttlMs, 'WITHSCORES', 'LIMIT', 0, OVERDUE_SHOWN),
+  const [overdueHolders, wanted, pendingPlacements] = await Promise.all([
+    redis.zrangebyscore(keys.holderDeadlines, '-inf', now - ttlMs, 'WITHSCORES'),
     redis.smembers(keys.wanted),
     redis.zcard(keys.placements),
   ]);
-  const overdueIds = overdueItems.filter((_, i) => i % 2 === 0);
-  const holders = overdueIds.length > 0 ? await redis.hmget(keys.holders, ...overdueIds) : [];
-  const overdue = overdueIds.map((deviceId, i) => ({
-    deviceId,
-    holder: holders[i] ?? null,
-    overdueMs: now - Number(overdueItems[i * 2 + 1]),
-  }));
+  const leaseStore = createLeaseStore({ redis, keys });
+  const overdueAll: OverdueLease[] = [];
+  for (let i = 0; i < overdueHolders.length; i += 2) {
+    const overdueMs = now - Number(overdueHolders[i + 1]);
+    for (const { deviceId, holder } of await leaseStore.leasesOf(overdueHolders[i]!)) overdueAll.push({ deviceId, holder, overdueMs });
+  }
+  const overdueCount = overdueAll.length;
+  const overdue = overdueAll.slice(0, OVERDUE_SHOWN);
 
   let wantedUnowned = 0;
   for (let start = 0; start < wanted.length; start += 1000) {
@@ -158,17 +158,19 @@ export async function readDeviceStatus(deps: StatusDeps & { bullRedis: () => Red
     .get(keys.lease(deviceId))
     .pttl(keys.lease(deviceId))
     .get(keys.fence(deviceId))
-    .zscore(keys.deadlines, deviceId)
     .hget(keys.holders, deviceId)
     .hgetall(keys.deviceStatus(deviceId))
     .sismember(keys.wanted, deviceId)
     .zscore(keys.placements, deviceId)
     .hget(keys.placementTargets, deviceId)
     .exec()) ?? []) as Array<[Error | null, unknown]>;
-  const [leaseValue, pttl, fence, deadline, lastHolder, live, wanted, placementUntil, target] = results.map(([err, value]) => {
+  const [leaseValue, pttl, fence, lastHolder, live, wanted, placementUntil, target] = results.map(([err, value]) => {
     if (err) throw err;
     return value;
   });
+  // The lease's deadline is its holder's: one per process, never before any of its leases expires.
+  const recorded = typeof lastHolder === 'string' ? parseLeaseValue(lastHolder) : null;
+  const deadline = recorded ? await redis.zscore(keys.holderDeadlines, holderId(recorded.serverId, recorded.bootId)) : null;
   const now = await redisNowMs(redis);
   const holder = typeof leaseValue === 'string' ? parseLeaseValue(leaseValue) : null;
   const ownerLive = holder ? (await redis.exists(keys.server(holder.serverId))) === 1 : false;

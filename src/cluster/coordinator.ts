@@ -66,6 +66,12 @@ export interface Coordinator {
   /** Stops loops and devices without handing anything over (after drain, or when fenced). */
   stop(): Promise<void>;
   sweep(): Promise<void>;
+  /**
+   * Redis said this device's lease key expired: the next sweep (started now) expires it if this
+   * process was its last holder, a lease it let run out unreleased, which no other server's sweep
+   * of due holders looks at while this process lives.
+   */
+  leaseExpired(deviceId: string): void;
   readonly draining: boolean;
   /**
    * Whether placements may pick this server: it runs, is not draining, is not self-fenced, and its
@@ -79,6 +85,10 @@ export interface Coordinator {
 /** Messages one inbox read takes: the placements among them are claimed in one script call. */
 export const INBOX_READ_COUNT = 200;
 const SWEEP_BATCH = 500;
+/** Due holders one sweep handles (each with all its leases); usually one dead process at a time. */
+const SWEEP_HOLDERS = 16;
+/** Expired lease keys remembered between sweeps; beyond it, reconcile finds the rest. */
+const MAX_EXPIRED_KEYS = 10_000;
 const MAX_UNACKED = 10_000;
 
 export function createCoordinator(options: CoordinatorOptions): Coordinator {
@@ -92,6 +102,8 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   let sweepTimer: NodeJS.Timeout | undefined;
   let sweeping: Promise<void> | undefined;
   let sweepAgain = false;
+  /** Devices whose lease key Redis reported expired since the last sweep. */
+  const expiredLeases = new Set<string>();
   let inboxLoop: Promise<void> | undefined;
   /** Monotonic time the inbox reader last started a read or finished one: it is alive. */
   let inboxActiveAt = Number.NEGATIVE_INFINITY;
@@ -345,11 +357,8 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     const servers = await candidates();
     /** Orphans to place; `from` is the owner whose lease expired (a failover), if any. */
     const orphans: Array<{ deviceId: string; from?: { serverId: string; token: number } | null; exclude?: string }> = [];
-    const due = await leases.findExpired(SWEEP_BATCH);
-    const outcomes = await leases.expire(due);
-    for (const [i, { deviceId, holder }] of due.entries()) {
-      if (outcomes[i] !== 'expired') continue;
-      const previous = parseLeaseValue(holder);
+    const orphaned = (deviceId: string, value: string) => {
+      const previous = parseLeaseValue(value);
       recorder.leaseEvent({
         deviceId,
         serverId: previous?.serverId ?? null,
@@ -361,6 +370,24 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       // counts it), so the cluster counts each failover once.
       metrics?.failovers.inc();
       orphans.push({ deviceId, from: previous });
+    };
+    // Processes past their deadline stopped renewing: each one's leases have run out. One that
+    // renews again meanwhile (slow, not dead) keeps its deadline, and whatever lease is alive.
+    for (const due of await leases.findDueHolders(SWEEP_HOLDERS)) {
+      const leased = await leases.leasesOf(due);
+      for (let start = 0; start < leased.length; start += SWEEP_BATCH) {
+        const batch = leased.slice(start, start + SWEEP_BATCH);
+        const outcomes = await leases.expire(batch);
+        batch.forEach(({ deviceId, holder: value }, i) => {
+          if (outcomes[i] === 'expired') orphaned(deviceId, value);
+        });
+      }
+      await leases.forgetHolder(due);
+    }
+    if (expiredLeases.size > 0) {
+      const reported = [...expiredLeases];
+      expiredLeases.clear();
+      for (const { deviceId, holder: value } of await leases.expireOwn(reported, holder)) orphaned(deviceId, value);
     }
     // A target that let its reservation run out may never claim (stuck, fenced, its reader gone):
     // the device goes elsewhere when anywhere else has room.
@@ -431,6 +458,11 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
 
     place: (deviceId) => place(deviceId),
     takeOver,
+
+    leaseExpired(deviceId) {
+      if (expiredLeases.size < MAX_EXPIRED_KEYS) expiredLeases.add(deviceId);
+      void sweep();
+    },
 
     drain(reason) {
       drained ??= (async () => {

@@ -7,8 +7,11 @@ export interface ClusterKeys {
   lease(deviceId: string): string;
   /** integer: last fencing token handed out for the device; never goes down */
   fence(deviceId: string): string;
-  /** sorted set deviceId -> lease deadline (ms, Redis TIME); the sweep reads it */
-  readonly deadlines: string;
+  /**
+   * sorted set holder (`serverId@bootId`) -> deadline (ms, Redis TIME), never before any of the
+   * holder's leases expires: one entry per process, moved once per heartbeat; the sweep reads it
+   */
+  readonly holderDeadlines: string;
   /** hash deviceId -> `serverId:token` of the last claim, so an expired lease still names its owner */
   readonly holders: string;
   /** hash, PX TTL: a live server's advertised state */
@@ -186,7 +189,7 @@ export function createClusterKeys(prefix: string = DEFAULT_KEY_PREFIX): ClusterK
     prefix,
     lease: (deviceId: string) => `${tag}:lease:${deviceId}`,
     fence: (deviceId: string) => `${tag}:fence:${deviceId}`,
-    deadlines: `${tag}:deadlines`,
+    holderDeadlines: `${tag}:holder-deadlines`,
     holders: `${tag}:holders`,
     server: (serverId: string) => `${tag}:server:${serverId}`,
     serverClaim: (serverId: string) => `${tag}:server-claim:${serverId}`,

@@ -2,7 +2,7 @@ import type { ChainableCommander } from 'ioredis';
 import { execChunked, type RedisClient as Redis } from '../shared/redis.js';
 import { defineLuaScripts, loadLuaScript, queueLua, runLua } from '../shared/lua.js';
 import type { ClusterKeys } from './keys.js';
-import { leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } from './lease-value.js';
+import { holderId, leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } from './lease-value.js';
 
 export { holderId, leaseValue, parseLeaseValue, serverIdOf, type LeaseHolder } from './lease-value.js';
 
@@ -15,8 +15,11 @@ const scripts = {
   raiseTokenFloor: loadLuaScript(LUA, 'raiseTokenFloor-1.lua'),
   takeOver: loadLuaScript(LUA, 'takeOverLeases.lua'),
   renew: loadLuaScript(LUA, 'renewLeases.lua'),
-  release: loadLuaScript(LUA, 'releaseLease-4.lua'),
+  release: loadLuaScript(LUA, 'releaseLease-3.lua'),
   findDue: loadLuaScript(LUA, 'findDue-2.lua'),
+  findDueHolders: loadLuaScript(LUA, 'findDueHolders-1.lua'),
+  listHolderLeases: loadLuaScript(LUA, 'listHolderLeases-2.lua'),
+  forgetHolder: loadLuaScript(LUA, 'forgetHolder-1.lua'),
   expire: loadLuaScript(LUA, 'expireLease-4.lua'),
   place: loadLuaScript(new URL('./placement/', import.meta.url), 'placeDevice.lua'),
   setStatus: loadLuaScript(LUA, 'setDeviceStatus-2.lua'),
@@ -112,14 +115,28 @@ export interface LeaseStore {
     leases: readonly HeldLease[],
   ): (results: Array<[Error | null, unknown]>) => LostLease[];
   release(deviceId: string, holder: string, token: number): Promise<boolean>;
-  findExpired(limit: number): Promise<Array<{ deviceId: string; holder: string }>>;
+  /**
+   * Holders (processes) past their deadline: they stopped renewing, and every lease they were
+   * granted has run out, unless something extended it since (expire() tells).
+   */
+  findDueHolders(limit: number): Promise<string[]>;
+  /** The leases a holder was last granted (`holder` is `holder:token`), as expire() takes them. */
+  leasesOf(holder: string): Promise<Array<{ deviceId: string; holder: string }>>;
+  /** Forgets a due holder after its leases were expired; false when its deadline moved on (kept). */
+  forgetHolder(holder: string): Promise<boolean>;
+  /**
+   * Of these devices (their lease keys expired, by Redis's keyspace events), expires those whose
+   * last holder is `holder`: leases this live process let run out (a release that failed), which
+   * the sweep of due holders never sees. Returns the ones it expired.
+   */
+  expireOwn(deviceIds: readonly string[], holder: string): Promise<Array<{ deviceId: string; holder: string }>>;
   /** Placements whose reservation ran out unclaimed (or that found no server): place them again. */
   findDuePlacements(limit: number): Promise<Array<{ deviceId: string; target: string }>>;
   /** Forgets a device's placement (it was stopped or deleted, so nobody should claim it). */
   cancelPlacement(deviceId: string): Promise<void>;
   /**
-   * Expires leases past their deadline (as findExpired listed them), in one round trip for the
-   * whole batch: after a server dies its whole share is due at once. Outcomes in input order.
+   * Expires leases that ran out (as leasesOf listed them), in one round trip for the whole batch:
+   * after a server dies its whole share is due at once. Outcomes in input order.
    */
   expire(due: ReadonlyArray<{ deviceId: string; holder: string }>): Promise<Array<'expired' | 'alive' | 'changed'>>;
   place(deviceId: string, candidates: readonly string[], reservationMs: number, exclude?: string): Promise<PlaceResult>;
@@ -127,8 +144,8 @@ export interface LeaseStore {
   /** Many devices' leases, statuses and last holders: pipelined reads, not one transaction. */
   readMany(deviceIds: readonly string[]): Promise<LeaseReading[]>;
   /**
-   * Every device in the deadline index: each live lease, and each expired one no sweep has
-   * handled yet (a failover in progress). Read with ZSCAN, never in one blocking call.
+   * Every device with a holder on record: each live lease, and each expired one no sweep has
+   * handled yet (a failover in progress). Read with HSCAN, never in one blocking call.
    */
   indexedDevices(): Promise<string[]>;
   /** The last token handed out for the device (its fence); 0 when none ever was. */
@@ -161,7 +178,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       queueLua(
         pipeline,
         scripts.renew,
-        [keys.deadlines, keys.owned(serverId), ...chunk.map((l) => keys.lease(l.deviceId))],
+        [keys.holderDeadlines, keys.owned(serverId), ...chunk.map((l) => keys.lease(l.deviceId))],
         args,
       );
     }
@@ -194,7 +211,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       redis,
       scripts.claim,
       [
-        keys.deadlines,
+        keys.holderDeadlines,
         keys.holders,
         keys.owned(serverId),
         keys.claimEmbargo,
@@ -225,8 +242,39 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       return { outcome: 'held', ...current };
     };
     // One triple answers for the whole batch when a cluster-wide check refused every claim.
-    if (flat.length === 3) return claims.map(({ deviceId }) => resultOf(0, deviceId));
-    return claims.map(({ deviceId }, n) => resultOf(n * 3, deviceId));
+    const results = claims.map(({ deviceId }, n) => resultOf(flat.length === 3 ? 0 : n * 3, deviceId));
+    // A claim that found a lease run out unswept leaves its old owner's owned set behind (the
+    // script cannot name that key in advance): take the device out of it here, or that server
+    // keeps counting it as load.
+    const stale = claims.flatMap(({ deviceId }, n) => {
+      const result = results[n]!;
+      return result.outcome === 'claimed' && result.expired && result.expired.serverId !== serverId ? [{ deviceId, owner: result.expired.serverId }] : [];
+    });
+    if (stale.length > 0) {
+      const pipeline = redis.pipeline();
+      for (const { deviceId, owner } of stale) pipeline.srem(keys.owned(owner), deviceId);
+      await pipeline.exec();
+    }
+    return results;
+  };
+
+  const expire: LeaseStore['expire'] = async (due) => {
+    if (due.length === 0) return [];
+    const pipeline = redis.pipeline();
+    for (const { deviceId, holder } of due) {
+      const previous = holder ? parseLeaseValue(holder) : null;
+      queueLua(
+        pipeline,
+        scripts.expire,
+        [keys.lease(deviceId), keys.holderDeadlines, keys.holders, keys.owned(previous?.serverId ?? '_none')],
+        [deviceId, holder],
+      );
+    }
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([err, code]) => {
+      if (err) throw err;
+      return code === 1 ? 'expired' : code === 0 ? 'alive' : 'changed';
+    });
   };
 
   return {
@@ -250,17 +298,37 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       const released = await runLua<number>(
         redis,
         scripts.release,
-        [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(serverIdOf(holder))],
+        [keys.lease(deviceId), keys.holders, keys.owned(serverIdOf(holder))],
         [deviceId, leaseValue(holder, token)],
       );
       return released === 1;
     },
 
-    async findExpired(limit) {
-      const flat = await runLua<string[]>(redis, scripts.findDue, [keys.deadlines, keys.holders], [limit]);
-      const due: Array<{ deviceId: string; holder: string }> = [];
-      for (let i = 0; i < flat.length; i += 2) due.push({ deviceId: flat[i]!, holder: flat[i + 1]! });
-      return due;
+    async findDueHolders(limit) {
+      return runLua<string[]>(redis, scripts.findDueHolders, [keys.holderDeadlines], [limit]);
+    },
+
+    async leasesOf(holder) {
+      const flat = await runLua<string[]>(redis, scripts.listHolderLeases, [keys.owned(serverIdOf(holder)), keys.holders], [holder]);
+      const out: Array<{ deviceId: string; holder: string }> = [];
+      for (let i = 0; i < flat.length; i += 2) out.push({ deviceId: flat[i]!, holder: flat[i + 1]! });
+      return out;
+    },
+
+    async forgetHolder(holder) {
+      return (await runLua<number>(redis, scripts.forgetHolder, [keys.holderDeadlines], [holder])) === 1;
+    },
+
+    async expireOwn(deviceIds, holder) {
+      if (deviceIds.length === 0) return [];
+      const recorded = await redis.hmget(keys.holders, ...deviceIds);
+      const mine = deviceIds.flatMap((deviceId, i) => {
+        const value = recorded[i];
+        const named = value ? parseLeaseValue(value) : null;
+        return value && named && holderId(named.serverId, named.bootId) === holder ? [{ deviceId, holder: value }] : [];
+      });
+      const outcomes = await expire(mine);
+      return mine.filter((_, i) => outcomes[i] === 'expired');
     },
 
     async findDuePlacements(limit) {
@@ -280,24 +348,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       await redis.multi().zrem(keys.placements, deviceId).hdel(keys.placementTargets, deviceId).exec();
     },
 
-    async expire(due) {
-      if (due.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const { deviceId, holder } of due) {
-        const previous = holder ? parseLeaseValue(holder) : null;
-        queueLua(
-          pipeline,
-          scripts.expire,
-          [keys.lease(deviceId), keys.deadlines, keys.holders, keys.owned(previous?.serverId ?? '_none')],
-          [deviceId, holder],
-        );
-      }
-      const results = (await pipeline.exec()) ?? [];
-      return results.map(([err, code]) => {
-        if (err) throw err;
-        return code === 1 ? 'expired' : code === 0 ? 'alive' : 'changed';
-      });
-    },
+    expire,
 
     async place(deviceId, candidates, reservationMs, exclude = '') {
       const serverKeys = candidates.flatMap((id) => [keys.server(id), keys.owned(id), keys.reserved(id), keys.inbox(id)]);
@@ -326,7 +377,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
         const flat = await runLua<string[]>(
           redis,
           scripts.reassert,
-          [keys.deadlines, keys.holders, keys.owned(serverId), ...chunk.flatMap((l) => [keys.lease(l.deviceId), keys.fence(l.deviceId)])],
+          [keys.holderDeadlines, keys.holders, keys.owned(serverId), ...chunk.flatMap((l) => [keys.lease(l.deviceId), keys.fence(l.deviceId)])],
           [holder, ttlMs, ...chunk.flatMap((l) => [l.deviceId, l.token])],
         );
         const sent = new Map(chunk.map((l) => [l.deviceId, l.token]));
@@ -342,7 +393,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
         const flat = await runLua<Array<string | number>>(
           redis,
           scripts.takeOver,
-          [keys.deadlines, keys.holders, keys.owned(serverIdOf(holder)), keys.tokenFloor, keys.claimEmbargo, ...chunk.flatMap((d) => [keys.lease(d), keys.fence(d)])],
+          [keys.holderDeadlines, keys.holders, keys.owned(serverIdOf(holder)), keys.tokenFloor, keys.claimEmbargo, ...chunk.flatMap((d) => [keys.lease(d), keys.fence(d)])],
           [deadHolder, holder, ttlMs, ...chunk],
         );
         for (let i = 0; i < flat.length; i += 3) {
@@ -412,7 +463,7 @@ export function createLeaseStore({ redis, keys }: { redis: Redis; keys: ClusterK
       const deviceIds = new Set<string>();
       let cursor = '0';
       do {
-        const [next, page] = await redis.zscan(keys.deadlines, cursor, 'COUNT', 1000);
+        const [next, page] = await redis.hscan(keys.holders, cursor, 'COUNT', 1000);
         cursor = next;
         for (let i = 0; i < page.length; i += 2) deviceIds.add(page[i]!);
       } while (cursor !== '0');

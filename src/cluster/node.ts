@@ -199,7 +199,7 @@ export function createClusterNode(options: ClusterNodeOptions): ClusterNode {
         redis,
         log: log.child({ module: 'expired-keys' }),
         onExpired: (key) => {
-          if (key.startsWith(leaseKeyPrefix)) void coordinator.sweep();
+          if (key.startsWith(leaseKeyPrefix)) coordinator.leaseExpired(key.slice(leaseKeyPrefix.length));
         },
       });
       log.info({ ttlMs: lease.ttlMs, renewIntervalMs: lease.renewIntervalMs }, 'Server assignment service ready');

@@ -272,6 +272,35 @@ describe('placement only goes where a claim can follow', () => {
   });
 });
 
+describe('sweep', () => {
+  it("a dead server's leases move once its one deadline passes", async () => {
+    await silentServer('srv-dead', 100);
+    await t.redis.pexpire(keys.server('srv-dead'), 300);
+    const device = await wantedDevice();
+    expect(await leases.claim(device, 'srv-dead@b0', 500)).toMatchObject({ outcome: 'claimed', token: 1 });
+    const a = await startServer('srv-a');
+    await waitUntil(async () => a.guard.tokenOf(device) === 2, 5000);
+    expect(await t.redis.zscore(keys.holderDeadlines, 'srv-dead@b0')).toBeNull();
+  });
+
+  it('a lease this server let run out unreleased (a failed release) moves when Redis says its key expired', async () => {
+    const a = await startServer('srv-a', { bootId: 'a1' });
+    const [dropped, kept] = [await wantedDevice(), await wantedDevice()];
+    await a.coordinator.place(dropped);
+    await a.coordinator.place(kept);
+    await waitUntil(async () => a.guard.tokenOf(dropped) === 1 && a.guard.tokenOf(kept) === 1, 5000);
+    // Stopped here, but the release never reached Redis: nobody renews the lease, and this
+    // server's deadline keeps moving with its other lease, so no sweep of due holders finds it.
+    a.guard.drop(dropped, 1);
+    await a.runtime.stop(dropped, 'release failed');
+    await waitUntil(async () => (await t.redis.exists(keys.lease(dropped))) === 0, TTL + 2000);
+    expect(await t.redis.hget(keys.holders, dropped)).toBe('srv-a@a1:1');
+    a.coordinator.leaseExpired(dropped);
+    await waitUntil(async () => a.guard.tokenOf(dropped) === 2, 5000);
+    expect(a.guard.tokenOf(kept)).toBe(1);
+  });
+});
+
 describe('self-fence', () => {
   it('a fence that returns after the Redis-reset path lifted it still stops every device; the next renewal starts them again', async () => {
     const a = await startServer('srv-a');

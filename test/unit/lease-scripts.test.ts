@@ -23,6 +23,11 @@ async function goLive(serverId: string, fields: Record<string, string | number> 
     .exec();
 }
 
+async function redisNow(): Promise<number> {
+  const [seconds, micros] = await t.redis.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+}
+
 /** A device id whose desired state is running (placement places only those). */
 async function wantedDevice(): Promise<string> {
   const id = randomUUID();
@@ -56,9 +61,9 @@ describe('claim', () => {
     expect(await t.redis.get(keys.fence(device))).toBe('1');
     expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(1);
     expect(await t.redis.hget(keys.holders, device)).toBe('srv-a:1');
-    const deadline = Number(await t.redis.zscore(keys.deadlines, device));
-    const [seconds, micros] = await t.redis.time();
-    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    // One deadline per holder, not per lease: the sweep reads it.
+    const deadline = Number(await t.redis.zscore(keys.holderDeadlines, 'srv-a'));
+    const now = await redisNow();
     expect(deadline - now).toBeGreaterThan(4000);
     expect(deadline - now).toBeLessThanOrEqual(5000);
   });
@@ -175,6 +180,38 @@ describe('renew', () => {
     expect(await t.redis.get(keys.lease(stolen))).toBe('srv-b:2');
   });
 
+  it('moves one deadline per holder and no per-lease index: GETEX per lease, one ZADD per chunk', async () => {
+    const devices = Array.from({ length: 50 }, () => randomUUID());
+    const held = [];
+    for (const deviceId of devices) {
+      const claimed = await leases.claim(deviceId, 'srv-a@boot1', 1000);
+      if (claimed.outcome !== 'claimed') throw new Error('claim failed');
+      held.push({ deviceId, token: claimed.token });
+    }
+    await t.redis.config('RESETSTAT');
+    expect(await leases.renew('srv-a@boot1', 60_000, held)).toEqual([]);
+    const stats = await t.redis.info('commandstats');
+    const calls = (command: string) => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    expect(calls('getex')).toBe(50);
+    expect(calls('zadd')).toBe(1);
+    expect(calls('pexpire')).toBe(0);
+    expect(await t.redis.zrange(keys.holderDeadlines, 0, -1)).toEqual(['srv-a@boot1']);
+    const deadline = Number(await t.redis.zscore(keys.holderDeadlines, 'srv-a@boot1'));
+    expect(deadline - (await redisNow())).toBeGreaterThan(55_000);
+    expect(await t.redis.pttl(keys.lease(devices[49]!))).toBeGreaterThan(55_000);
+  });
+
+  it("leaves another holder's lease to expire when that holder's deadline says, though its GETEX read it", async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-b', 2000);
+    // srv-a thinks it still holds the device under an old token (it was paused meanwhile).
+    expect(await leases.renew('srv-a', 60_000, [{ deviceId: device, token: 7 }])).toEqual([
+      { deviceId: device, token: 7, holder: { serverId: 'srv-b', token: 1 } },
+    ]);
+    expect(await t.redis.pttl(keys.lease(device))).toBeLessThanOrEqual(2000);
+    expect(await t.redis.zscore(keys.holderDeadlines, 'srv-a')).toBeNull();
+  });
+
   it('does not renew a lease whose token is stale', async () => {
     const device = randomUUID();
     await leases.claim(device, 'srv-a', 5000);
@@ -195,38 +232,86 @@ describe('release', () => {
     expect(await t.redis.get(keys.lease(device))).toBe('srv-a:1');
     expect(await leases.release(device, 'srv-a', 1)).toBe(true);
     expect(await t.redis.exists(keys.lease(device))).toBe(0);
-    expect(await t.redis.zscore(keys.deadlines, device)).toBeNull();
+    expect(await t.redis.hget(keys.holders, device)).toBeNull();
     expect(await leases.claim(device, 'srv-b', 5000)).toEqual({ outcome: 'claimed', token: 2 });
   });
 });
 
 describe('expiry', () => {
-  it('lists a lease past its deadline with its last holder, and expires it once', async () => {
-    const device = randomUUID();
-    const alive = randomUUID();
-    await leases.claim(device, 'srv-a', 150);
-    await leases.claim(alive, 'srv-a', 60_000);
-    let due: Array<{ deviceId: string; holder: string }> = [];
+  /** Polls until the holder is due by Redis's clock (real TTLs: fake timers do not move Redis's). */
+  async function dueHolders(): Promise<string[]> {
+    let due: string[] = [];
     for (let i = 0; i < 50 && due.length === 0; i++) {
       await new Promise((r) => setTimeout(r, 20));
-      due = await leases.findExpired(100);
+      due = await leases.findDueHolders(100);
     }
-    expect(due).toEqual([{ deviceId: device, holder: 'srv-a:1' }]);
-    expect(await leases.expire(due)).toEqual(['expired']);
-    expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(0);
-    expect(await t.redis.hget(keys.holders, device)).toBeNull();
-    expect(await leases.findExpired(100)).toEqual([]);
+    return due;
+  }
+
+  it("lists a holder past its deadline, then its leases, and expires each once; other holders' stay", async () => {
+    const [one, two] = [randomUUID(), randomUUID()];
+    const other = randomUUID();
+    await leases.claim(one, 'srv-a@dead', 150);
+    await leases.claim(two, 'srv-a@dead', 150);
+    await leases.claim(other, 'srv-b', 60_000);
+    expect(await dueHolders()).toEqual(['srv-a@dead']);
+    const due = await leases.leasesOf('srv-a@dead');
+    expect(due).toEqual(expect.arrayContaining([
+      { deviceId: one, holder: 'srv-a@dead:1' },
+      { deviceId: two, holder: 'srv-a@dead:1' },
+    ]));
+    expect(due).toHaveLength(2);
+    expect(await leases.expire(due)).toEqual(['expired', 'expired']);
+    expect(await t.redis.scard(keys.owned('srv-a'))).toBe(0);
+    expect(await t.redis.hget(keys.holders, one)).toBeNull();
     // A second sweeper that read the same holder is told it changed, and does nothing.
-    expect(await leases.expire(due)).toEqual(['changed']);
+    expect(await leases.expire(due)).toEqual(['changed', 'changed']);
+    expect(await leases.forgetHolder('srv-a@dead')).toBe(true);
+    expect(await leases.findDueHolders(100)).toEqual([]);
+    expect(await t.redis.get(keys.lease(other))).toBe('srv-b:1');
   });
 
-  it('corrects the deadline instead of expiring a lease that is still alive', async () => {
+  it("a holder's leases exclude another boot's of the same server id", async () => {
+    const [old, current] = [randomUUID(), randomUUID()];
+    await leases.claim(old, 'srv-a@boot1', 60_000);
+    await leases.claim(current, 'srv-a@boot2', 60_000);
+    expect(await leases.leasesOf('srv-a@boot1')).toEqual([{ deviceId: old, holder: 'srv-a@boot1:1' }]);
+    expect(await leases.leasesOf('srv-a@boot2')).toEqual([{ deviceId: current, holder: 'srv-a@boot2:1' }]);
+  });
+
+  it('keeps a due holder while one of its leases is alive, and puts its deadline at that lease\'s expiry', async () => {
     const device = randomUUID();
-    await leases.claim(device, 'srv-a', 60_000);
-    await t.redis.zadd(keys.deadlines, 0, device);
-    expect(await leases.expire([{ deviceId: device, holder: 'srv-a:1' }])).toEqual(['alive']);
-    expect(Number(await t.redis.zscore(keys.deadlines, device))).toBeGreaterThan(0);
-    expect(await t.redis.get(keys.lease(device))).toBe('srv-a:1');
+    await leases.claim(device, 'srv-a', 100);
+    // Extended behind the holder's back (a PEXPIRE by hand; a foreign GETEX is put back, see renew).
+    await t.redis.pexpire(keys.lease(device), 60_000);
+    expect(await dueHolders()).toEqual(['srv-a']);
+    expect(await leases.expire(await leases.leasesOf('srv-a'))).toEqual(['alive']);
+    expect(await leases.forgetHolder('srv-a')).toBe(false);
+    expect(Number(await t.redis.zscore(keys.holderDeadlines, 'srv-a')) - (await redisNow())).toBeGreaterThan(55_000);
+    expect(await leases.findDueHolders(100)).toEqual([]);
+  });
+
+  it('expires a lease a live holder let run out (a failed release) when told its key expired', async () => {
+    const [gone, kept] = [randomUUID(), randomUUID()];
+    await leases.claim(gone, 'srv-a@b1', 100);
+    await leases.claim(kept, 'srv-a@b1', 60_000);
+    await new Promise((r) => setTimeout(r, 150));
+    // The holder's deadline is the later lease's: it is not due, and the sweep of holders misses it.
+    expect(await leases.findDueHolders(100)).toEqual([]);
+    expect(await leases.expireOwn([gone, kept], 'srv-a@b1')).toEqual([{ deviceId: gone, holder: 'srv-a@b1:1' }]);
+    expect(await t.redis.sismember(keys.owned('srv-a'), gone)).toBe(0);
+    expect(await t.redis.hget(keys.holders, gone)).toBeNull();
+    // Another holder's leases are not this server's to expire.
+    expect(await leases.expireOwn([kept], 'srv-b')).toEqual([]);
+  });
+
+  it("a claim after an unswept expiry takes the device out of the old owner's owned set", async () => {
+    const device = randomUUID();
+    await leases.claim(device, 'srv-a', 100);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(await leases.claim(device, 'srv-b', 60_000)).toMatchObject({ outcome: 'claimed', expired: { serverId: 'srv-a', token: 1 } });
+    expect(await t.redis.sismember(keys.owned('srv-a'), device)).toBe(0);
+    expect(await t.redis.sismember(keys.owned('srv-b'), device)).toBe(1);
   });
 
   it('expires a batch in one round trip, each lease on its own terms: orphaned, alive, taken since, or already swept', async () => {
@@ -457,7 +542,6 @@ describe('re-assert after Redis lost its data', () => {
     await leases.seedFences([{ deviceId: device, leaseEpoch: 2 }]);
     expect(await leases.reassert('srv-a', 5000, [{ deviceId: device, token: 1 }])).toEqual([{ deviceId: device, token: 1, holder: null }]);
     expect(await t.redis.exists(keys.lease(device))).toBe(0);
-    expect(await t.redis.zscore(keys.deadlines, device)).toBeNull();
     expect(await t.redis.hget(keys.holders, device)).toBeNull();
     expect(await leases.claim(device, 'srv-b', 5000)).toMatchObject({ outcome: 'claimed', token: 3 });
   });

@@ -106,7 +106,7 @@ describe('re-seed after Redis lost its data', () => {
     const before = await leases.claim(device, 'srv-s@5a5a5a5a5a5a', 60_000);
     expect(before).toMatchObject({ outcome: 'claimed' });
     const oldToken = (before as { token: number }).token;
-    await t.redis.del(keys.lease(device), keys.fence(device), keys.marker, keys.incarnation, keys.deadlines, keys.holders, keys.claimEmbargo);
+    await t.redis.del(keys.lease(device), keys.fence(device), keys.marker, keys.incarnation, keys.holderDeadlines, keys.holders, keys.claimEmbargo);
 
     await reseedFences({ redis: t.redis, keys, store, leases, log, ttlMs, serverId: 'srv-t' }, true);
     await t.redis.del(keys.claimEmbargo);

@@ -5,7 +5,7 @@
   of them, and each device then costs only its own reads and writes.
 
   Input:
-    KEYS[1]  deadlines            {p}:deadlines (zset deviceId -> deadline ms)
+    KEYS[1]  holder deadlines     {p}:holder-deadlines (zset holder -> deadline ms)
     KEYS[2]  holders              {p}:holders (hash deviceId -> holder:token)
     KEYS[3]  owned set            {p}:owned:<serverId>
     KEYS[4]  claim embargo        {p}:claim-embargo

@@ -1,12 +1,11 @@
 --[[
   Lists the members of a deadline sorted set whose deadline has passed, by Redis's clock, each
-  with its entry in a companion hash. Read-only. Used for leases (deadlines + holders: the sweep
-  then expires each with expireLease-4) and for placements (placements + placement-targets: a
-  reservation not claimed in time is placed again).
+  with its entry in a companion hash. Read-only. Used for placements (placements +
+  placement-targets: a reservation not claimed in time is placed again).
 
   Input:
-    KEYS[1]  deadline zset   {p}:deadlines or {p}:placements
-    KEYS[2]  companion hash  {p}:holders or {p}:placement-targets
+    KEYS[1]  deadline zset   {p}:placements
+    KEYS[2]  companion hash  {p}:placement-targets
     ARGV[1]  limit
 
   Output:

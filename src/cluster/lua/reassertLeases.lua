@@ -10,7 +10,7 @@
   be placed again at once.
 
   Input:
-    KEYS[1]        deadlines   {p}:deadlines
+    KEYS[1]        holder deadlines {p}:holder-deadlines
     KEYS[2]        holders     {p}:holders
     KEYS[3]        owned set   {p}:owned:<serverId>
     KEYS[4..]      per lease, two keys: {p}:lease:<deviceId>, {p}:fence:<deviceId>
@@ -26,6 +26,7 @@
 local holder, ttl = ARGV[1], tonumber(ARGV[2])
 local deadline = redisNowMs() + ttl
 local lost = {}
+local written = false
 local n = (#KEYS - 3) / 2
 for i = 0, n - 1 do
   local leaseKey, fenceKey = KEYS[4 + i * 2], KEYS[5 + i * 2]
@@ -36,7 +37,6 @@ for i = 0, n - 1 do
   if fence > token then
     if current == mine then
       redis.call('DEL', leaseKey)
-      redis.call('ZREM', KEYS[1], deviceId)
       current = false
     end
     if redis.call('HGET', KEYS[2], deviceId) == mine then
@@ -50,13 +50,16 @@ for i = 0, n - 1 do
     if fence < token then
       redis.call('SET', fenceKey, token)
     end
-    redis.call('ZADD', KEYS[1], deadline, deviceId)
     redis.call('HSET', KEYS[2], deviceId, mine)
     redis.call('SADD', KEYS[3], deviceId)
+    written = true
   else
     redis.call('SREM', KEYS[3], deviceId)
     lost[#lost + 1] = deviceId
     lost[#lost + 1] = current
   end
+end
+if written then
+  redis.call('ZADD', KEYS[1], 'GT', deadline, holder)
 end
 return lost

@@ -5,7 +5,7 @@
   taken; any other (expired meanwhile, claimed by another server) is left alone.
 
   Input:
-    KEYS[1]    deadlines      {p}:deadlines
+    KEYS[1]    holder deadlines {p}:holder-deadlines
     KEYS[2]    holders        {p}:holders
     KEYS[3]    owned set      {p}:owned:<serverId> (the predecessor's and this boot's: one server id)
     KEYS[4]    token floor    {p}:token-floor

@@ -4,9 +4,8 @@
 
   Input:
     KEYS[1]  lease key      {p}:lease:<deviceId>
-    KEYS[2]  deadlines      {p}:deadlines
-    KEYS[3]  holders        {p}:holders
-    KEYS[4]  owned set      {p}:owned:<serverId>
+    KEYS[2]  holders        {p}:holders
+    KEYS[3]  owned set      {p}:owned:<serverId>
 
     ARGV[1]  deviceId
     ARGV[2]  expected value "holder:token"
@@ -16,13 +15,12 @@
     0  not held with that value (lost already); nothing changed but this server's owned set
 ]]
 local deviceId, expected = ARGV[1], ARGV[2]
-redis.call('SREM', KEYS[4], deviceId)
+redis.call('SREM', KEYS[3], deviceId)
 if redis.call('GET', KEYS[1]) ~= expected then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], deviceId)
-if redis.call('HGET', KEYS[3], deviceId) == expected then
-  redis.call('HDEL', KEYS[3], deviceId)
+if redis.call('HGET', KEYS[2], deviceId) == expected then
+  redis.call('HDEL', KEYS[2], deviceId)
 end
 return 1
